@@ -1,0 +1,53 @@
+"""xai-bench: an explainability benchmark harness for (B-cos) vision transformers.
+
+The public API mirrors timm / captum: models, attribution methods and metrics live in
+registries and are addressed by name::
+
+    import xai_bench
+    xai_bench.list_models("bcos_*")
+    model = xai_bench.get_model("bcos_vit_nano")
+"""
+
+from xai_bench.registry import METHODS, METRICS, MODELS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS", "METHODS", "METRICS",
+    "list_models", "get_model", "list_methods", "get_method", "list_metrics", "get_metric",
+]
+
+
+def list_models(pattern="*"):
+    """Names of the registered models matching a glob (or a list of globs)."""
+    return MODELS.list(pattern)
+
+
+def get_model(name, checkpoint=None, **kwargs):
+    """Build model `name`; with `checkpoint`, restore the weights (and constructor arguments)
+    saved by `xai-bench train`. Keyword arguments override the stored constructor arguments."""
+    if checkpoint is not None:
+        from xai_bench.checkpoint import load_model_from_checkpoint
+
+        return load_model_from_checkpoint(checkpoint, name=name, **kwargs)
+    return MODELS.get(name)(**kwargs)
+
+
+def list_methods(pattern="*"):
+    """Names of the registered attribution methods matching a glob."""
+    return METHODS.list(pattern)
+
+
+def get_method(name, **params):
+    """An attribution method object, called as ``method(model, x, targets) -> maps``."""
+    return METHODS.get(name)(**params)
+
+
+def list_metrics(pattern="*"):
+    """Names of the registered metrics matching a glob."""
+    return METRICS.list(pattern)
+
+
+def get_metric(name, **params):
+    """A metric object (see ``xai_bench.metrics``)."""
+    return METRICS.get(name)(**params)

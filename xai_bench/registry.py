@@ -1,0 +1,247 @@
+"""Name -> object registries for models, attribution methods and metrics.
+
+Entries come from two places:
+
+* builtins, registered with ``@REGISTRY.register()`` by the modules listed in
+  ``builtin_modules``; those modules are imported lazily, the first time the registry is
+  listed or queried, so that ``import xai_bench`` stays cheap (no torch);
+* third-party plugins, declared as entry points of ``group`` in their distribution's
+  metadata, e.g. in a plugin's ``pyproject.toml``::
+
+      [project.entry-points."xai_bench.methods"]
+      my_method = "my_pkg.methods:MyMethod"
+
+  Listing uses only the entry point names; a plugin is imported when it is first asked
+  for. A plugin that fails to load is reported (``RegistryError`` from ``get``, or a line
+  in ``problems`` from ``load_all``), never fatal for the rest of the registry.
+
+This module must not import anything heavy: it is imported by ``xai_bench/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.metadata
+
+__all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS"]
+
+_GLOB_CHARS = "*?["
+# Characters that would make a name ambiguous in `resolve` specs ("a,b", globs).
+_FORBIDDEN_CHARS = _GLOB_CHARS + "], \t\n"
+
+
+class RegistryError(Exception):
+    """A registry lookup or plugin load failed; the message is a single line."""
+
+
+class UnknownNameError(RegistryError, KeyError):
+    """No entry matches the requested name (also a ``KeyError`` for dict-like callers)."""
+
+    def __str__(self):
+        # KeyError.__str__ would repr() the message, adding quotes around it.
+        return str(self.args[0]) if self.args else ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _quote_list(names) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+class Registry:
+    """A named collection of builders (classes or callables) of one kind."""
+
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = ()):
+        self.kind = kind
+        self.group = group
+        self.builtin_modules = tuple(builtin_modules)
+        self.problems: list[str] = []  # human-readable warnings / plugin load failures
+        self._builtins: dict[str, object] = {}
+        self._meta: dict[str, dict] = {}
+        self._plugins = None  # name -> EntryPoint; None until discovered
+        self._loaded: dict[str, object] = {}  # plugin name -> loaded object
+        # Set *before* importing: the builtin modules call `register` and may list/query
+        # this registry while they are being imported; that must not recurse.
+        self._builtins_started = False
+
+    # ------------------------------------------------------------------ registration
+    def register(self, name=None, **meta):
+        """Decorator: ``@REG.register()``, ``@REG.register("name", key=value)`` or ``@REG.register``."""
+        if callable(name) and not isinstance(name, str):  # used bare, without parentheses
+            obj = name
+            self.add(obj.__name__, obj)
+            return obj
+
+        def decorator(obj):
+            self.add(obj.__name__ if name is None else name, obj, **meta)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj, **meta):
+        """Register `obj` under `name` with optional metadata. Does not import the builtins."""
+        self._check_name(name)
+        if name in self._builtins:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._builtins[name] = obj
+        self._meta[name] = dict(meta)
+        if self._plugins is not None and name in self._plugins:
+            self._report_clash(name)
+        return obj
+
+    def _check_name(self, name):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        if name == "all" or any(c in name for c in _FORBIDDEN_CHARS):
+            raise ValueError(
+                f"invalid {self.kind} name {name!r}: 'all', commas, spaces and glob characters are reserved"
+            )
+
+    def _problem(self, message: str):
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def _report_clash(self, name):
+        ep = self._plugins[name]
+        self._problem(f"{self.kind} plugin '{name}' ({ep.value}) clashes with a builtin {self.kind}; "
+                      "the builtin is used")
+
+    # ------------------------------------------------------------------ discovery
+    def _ensure_builtins(self):
+        if self._builtins_started:
+            return
+        self._builtins_started = True
+        for module in self.builtin_modules:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as e:
+                # A builtin module that does not exist (yet) is fine; a *dependency* of it
+                # that is missing is a real error and must surface.
+                if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+                    raise
+
+    def _entry_points(self) -> dict:
+        if self._plugins is None:
+            plugins = {}
+            for ep in importlib.metadata.entry_points(group=self.group):
+                if ep.name in plugins:
+                    # The same distribution seen twice on sys.path is harmless; two different
+                    # targets for one name are not.
+                    if plugins[ep.name].value != ep.value:
+                        self._problem(f"{self.kind} plugin '{ep.name}' is declared twice "
+                                      f"({plugins[ep.name].value} and {ep.value}); using the first")
+                    continue
+                try:
+                    self._check_name(ep.name)
+                except ValueError as e:
+                    self._problem(f"{self.kind} plugin ({ep.value}) skipped: {e}")
+                    continue
+                plugins[ep.name] = ep
+            self._plugins = plugins
+            for name in plugins:
+                if name in self._builtins:
+                    self._report_clash(name)
+        return self._plugins
+
+    def refresh(self):
+        """Forget discovered (not yet loaded) plugins, e.g. after installing one."""
+        self._plugins = None
+
+    def _all_names(self) -> set:
+        self._ensure_builtins()
+        return set(self._builtins) | set(self._entry_points())
+
+    # ------------------------------------------------------------------ queries
+    def list(self, pattern="*") -> list:
+        """Sorted names matching a glob, or any of a list/tuple of globs (case-sensitive)."""
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern or ["*"])
+        return sorted(n for n in self._all_names() if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+
+    def names(self) -> list:
+        return self.list("*")
+
+    def get(self, name: str):
+        """The object registered as `name`, loading a plugin on first use."""
+        self._ensure_builtins()
+        plugins = self._entry_points()  # discovered even for builtins, so clashes get reported
+        if name in self._builtins:
+            return self._builtins[name]
+        if name not in plugins:
+            raise UnknownNameError(self._unknown_message(name))
+        if name not in self._loaded:
+            ep = plugins[name]
+            try:
+                self._loaded[name] = ep.load()
+            except Exception as e:  # any failure inside third-party code is reported, not fatal
+                message = (f"{self.kind} plugin '{name}' ({ep.value}) failed to load: "
+                           f"{type(e).__name__}: {_one_line(e)}")
+                self._problem(message)
+                raise RegistryError(message) from e
+        return self._loaded[name]
+
+    def _unknown_message(self, name) -> str:
+        close = difflib.get_close_matches(str(name), sorted(self._all_names()), n=3)
+        if close:
+            return f"unknown {self.kind} '{name}' — did you mean {_quote_list(close)}?"
+        return f"unknown {self.kind} '{name}'; run `xai-bench list {self.kind}s` to see the available names"
+
+    def meta(self, name: str) -> dict:
+        """Metadata given at registration (a copy; ``{}`` for plugins)."""
+        if name in self._builtins or name in self:
+            return dict(self._meta.get(name, {}))
+        raise UnknownNameError(self._unknown_message(name))
+
+    def load_all(self) -> list:
+        """Import every plugin; failures are recorded in ``problems`` (and returned), not raised."""
+        for name in self.list():
+            if name not in self._builtins:
+                try:
+                    self.get(name)
+                except RegistryError:
+                    pass  # already recorded in self.problems
+        return list(self.problems)
+
+    def resolve(self, spec) -> list:
+        """Expand "a,b*,all" (or a list of such strings) to names, in first-appearance order."""
+        items = [spec] if isinstance(spec, str) else list(spec)
+        result: dict[str, None] = {}  # an ordered set
+        for item in items:
+            for part in str(item).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                if part == "all":
+                    matches = self.list()
+                elif any(c in part for c in _GLOB_CHARS):
+                    matches = self.list(part)
+                    if not matches:
+                        raise UnknownNameError(f"no {self.kind} matches '{part}'")
+                elif part in self:
+                    matches = [part]
+                else:
+                    raise UnknownNameError(self._unknown_message(part))
+                result.update(dict.fromkeys(matches))
+        return list(result)
+
+    # ------------------------------------------------------------------ container protocol
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name in self._all_names()
+
+    def __iter__(self):
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._all_names())
+
+    def __repr__(self):
+        return f"Registry({self.kind!r}, group={self.group!r})"
+
+
+MODELS = Registry("model", "xai_bench.models", ("xai_bench.models",))
+METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",))
+METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",))
