@@ -1,0 +1,92 @@
+"""Layer-wise relevance propagation rules for the conventional ViT (Chefer et al. 2021).
+
+Batched throughout: every sum that normalises relevance is taken per sample.
+- linear layers: the α-β rule (α=1, β=0 by default: only positive contributions);
+- LayerNorm, GELU, softmax: identity;
+- the two attention matmuls (``q kᵀ`` and ``A v``): LRP-0 for both operands, each half;
+- residual additions: LRP-0 split, then rescaled so that the shares keep the ratio of their
+  absolute sums and the total relevance is conserved;
+- mean pooling over tokens: LRP-0.
+Bias terms receive no relevance (as in the reference implementation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPS = 1e-9
+
+
+def safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a / b`` with 0 where ``|b|`` is (numerically) zero."""
+    ok = b.abs() > EPS
+    return torch.where(ok, a / torch.where(ok, b, torch.ones_like(b)), torch.zeros_like(a))
+
+
+def relprop_linear(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
+                   alpha: float = 1.0) -> torch.Tensor:
+    """α-β rule through ``z = x Wᵀ`` (no bias). With β = α - 1 ≥ 0, the positive (activating)
+    parts get α times the relevance and the negative (inhibiting) parts β times it."""
+    beta = alpha - 1.0
+    wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+
+    def share(w1, w2):
+        # Relevance through the two sign-consistent paths z1 = x⁺·w1, z2 = x⁻·w2.
+        s = safe_div(relevance, F.linear(xp, w1) + F.linear(xn, w2))
+        return xp * (s @ w1) + xn * (s @ w2)
+
+    out = alpha * share(wp, wn)
+    if beta:
+        out = out - beta * share(wn, wp)
+    return out
+
+
+def relprop_matmul(a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor):
+    """LRP-0 through ``z = a @ b`` for both operands; each gets half, so the sum is
+    conserved."""
+    s = safe_div(relevance, a @ b)
+    ra = a * (s @ b.transpose(-1, -2))
+    rb = b * (a.transpose(-1, -2) @ s)
+    return ra / 2, rb / 2
+
+
+def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).sum(1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def relprop_residual(a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor):
+    """Split the relevance of ``z = a + b`` (LRP-0), then rescale each share so that
+    ``|Σ R_a| : |Σ R_b|`` is kept and ``Σ R_a + Σ R_b = Σ R`` (per sample)."""
+    s = safe_div(relevance, a + b)
+    ra, rb = a * s, b * s
+    sa, sb, total = _per_sample_sum(ra), _per_sample_sum(rb), _per_sample_sum(relevance)
+    denom = sa.abs() + sb.abs()
+    fa, fb = safe_div(sa.abs(), denom) * total, safe_div(sb.abs(), denom) * total
+    return ra * safe_div(fa, sa), rb * safe_div(fb, sb)
+
+
+def relprop_mean_pool(tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """LRP-0 through ``z = mean_n tokens[:, n]``: ``(B, N, D)`` relevance from ``(B, D)``."""
+    n = tokens.shape[1]
+    z = tokens.mean(1, keepdim=True)
+    return tokens / n * safe_div(relevance.unsqueeze(1), z)
+
+
+class LRPLinear(nn.Linear):
+    """``nn.Linear`` that remembers its input while ``lrp_record`` is on."""
+
+    lrp_record = False
+    saved_input: torch.Tensor | None = None
+
+    def forward(self, x):
+        if self.lrp_record:
+            self.saved_input = x.detach()
+        return super().forward(x)
+
+    def relprop(self, relevance: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        if self.saved_input is None:
+            raise RuntimeError("relprop needs a forward pass under model.lrp_recording()")
+        return relprop_linear(self.saved_input, self.weight.detach(), relevance, alpha)
