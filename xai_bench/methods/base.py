@@ -1,0 +1,92 @@
+"""The call contract shared by every attribution method (DESIGN.md section 2).
+
+Like captum, construction binds the *how* (parameters with the papers' defaults) and the call
+supplies the data::
+
+    method = get_method("intgrad", n_steps=50)
+    maps = method(model, x, targets)   # x: encoded input (B, C_in, H, W); targets: (B,)
+                                       # maps: (B, H, W) at input resolution
+
+A method declares which models it applies to (``applies_to(model)``) and reports its
+parameters (``params``) so that results can record them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class MethodNotApplicable(ValueError):
+    """Raised when a method is called on a model it does not apply to."""
+
+
+class AttributionMethod:
+    """Base class: subclasses implement :meth:`attribute` (and usually :meth:`applies_to`).
+
+    Subclasses define their parameters as keyword arguments of ``__init__`` and store them in
+    ``self.params`` (via ``super().__init__(**params)``)."""
+
+    #: registered name (set by the registry decorator helper below)
+    name: str = "method"
+    #: "model-inherent", "attention", "gradient", "lrp", "perturbation" or "baseline"
+    kind: str = "other"
+    #: True where the map does not depend on the target class (e.g. rollout)
+    class_agnostic: bool = False
+
+    def __init__(self, **params):
+        self.params = dict(params)
+
+    def applies_to(self, model) -> bool:
+        return True
+
+    def attribute(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not self.applies_to(model):
+            raise MethodNotApplicable(
+                f"method '{self.name}' does not apply to model "
+                f"'{getattr(model, 'name', type(model).__name__)}'")
+        targets = torch.as_tensor(targets, device=x.device).long().reshape(-1)
+        if x.dim() != 4 or targets.shape[0] != x.shape[0]:
+            raise ValueError(f"expected x (B, C, H, W) and targets (B,), got {tuple(x.shape)} "
+                             f"and {tuple(targets.shape)}")
+        maps = self.attribute(model, x.detach(), targets)
+        expected = (x.shape[0], x.shape[2], x.shape[3])
+        if tuple(maps.shape) != expected:
+            raise RuntimeError(f"method '{self.name}' returned maps of shape "
+                               f"{tuple(maps.shape)}, expected {expected}")
+        return maps.detach()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def upsample_token_map(model, token_values: torch.Tensor, size=None) -> torch.Tensor:
+    """(B, N) token values -> (B, H, W) maps at input resolution: reshape to the token grid,
+    bilinear upsampling (align_corners=False)."""
+    grid = token_values.reshape(token_values.shape[0], 1, *model.token_grid)
+    size = tuple(size or model.image_size)
+    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def token_readout(matrix: torch.Tensor) -> torch.Tensor:
+    """Our models pool by averaging tokens (no CLS token): where a reference reads the CLS row
+    of a token×token matrix, take the mean over query rows instead. (B, N, N) -> (B, N)."""
+    return matrix.mean(dim=-2)
+
+
+def is_vit(model) -> bool:
+    """Models exposing the attention interface of :class:`xai_bench.models.ExplainableViT`."""
+    return hasattr(model, "record_attention") and hasattr(model, "token_grid")
+
+
+def register_method(cls):
+    """Class decorator: register an :class:`AttributionMethod` subclass under ``cls.name``."""
+    from xai_bench.registry import METHODS
+
+    doc = (cls.__doc__ or "").strip().splitlines()
+    METHODS.add(cls.name, cls, kind=cls.kind, description=doc[0] if doc else "")
+    return cls
