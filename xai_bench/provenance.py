@@ -35,7 +35,7 @@ def collect_provenance(device=None) -> dict:
         "xai_bench": xai_bench.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "torchvision": _version("torchvision"),
         "captum": _version("captum"),
         "numpy": _version("numpy"),

@@ -1,0 +1,297 @@
+"""Command line: ``xai-bench list|train|run|plot|explain``.
+
+Anticipated errors (unknown names, missing data or checkpoints, bad sizes) become a one-line
+``Error: ...`` on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+import xai_bench
+
+EXIT_USAGE = 2
+
+
+class UsageError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def _project_errors():
+    from xai_bench.checkpoint import CheckpointError
+    from xai_bench.data import DataError
+    from xai_bench.registry import RegistryError
+    from xai_bench.results import ResultsError
+    from xai_bench.runner import RunError
+
+    return (CheckpointError, DataError, RegistryError, ResultsError, RunError, ValueError)
+
+
+def friendly_errors(fn):
+    """Turn the project's anticipated exceptions into one-line usage errors (exit 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except _project_errors() as e:
+            raise UsageError(" ".join(str(e).split())) from None
+
+    return wrapper
+
+
+def parse_key_values(items, what="--model-arg") -> dict:
+    """``key=value`` strings -> dict with int/float/bool/None/str values."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} expects key=value, got '{item}'")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _names(spec: str) -> list[str]:
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(xai_bench.__version__, prog_name="xai-bench")
+def main():
+    """xai-bench: explainability benchmark harness for (B-cos) vision transformers.
+
+    \b
+    Examples:
+      xai-bench run                               # the quick suite on the embedded data
+      xai-bench list models 'bcos_*'
+      xai-bench train bcos_vit_nano --dataset shapes --out bcos.pt
+      xai-bench plot results/
+    """
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["models", "methods", "metrics", "datasets"]))
+@click.argument("pattern", default="*")
+@friendly_errors
+def list_cmd(what, pattern):
+    """List registered models, methods or metrics (glob PATTERN), or data-set specs.
+
+    \b
+    Example:
+      xai-bench list models 'bcos_vit_*'
+    """
+    if what == "datasets":
+        from xai_bench.data import list_datasets
+
+        for spec, desc in list_datasets().items():
+            click.echo(f"{spec:18s} {desc}")
+        return
+    registry = {"models": xai_bench.MODELS, "methods": xai_bench.METHODS,
+                "metrics": xai_bench.METRICS}[what]
+    names = registry.list(pattern)
+    for name in names:
+        meta = registry.meta(name)
+        tags = ", ".join(f"{k}={v}" for k, v in meta.items() if k not in ("description",))
+        desc = meta.get("description", "")
+        click.echo(f"{name:22s} {tags:40s} {desc}".rstrip())
+    for problem in registry.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if not names:
+        raise UsageError(f"no {what} match '{pattern}'")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--dataset", default="shapes", show_default=True, help="data-set spec")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="checkpoint file to write")
+@click.option("--recipe", default=None, help="bcos-quick, conventional-quick, bcos-paper, "
+              "conventional-paper (default: by model family and data set)")
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--limit-train", type=click.IntRange(min=1), default=None,
+              help="use only the first N training images")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="constructor argument of the model, e.g. position=additive")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@friendly_errors
+def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, limit_train,
+          model_args, quiet):
+    """Train MODEL on a data set and save a checkpoint (weights + metadata).
+
+    \b
+    Examples:
+      xai-bench train bcos_vit_nano --dataset shapes --epochs 8 --out bcos.pt
+      xai-bench train vit_nano --dataset cifar10:./cifar10-jpeg.tar.gz --out vit.pt
+    """
+    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.data import get_dataset
+    from xai_bench.runner import resolve_device
+    from xai_bench.train import RECIPES, Recipe, default_recipe, train_model
+
+    kwargs = parse_key_values(model_args)
+    device = resolve_device(device)
+    train_set = get_dataset(dataset, "train")
+    test_set = get_dataset(dataset, "test")
+    kwargs.setdefault("num_classes", train_set.num_classes)
+    kwargs.setdefault("image_size", train_set.image_size[0])
+    try:
+        net = xai_bench.get_model(model, **kwargs)
+    except TypeError as e:
+        raise UsageError(f"bad --model-arg for '{model}': {e}") from None
+    if recipe is None:
+        recipe, rec = default_recipe(net, dataset)
+    elif recipe in RECIPES:
+        rec = Recipe.from_dict(RECIPES[recipe].to_dict())
+    else:
+        raise UsageError(f"unknown recipe '{recipe}'; use one of {', '.join(RECIPES)}")
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
+                       ("seed", seed)):
+        if value is not None:
+            setattr(rec, key, value)
+    click.echo(f"training {model} ({net.num_parameters():,} parameters) on {dataset} with "
+               f"{recipe}: {rec.epochs} epochs, batch {rec.batch_size}, lr {rec.lr:g}, "
+               f"{rec.loss.upper()}, device {device}")
+    result = train_model(net, train_set, test_set, rec, device=device, progress=not quiet,
+                         limit_train=limit_train)
+    metrics = {"test_accuracy": result.accuracy, "train_time_s": round(result.train_time_s, 2),
+               "images_per_s": round(result.images_per_s, 1), "epochs": result.epochs,
+               "history": result.history}
+    save_checkpoint(out, net.cpu().eval(), model, dataset, rec, metrics,
+                    classes=getattr(test_set, "classes", None), extra={"recipe_name": recipe})
+    click.echo(f"test accuracy {result.accuracy:.4f}  train time {result.train_time_s:.1f} s "
+               f"({result.images_per_s:.0f} img/s)  -> {out}")
+
+
+@main.command()
+@click.option("--models", default=",".join(("bcos_vit_nano", "vit_nano")), show_default=True,
+              help="names, globs or 'all', comma-separated")
+@click.option("--methods", default="all", show_default=True,
+              help="names, globs or 'all', comma-separated")
+@click.option("--metric", "--metrics", "metrics", default="all", show_default=True,
+              help="names, globs, 'all' or a category (localisation, perturbation)")
+@click.option("--dataset", default="shapes", show_default=True)
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="MODEL=PATH",
+              help="checkpoint of a model (default models on shapes are trained and cached)")
+@click.option("--n-grids", type=click.IntRange(min=1), default=24, show_default=True,
+              help="2x2 grids for the grid pointing game (paper: 250)")
+@click.option("--n-images", type=click.IntRange(min=1), default=24, show_default=True,
+              help="images for the perturbation metrics (paper: 250)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="explained images per method call and chunk of perturbed forwards / 8")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="results root; one sub-directory per run")
+@click.option("--name", default=None, help="run sub-directory name (default: from the config)")
+@click.option("--method-arg", "method_args", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="method parameter, e.g. intgrad.n_steps=20")
+@click.option("--untrained", is_flag=True, help="allow models without checkpoints (random "
+              "weights: sanity checks only)")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="epochs when a default model must be trained first")
+@click.option("--no-plots", is_flag=True, help="do not write the figures")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@friendly_errors
+def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch_size, device,
+        seed, out, name, method_args, untrained, epochs, no_plots, quiet):
+    """Benchmark models x attribution methods x metrics; resumable.
+
+    Writes records.csv, curves.csv and run.json under OUT/<run name>/ and the figures under
+    OUT/<run name>/plots/. Rerunning the same command skips finished cells.
+
+    \b
+    Examples:
+      xai-bench run                                   # quick suite on the embedded data
+      xai-bench run --metric localisation --methods inherent,rollout,ixg
+      xai-bench run --models vit_nano --checkpoint vit_nano=vit.pt --dataset shapes
+    """
+    from xai_bench.plots import plot_run
+    from xai_bench.runner import RunConfig, Runner, summary_table
+
+    method_params: dict = {}
+    for key, value in parse_key_values(method_args, "--method-arg").items():
+        method, dot, param = key.partition(".")
+        if not dot:
+            raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got '{key}'")
+        method_params.setdefault(method, {})[param] = value
+    config = RunConfig(models=_names(models), methods=_names(methods), metrics=_names(metrics),
+                       dataset=dataset, checkpoints=parse_key_values(checkpoints, "--checkpoint"),
+                       n_grids=n_grids, n_images=n_images, batch_size=batch_size, device=device,
+                       seed=seed, out=out, name=name, untrained=untrained,
+                       train_epochs=epochs, method_params=method_params)
+    for model_name, path in config.checkpoints.items():
+        config.checkpoints[model_name] = str(path)
+    runner = Runner(config, progress=not quiet, log=click.echo)
+    info = runner.run()
+    table = summary_table(runner.run_dir)
+    click.echo("")
+    for model_name, m in info["models"].items():
+        click.echo(f"{model_name}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.3f}".format):
+        click.echo(table.to_string() if not table.empty else "(no ok records)")
+    if not no_plots:
+        paths = plot_run(runner.run_dir)
+        click.echo(f"plots: {', '.join(str(p) for p in paths)}")
+    click.echo(f"results: {runner.run_dir}")
+    errors = info["counts"].get("error", 0)
+    if errors:
+        click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
+                   err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="output directory (default: RESULTS/<run>/plots)")
+@friendly_errors
+def plot(results, out):
+    """Figures and summary tables from a run directory (or each run under RESULTS).
+
+    \b
+    Example:
+      xai-bench plot results/run-1a2b3c4d5e --out figures/
+    """
+    from pathlib import Path
+
+    from xai_bench.plots import plot_run
+    from xai_bench.results import ResultsError, find_run_dirs
+
+    runs = find_run_dirs(results)
+    if not runs:
+        raise ResultsError(f"no xai-bench run found in {results} (no run.json); run "
+                           f"`xai-bench run` first")
+    for run_dir in runs:
+        target = Path(out) / run_dir.name if out and len(runs) > 1 else out
+        for path in plot_run(run_dir, target):
+            click.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
