@@ -83,18 +83,25 @@ def test_augmentations_keep_shape_range_and_are_seeded(kind):
         assert not torch.allclose(a, x)
 
 
-def _fake_cifar_tar(tmp_path) -> Path:
-    from torchvision.io import encode_jpeg
+def _jpeg_bytes(h=32, w=32) -> bytes:
+    from PIL import Image
 
+    buf = io.BytesIO()
+    array = torch.randint(0, 255, (h, w, 3), dtype=torch.uint8).numpy()
+    Image.fromarray(array).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _fake_cifar_tar(tmp_path) -> Path:
     archive = tmp_path / "fake-cifar.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for split, n in (("train", 3), ("test", 2)):
             for cls in ("cat", "dog"):
                 for i in range(n):
-                    data = encode_jpeg(torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8))
+                    data = _jpeg_bytes()
                     info = tarfile.TarInfo(f"fake-cifar/{split}/{cls}/{i}.jpg")
                     info.size = len(data)
-                    tar.addfile(info, io.BytesIO(bytes(data.tolist())))
+                    tar.addfile(info, io.BytesIO(data))
     return archive
 
 
@@ -111,12 +118,9 @@ def test_cifar10_from_imagefolder_tar(tmp_path, monkeypatch):
 
 
 def test_imagefolder_lazy_resize_crop(tmp_path, monkeypatch):
-    from torchvision.io import write_jpeg
-
     for cls in ("a", "b"):
         (tmp_path / "val" / cls).mkdir(parents=True)
-        write_jpeg(torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8),
-                   str(tmp_path / "val" / cls / "x.jpg"))
+        (tmp_path / "val" / cls / "x.jpg").write_bytes(_jpeg_bytes(40, 60))
     ds = get_dataset(f"imagenet:{tmp_path}", "test")
     image, label = ds[1]
     assert image.shape == (3, 224, 224) and label == 1 and ds.classes == ["a", "b"]

@@ -93,9 +93,16 @@ def _class_files(root: Path):
     return classes, files
 
 
-def cifar10_folder(path: str, split: str) -> TensorImageDataset:
-    from torchvision.io import ImageReadMode, decode_image, read_file
+def read_rgb(path) -> torch.Tensor:
+    """uint8 (3, H, W) RGB of an image file (Pillow; torchvision.io's codecs are deprecated)."""
+    import numpy as np
+    from PIL import Image
 
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def cifar10_folder(path: str, split: str) -> TensorImageDataset:
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"CIFAR-10 path {p} does not exist")
@@ -105,8 +112,7 @@ def cifar10_folder(path: str, split: str) -> TensorImageDataset:
         p = _extract_once(p)
     root = _split_root(p, split)
     classes, files = _class_files(root)
-    images = torch.stack([decode_image(read_file(str(f)), mode=ImageReadMode.RGB)
-                          for f, _ in files])
+    images = torch.stack([read_rgb(f) for f, _ in files])
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return TensorImageDataset(images, labels, classes, f"cifar10:{path}")
 
@@ -129,11 +135,10 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from torchvision.io import ImageReadMode, decode_image, read_file
         from torchvision.transforms.v2 import functional as TF
 
         path, label = self.files[i]
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        image = read_rgb(path)
         image = TF.center_crop(TF.resize(image, self.resize, antialias=True), self.crop)
         return image.float() / 255.0, label
 
