@@ -94,6 +94,11 @@ class Registry:
             self._report_clash(name)
         return obj
 
+    def unregister(self, name: str):
+        """Remove a builtin entry (e.g. one added interactively or by a test)."""
+        self._builtins.pop(name)
+        self._meta.pop(name, None)
+
     def _check_name(self, name):
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")

@@ -1,0 +1,217 @@
+"""End-to-end checks of the runner, the result schema and the plots on tiny trained models."""
+
+import json
+import math
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+import xai_bench
+from xai_bench.checkpoint import save_checkpoint
+from xai_bench.cli import main
+from xai_bench.methods.base import AttributionMethod
+from xai_bench.results import CURVE_COLUMNS, RECORD_COLUMNS, read_curves, read_records
+from xai_bench.runner import RunConfig, Runner, resolve_metrics
+from xai_bench.train import RECIPES
+
+METHODS = "inherent,rollout,chefer_lrp,uniform"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(trained_pair, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for name, model in trained_pair.items():
+        recipe = RECIPES["bcos-quick" if name.startswith("bcos") else "conventional-quick"]
+        paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
+                                          {"test_accuracy": 0.0}))
+    return paths
+
+
+def run_args(out, checkpoints, methods=METHODS, extra=()):
+    args = ["run", "--models", "bcos_vit_nano,vit_nano", "--methods", methods,
+            "--n-grids", "3", "--n-images", "4", "--batch-size", "16", "--out", str(out),
+            "--name", "r", "--quiet", "--no-plots"]
+    for name, path in checkpoints.items():
+        args += ["--checkpoint", f"{name}={path}"]
+    return args + list(extra)
+
+
+def test_metric_categories_resolve():
+    assert set(resolve_metrics("localisation")) == {"grid_pointing_game", "mask_localisation"}
+    assert "pixel_perturbation" in resolve_metrics("perturbation")
+    assert resolve_metrics("all") == xai_bench.list_metrics()
+
+
+def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
+    result = CliRunner().invoke(main, run_args(tmp_path, checkpoints))
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "r"
+    records, curves = read_records(run_dir), read_curves(run_dir)
+    assert list(records.columns[:len(RECORD_COLUMNS)]) == RECORD_COLUMNS
+    assert list(curves.columns[:len(CURVE_COLUMNS)]) == CURVE_COLUMNS
+    assert set(records["status"]) <= {"ok", "skipped", "error"}
+    assert (records["status"] != "error").all(), records[records["status"] == "error"]
+    skipped = records[records["status"] == "skipped"]
+    assert {("bcos_vit_nano", "chefer_lrp"), ("vit_nano", "inherent")} <= set(
+        zip(skipped["model"], skipped["method"]))
+    ok = records[records["status"] == "ok"]
+    gpg = ok[ok["metric"] == "grid_pointing_game"]
+    assert len(gpg[(gpg["model"] == "vit_nano") & (gpg["method"] == "uniform")]) == 3 * 4
+    uniform = gpg[gpg["method"] == "uniform"]["value"]
+    assert uniform.sub(0.25).abs().max() < 1e-6  # known answer through the whole pipeline
+    assert set(curves["order"]) >= {"most_first", "least_first"}
+    info = json.loads((run_dir / "run.json").read_text())
+    for key in ("config", "seeds", "models", "timings", "provenance"):
+        assert key in info
+    assert info["provenance"]["torch"] and "git_sha" in info["provenance"]
+    assert set(info["models"]) == {"bcos_vit_nano", "vit_nano"}
+    assert 0 <= info["models"]["vit_nano"]["test_accuracy"] <= 1
+    assert info["timings"]["cells"]  # per-cell timings
+
+    plot = CliRunner().invoke(main, ["plot", str(run_dir), "--out", str(tmp_path / "fig")])
+    assert plot.exit_code == 0, plot.output
+    written = {p.name for p in (tmp_path / "fig").iterdir()}
+    assert {"fig6_localisation_perturbation.png", "perturbation_curves.png",
+            "summary.md"} <= written
+    summary = (tmp_path / "fig" / "summary.md").read_text()
+    assert "grid_pointing_game" in summary and "vit_nano" in summary
+
+
+def test_rerun_skips_everything_and_changes_nothing(tmp_path, checkpoints, monkeypatch):
+    args = run_args(tmp_path, checkpoints, methods="rollout,uniform")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    before = (tmp_path / "r" / "records.csv").read_text()
+
+    def fail(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    import xai_bench.runner as runner_mod
+
+    monkeypatch.setattr(runner_mod.Runner, "load_model", fail)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "12/12 cells already done" in again.output
+    assert (tmp_path / "r" / "records.csv").read_text() == before
+
+
+def test_interrupted_run_resumes_to_identical_records(tmp_path, checkpoints, monkeypatch):
+    cfg = dict(models=["bcos_vit_nano", "vit_nano"], methods=["rollout", "random"],
+               metrics=["grid_pointing_game", "pixel_perturbation"], n_grids=2, n_images=3,
+               batch_size=8, checkpoints=checkpoints, name="x")
+    Runner(RunConfig(out=str(tmp_path / "full"), **cfg), progress=False, log=lambda *_: None).run()
+    full = read_records(tmp_path / "full" / "x")
+
+    import xai_bench.runner as runner_mod
+
+    real, calls = runner_mod.atomic_write_json, []
+
+    def crash_on_third_cell(path, data):
+        if "cells" in str(path) and "__" in path.name and not path.name.startswith("model__"):
+            calls.append(path)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # killed while committing the third cell
+        return real(path, data)
+
+    monkeypatch.setattr(runner_mod, "atomic_write_json", crash_on_third_cell)
+    partial = Runner(RunConfig(out=str(tmp_path / "part"), **cfg), progress=False,
+                     log=lambda *_: None)
+    with pytest.raises(KeyboardInterrupt):
+        partial.run()
+    run_dir = tmp_path / "part" / "x"
+    assert not (run_dir / "records.csv").exists()  # nothing looks complete
+    assert len(list((run_dir / "cells").glob("*__*__*.json"))) == 2
+    assert not list((run_dir / "cells").glob(".*"))  # no temporary files left behind
+    monkeypatch.setattr(runner_mod, "atomic_write_json", real)
+    Runner(RunConfig(out=str(tmp_path / "part"), **cfg), progress=False,
+           log=lambda *_: None).run()
+    resumed = read_records(run_dir)
+    pd.testing.assert_frame_equal(resumed, full)
+
+
+class NaNMethod(AttributionMethod):
+    """Returns non-finite maps (the runner must record an error and go on)."""
+
+    name = "nan_method"
+
+    def attribute(self, model, x, targets):
+        return torch.full((x.shape[0], *x.shape[-2:]), math.nan)
+
+
+def test_errors_are_recorded_and_exit_code_is_1(tmp_path, checkpoints):
+    xai_bench.METHODS.add("nan_method", NaNMethod)
+    try:
+        result = CliRunner().invoke(main, run_args(tmp_path, checkpoints,
+                                                   methods="nan_method,uniform",
+                                                   extra=["--metric", "grid_pointing_game"]))
+    finally:
+        xai_bench.METHODS.unregister("nan_method")
+    assert result.exit_code == 1, result.output
+    records = read_records(tmp_path / "r")
+    bad = records[records["method"] == "nan_method"]
+    assert (bad["status"] == "error").all() and bad["message"].str.contains("non-finite").all()
+    assert (records[records["method"] == "uniform"]["status"] == "ok").all()
+
+
+def test_entry_point_method_runs_like_a_builtin(tmp_path, checkpoints, monkeypatch):
+    pkg = tmp_path / "site"
+    (pkg / "xb_plugin_demo").mkdir(parents=True)
+    (pkg / "xb_plugin_demo" / "__init__.py").write_text(textwrap.dedent("""
+        import torch
+        from xai_bench.methods.base import AttributionMethod
+
+        class Checker(AttributionMethod):
+            \"\"\"A plugin method: a checkerboard.\"\"\"
+            name = "checker"
+            def attribute(self, model, x, targets):
+                h, w = x.shape[-2:]
+                board = ((torch.arange(h)[:, None] + torch.arange(w)) % 2).float()
+                return board.expand(x.shape[0], h, w).clone()
+        """))
+    dist = pkg / "xb_plugin_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xb-plugin-demo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[xai_bench.methods]\nchecker = xb_plugin_demo:Checker\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    import importlib
+
+    importlib.invalidate_caches()
+    if hasattr(xai_bench.METHODS, "refresh"):
+        xai_bench.METHODS.refresh()
+    try:
+        assert "checker" in xai_bench.list_methods()
+        listing = CliRunner().invoke(main, ["list", "methods"])
+        assert "checker" in listing.output
+        result = CliRunner().invoke(main, run_args(tmp_path, checkpoints, methods="checker",
+                                                   extra=["--metric", "grid_pointing_game"]))
+        assert result.exit_code == 0, result.output
+        records = read_records(tmp_path / "r")
+        assert (records["method"] == "checker").all() and (records["status"] == "ok").all()
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("xb_plugin_demo", None)
+        if hasattr(xai_bench.METHODS, "refresh"):
+            xai_bench.METHODS.refresh()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--models", "bcos_vit_nanoo"], "did you mean 'bcos_vit_nano'"),
+    (["run", "--metric", "localization"], "localization"),
+    (["run", "--models", "vit_ti"], "has no checkpoint"),
+    (["run", "--checkpoint", "vit_nano=/does/not/exist.pt", "--models", "vit_nano"],
+     "does not exist"),
+    (["run", "--device", "tpu"], "unknown device"),
+    (["plot"], "no xai-bench run found"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(args, message, tmp_path):
+    extra = ["--out", str(tmp_path)] if args[0] == "run" else [str(tmp_path)]
+    result = CliRunner().invoke(main, args + extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1 and "Traceback" not in result.output
+    assert not list(tmp_path.glob("*/records.csv"))
