@@ -1,0 +1,99 @@
+"""Explanation images: contribution maps on a blue-white-red map and B-cos colour images.
+
+- maps are clamped to ``[-v, v]`` with ``v`` the 99.9th percentile of ``|map|`` (each map
+  normalised independently, as in the paper);
+- B-cos colour images (Böhle et al.): per pixel ``rgb = W[:3] / (W[:3] + W[3:])`` after
+  clamping the 6-channel weights ``W`` at 0, opacity from ``‖W‖`` scaled by its 99.5th
+  percentile, shown only where the contribution is positive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def symmetric_limit(attribution: torch.Tensor, percentile: float = 99.9) -> float:
+    v = float(np.percentile(attribution.abs().flatten().cpu().numpy(), percentile))
+    return v if v > 0 else 1.0
+
+
+def bcos_colour_image(weights: torch.Tensor, x: torch.Tensor,
+                      percentile: float = 99.5) -> np.ndarray:
+    """RGBA (H, W, 4) image of the dynamic weights ``W`` (6, H, W) of one input ``x``."""
+    contribution = (weights * x).sum(0)
+    w = weights.clamp(min=0)
+    rgb = w[:3] / (w[:3] + w[3:] + 1e-12)
+    norm = weights.norm(dim=0)
+    scale = float(np.percentile(norm.flatten().cpu().numpy(), percentile)) or 1.0
+    alpha = (norm / scale).clamp(max=1) * (contribution > 0)
+    return torch.cat([rgb, alpha[None]]).permute(1, 2, 0).detach().cpu().numpy()
+
+
+def dynamic_weights(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Rows ``W_c(x)`` of a B-cos model (gradient in explanation mode), shape like ``x``."""
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad(), model.explanation_mode():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
+    return grad
+
+
+def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, methods: list,
+                       class_names=None, out: Path | None = None, titles=None):
+    """One row per image: the input, (B-cos) the colour image of W(x), then every applicable
+    method's map. Returns the figure (saved to ``out`` if given)."""
+    x = model.encode(images)
+    applicable = [m for m in methods if m.applies_to(model)]
+    maps = {m.name: m(model, x, targets).cpu() for m in applicable}
+    show_colour = getattr(model, "family", None) == "bcos" and model.in_channels == 6
+    weights = dynamic_weights(model, x, targets).cpu() if show_colour else None
+    cols = 1 + int(show_colour) + len(applicable)
+    fig, axes = plt.subplots(len(images), cols, figsize=(1.9 * cols, 2.0 * len(images)),
+                             squeeze=False)
+    for i in range(len(images)):
+        label = class_names[int(targets[i])] if class_names else str(int(targets[i]))
+        row = axes[i]
+        row[0].imshow(images[i].permute(1, 2, 0).cpu().clamp(0, 1).numpy())
+        row[0].set_title((titles[i] + "\n" if titles else "") + f"explained: {label}",
+                         fontsize=7)
+        col = 1
+        if show_colour:
+            row[col].imshow(np.zeros((*images.shape[-2:], 3)))
+            row[col].imshow(bcos_colour_image(weights[i], x[i].detach().cpu()))
+            row[col].set_title("W(x) colour", fontsize=7)
+            col += 1
+        for name, m in maps.items():
+            v = symmetric_limit(m[i])
+            row[col].imshow(m[i].numpy(), cmap="bwr", vmin=-v, vmax=v)
+            row[col].set_title(name, fontsize=7)
+            col += 1
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=150)
+        plt.close(fig)
+    return fig
+
+
+def load_images(paths, size) -> torch.Tensor:
+    """Image files -> (B, 3, H, W) in [0, 1], resized (shorter side) and centre-cropped."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from xai_bench.data.folders import read_rgb
+
+    out = []
+    for p in paths:
+        image = read_rgb(p)
+        image = TF.center_crop(TF.resize(image, min(size), antialias=True), list(size))
+        out.append(image.float() / 255.0)
+    return torch.stack(out)
