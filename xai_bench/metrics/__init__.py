@@ -1,0 +1,26 @@
+"""Metrics (DESIGN.md section 6). Each module registers its metrics in ``xai_bench.METRICS``.
+
+- ``grid_pointing_game`` (localisation, higher is better): positive attribution inside the
+  explained cell of 2x2 grids of four classes (row-major cells);
+- ``mask_localisation`` (localisation, higher is better): positive attribution inside the
+  object mask (data sets with masks; otherwise :class:`MetricNotApplicable`);
+- ``pixel_perturbation`` (perturbation, higher is better): the paper's area between the
+  least-first and most-first removal curves (ABC);
+- ``deletion`` (lower is better) / ``insertion`` (higher is better): RISE's AUCs.
+
+Usage::
+
+    metric = xai_bench.get_metric("pixel_perturbation", n_images=250)
+    prepared = metric.prepare(model, dataset, device="cpu", batch_size=32, seed=0)
+    result = metric.evaluate(model, method, prepared, device="cpu", batch_size=32)
+"""
+
+from xai_bench.metrics import localisation, perturbation  # noqa: F401
+from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
+from xai_bench.metrics.common import ImageSelection, select_confident
+from xai_bench.metrics.localisation import GridSet, cell_masks, make_grids, make_mosaic
+from xai_bench.metrics.perturbation import ABC_FRACTIONS
+
+__all__ = ["Metric", "MetricNotApplicable", "MetricResult", "register_metric", "ImageSelection",
+           "select_confident", "GridSet", "cell_masks", "make_grids", "make_mosaic",
+           "ABC_FRACTIONS"]

@@ -1,0 +1,130 @@
+"""The interface shared by every metric (DESIGN.md sections 2, 6 and 7).
+
+A metric works in two steps so that the expensive, model-dependent part is computed once and
+shared by every attribution method evaluated on that model::
+
+    metric = get_metric("grid_pointing_game", n_grids=250)
+    prepared = metric.prepare(model, dataset, device="cpu", batch_size=32, seed=0)
+    for method in methods:
+        result = metric.evaluate(model, method, prepared, device="cpu", batch_size=32)
+        result.records   # list of dicts, one observation each (tidy rows)
+        result.curves    # list of dicts: perturbation curves (order, fraction, value, ...)
+        result.summary   # dict: e.g. the mean score, the ABC of the mean curves
+
+``prepare(model, dataset, ...)`` is model-dependent and method-independent (select the test
+images, build the grids, cache clean confidences) and returns a dataclass of CPU tensors.
+``evaluate(model, method, prepared, ...)`` calls ``method(model, x, targets)`` on batches of at
+most ``batch_size`` encoded inputs and runs every perturbed copy through the model in chunked
+forward passes of at most ``batch_size`` inputs under ``torch.no_grad()``.
+
+Every record holds at least ``sample_id`` (a stable string), ``target`` (the class explained)
+and ``value``; metrics add what was explained and how (``explained``, ``confidence``,
+``substrate``, ``statistic``, ...). The runner adds model / method / metric / status.
+
+A metric that cannot be computed for a (model, data set) pair — e.g. mask localisation on a
+data set without object masks — raises :class:`MetricNotApplicable` from ``prepare``; the
+runner records the cells as ``skipped`` with the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+__all__ = ["Metric", "MetricResult", "MetricNotApplicable", "register_metric"]
+
+
+class MetricNotApplicable(ValueError):
+    """Raised by ``Metric.prepare`` when the metric cannot be computed for this model and data
+    set (e.g. no object masks, no correctly classified images); the runner records ``skipped``."""
+
+
+@dataclass
+class MetricResult:
+    """What ``Metric.evaluate`` returns.
+
+    records: one dict per observation (``sample_id``, ``target``, ``value`` + metric facts);
+    curves:  tidy curve rows (``order``, ``fraction``, ``value`` + e.g. ``statistic``);
+    summary: a few aggregate numbers (e.g. ``mean``, ``abc``, ``n_images``)."""
+
+    records: list = field(default_factory=list)
+    curves: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def records_frame(self):
+        """The records as a pandas DataFrame (convenience for interactive use)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+    def curves_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.curves)
+
+
+class Metric:
+    """Base class of the metrics. Subclasses declare their parameters as keyword arguments of
+    ``__init__`` (with the paper's defaults; the runner inspects the signature for
+    ``n_grids``, ``n_images`` and ``seed``) and pass them to ``super().__init__(**params)``,
+    which stores them in ``self.params``."""
+
+    #: registered name
+    name: str = "metric"
+    #: "localisation" or "perturbation"
+    category: str = "other"
+    #: whether larger values are better
+    higher_is_better: bool = True
+    #: one line for ``xai-bench list metrics``
+    description: str = ""
+
+    def __init__(self, **params):
+        self.params = dict(params)
+
+    def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None):
+        """Model-dependent, method-independent preparation (a dataclass of CPU tensors)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, method, prepared, *, device="cpu",
+                 batch_size: int = 32) -> MetricResult:
+        """Score ``method`` on what ``prepare`` selected."""
+        raise NotImplementedError
+
+    def __call__(self, model, method, dataset, *, device="cpu", batch_size: int = 32,
+                 seed=None) -> MetricResult:
+        """``prepare`` then ``evaluate`` (for a single method)."""
+        prepared = self.prepare(model, dataset, device=device, batch_size=batch_size, seed=seed)
+        return self.evaluate(model, method, prepared, device=device, batch_size=batch_size)
+
+    def _seed(self, seed) -> int:
+        """The seed given to ``prepare`` wins over the constructor's ``seed`` parameter."""
+        return int(self.params.get("seed", 0) if seed is None else seed)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def register_metric(cls):
+    """Class decorator: register a :class:`Metric` subclass under ``cls.name`` in
+    ``xai_bench.METRICS`` with its category, direction and description."""
+    from xai_bench.registry import METRICS
+
+    doc = (cls.__doc__ or "").strip().splitlines()
+    description = cls.description or (doc[0] if doc else "")
+    METRICS.add(cls.name, cls, category=cls.category, higher_is_better=cls.higher_is_better,
+                description=description)
+    return cls
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Put ``model`` in eval mode for the duration (restoring its previous mode)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train(True)

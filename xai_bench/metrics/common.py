@@ -1,0 +1,289 @@
+"""Machinery shared by the metrics: batched prediction over a data set, selection of the most
+confidently and correctly classified test images, positive-attribution shares, pixel rankings
+and chunked forward passes over perturbed copies.
+
+Data sets: anything with ``images`` (uint8 ``(N, 3, H, W)``, or float in [0, 1]) and
+``labels`` tensors (optionally ``masks`` ``(N, H, W)`` bool and ``has_masks``); otherwise
+items ``dataset[i] -> (image float (3, H, W), label)`` are stacked.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from xai_bench.metrics.base import MetricNotApplicable, eval_mode
+
+
+def confidence_name(model) -> str:
+    """How ``model.confidence`` turns logits into confidences, for the records."""
+    return "sigmoid" if getattr(model, "training_loss", "ce") == "bce" else "softmax"
+
+
+def model_name(model) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+def load_images(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float RGB images in [0, 1] ``(B, 3, H, W)`` and labels ``(B,)`` of ``indices`` (CPU)."""
+    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    images = getattr(dataset, "images", None)
+    labels = getattr(dataset, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        batch = images[indices]
+        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+        return batch, torch.as_tensor(labels)[indices].long()
+    items = [dataset[int(i)] for i in indices]
+    return (torch.stack([torch.as_tensor(im).float() for im, _ in items]),
+            torch.tensor([int(lab) for _, lab in items], dtype=torch.long))
+
+
+def has_masks(dataset) -> bool:
+    return (bool(getattr(dataset, "has_masks", False))
+            and getattr(dataset, "masks", None) is not None)
+
+
+def load_masks(dataset, indices) -> torch.Tensor:
+    """Object masks ``(B, H, W)`` bool of ``indices``."""
+    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    return torch.as_tensor(dataset.masks)[indices].bool()
+
+
+def check_size(model, images: torch.Tensor, what: str = "data set images") -> None:
+    size = tuple(getattr(model, "image_size", images.shape[-2:]))
+    if tuple(images.shape[-2:]) != size:
+        raise ValueError(f"{what} are {tuple(images.shape[-2:])} but model "
+                         f"'{model_name(model)}' expects {size}; build the data set at the "
+                         f"model's image size")
+
+
+def log_confidence(model, logits: torch.Tensor) -> torch.Tensor:
+    """log of ``model.confidence(logits)`` in float64, computed stably: saturated sigmoids
+    (exactly 1.0 in float32 above a logit of ~17) still differ, so rankings by confidence
+    do not collapse into ties."""
+    logits = logits.double()
+    kind = getattr(model, "training_loss", None)
+    if kind == "bce":
+        return torch.nn.functional.logsigmoid(logits)
+    if kind == "ce":
+        return torch.log_softmax(logits, dim=-1)
+    return model.confidence(logits).double().log()
+
+
+# (model -> {(id(dataset), device, batch_size): (dataset weakref, fingerprint, result)})
+_PREDICTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model, dataset) -> tuple:
+    """Changes whenever the model's parameters/buffers or the data set's tensors are replaced
+    or modified in place (PyTorch bumps a tensor's version on every in-place write)."""
+    tensors = list(model.parameters()) + list(model.buffers()) if isinstance(
+        model, torch.nn.Module) else []
+    for attr in ("images", "labels"):
+        value = getattr(dataset, attr, None)
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+    return (len(dataset),) + tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
+
+
+@torch.no_grad()
+def predict(model, dataset, *, device="cpu", batch_size: int = 32, cache: bool = True):
+    """Predictions over the whole data set in batches of ``batch_size``.
+
+    Returns CPU tensors ``(log_confidence (N,), predicted (N,), labels (N,))`` where
+    ``log_confidence`` is the float64 log of the true class's confidence (sigmoid for
+    BCE-trained models, softmax otherwise; see :func:`log_confidence`).
+
+    The metrics of one model share this pass: the result is cached per (model, data set,
+    device, batch size) and recomputed when the model's weights or the data set's tensors
+    change (``cache=False`` always recomputes).
+    """
+    key = (id(dataset), str(device), int(batch_size))
+    fingerprint = _fingerprint(model, dataset) if cache else None
+    try:
+        per_model = _PREDICTIONS.setdefault(model, {}) if cache else None
+    except TypeError:  # not weak-referenceable: no cache
+        per_model = None
+    if per_model is not None and key in per_model:
+        ref, fp, result = per_model[key]
+        if ref() is dataset and fp == fingerprint:
+            return result
+    n = len(dataset)
+    confs, preds, labels = [], [], []
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            images, y = load_images(dataset, torch.arange(start, min(start + batch_size, n)))
+            if start == 0:
+                check_size(model, images)
+            logits = model(model.encode(images.to(device))).float()
+            y = y.long()
+            confs.append(log_confidence(model, logits).cpu().gather(1, y[:, None])[:, 0])
+            preds.append(logits.argmax(1).cpu())
+            labels.append(y)
+    if not confs:
+        raise MetricNotApplicable("the data set is empty")
+    result = (torch.cat(confs), torch.cat(preds), torch.cat(labels))
+    if per_model is not None:
+        try:
+            per_model.clear()  # one data set per model at a time is enough
+            per_model[key] = (weakref.ref(dataset), fingerprint, result)
+        except TypeError:
+            pass
+    return result
+
+
+def confident_order(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Indices of the correctly classified items, most confident first (ties: lower index
+    first — a stable sort). ``confidence`` may be any increasing function of the confidence
+    (e.g. the log-confidence of :func:`predict`)."""
+    idx = torch.nonzero(correct, as_tuple=False)[:, 0]
+    order = torch.sort(-confidence[idx].double(), stable=True).indices
+    return idx[order]
+
+
+@dataclass
+class ImageSelection:
+    """The ``n_images`` most confidently and correctly classified test images of one model
+    (shared ``prepare`` result of pixel_perturbation, deletion, insertion, mask_localisation).
+
+    indices: dataset indices (n,), most confident first; labels (n,); images: float RGB
+    (n, 3, H, W); confidences: clean confidence of the true class from the selection pass (n,);
+    masks: object masks (n, H, W) bool or None."""
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+    images: torch.Tensor
+    confidences: torch.Tensor
+    masks: torch.Tensor | None
+    n_requested: int
+    n_correct: int
+    n_total: int
+    confidence: str
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+
+def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size: int = 32,
+                     with_masks: bool = False) -> ImageSelection:
+    """Rank all test images by the model's confidence in the *true* class (as a float64
+    log-confidence, so that saturated sigmoids still rank by their logits), keep the correctly
+    classified ones (argmax = label), and take the ``n_images`` most confident (globally, not
+    per class; ties by dataset index). Fewer are returned when fewer are correct."""
+    if with_masks and not has_masks(dataset):
+        raise MetricNotApplicable(
+            f"data set '{getattr(dataset, 'name', type(dataset).__name__)}' has no object masks")
+    log_conf, pred, labels = predict(model, dataset, device=device, batch_size=batch_size)
+    correct = pred == labels
+    order = confident_order(log_conf, correct)
+    if order.numel() == 0:
+        raise MetricNotApplicable(f"model '{model_name(model)}' classifies no test image "
+                                  f"correctly; nothing to explain")
+    chosen = order[: int(n_images)]
+    images, y = load_images(dataset, chosen)
+    masks = load_masks(dataset, chosen) if with_masks else None
+    if masks is not None and tuple(masks.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(f"object masks are {tuple(masks.shape[-2:])} but images are "
+                         f"{tuple(images.shape[-2:])}")
+    return ImageSelection(indices=chosen, labels=y, images=images,
+                          confidences=log_conf[chosen].exp(),
+                          masks=masks, n_requested=int(n_images), n_correct=int(order.numel()),
+                          n_total=len(dataset), confidence=confidence_name(model))
+
+
+def positive_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Positive attribution inside ``regions`` divided by the positive attribution in the
+    whole map, per map (0 where a map has no positive attribution). maps (B, H, W) float,
+    regions (B, H, W) bool; computed in float64."""
+    pos = maps.double().clamp(min=0)
+    total = pos.sum(dim=(1, 2))
+    inside = (pos * regions.to(pos.device, torch.float64)).sum(dim=(1, 2))
+    return torch.where(total > 0, inside / torch.where(total > 0, total, 1.0),
+                       torch.zeros_like(total))
+
+
+def pixel_ranks(maps: torch.Tensor, descending: bool = True) -> torch.Tensor:
+    """Rank of every pixel (0 = first to be removed / inserted), ``(B, H*W)`` long.
+
+    The order is a *stable* sort of the flattened map (row-major pixel index), by decreasing
+    value if ``descending`` else by increasing value: ties keep pixel-index order in both
+    directions, so a constant map removes the same pixels most-first and least-first."""
+    flat = maps.detach().reshape(maps.shape[0], -1).double()
+    order = torch.sort(-flat if descending else flat, dim=1, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def n_pixels(fraction: float, total: int) -> int:
+    """``round(fraction × total)``, halves rounded up."""
+    return min(int(total), int(math.floor(float(fraction) * total + 0.5)))
+
+
+@torch.no_grad()
+def perturbed_confidences(model, outside: torch.Tensor, inside: torch.Tensor | None,
+                          ranks: torch.Tensor, points, targets: torch.Tensor,
+                          batch_size: int) -> torch.Tensor:
+    """Confidence of ``targets`` on perturbed copies, in chunked forward passes.
+
+    For image ``b`` and point ``p = (r, k)`` the input is ``outside[b]`` with the pixels
+    ranked ``< k`` in ordering ``r`` (``ranks[r, b]``) replaced by ``inside[b]`` — every
+    channel of the pixel; ``inside=None`` means zero (the zero encoding).
+    outside/inside: encoded ``(B, C, H, W)``; ranks: ``(R, B, H*W)``; points: list of
+    ``(r, k)``. All ``B × P`` copies are built chunk by chunk and forwarded ``batch_size`` at a
+    time. Returns ``(B, P)`` float64 on CPU."""
+    n_img, channels, height, width = outside.shape
+    r_idx = torch.tensor([int(r) for r, _ in points], dtype=torch.long, device=outside.device)
+    k_val = torch.tensor([int(k) for _, k in points], dtype=torch.long, device=outside.device)
+    n_pts = len(points)
+    targets = targets.to(outside.device).long()
+    out = torch.empty(n_img * n_pts, dtype=torch.float64)
+    for start in range(0, n_img * n_pts, batch_size):
+        jobs = torch.arange(start, min(start + batch_size, n_img * n_pts), device=outside.device)
+        b, p = jobs // n_pts, jobs % n_pts
+        replace = (ranks[r_idx[p], b] < k_val[p, None]).view(-1, 1, height, width)
+        if inside is None:
+            x = outside[b].masked_fill(replace, 0.0)
+        else:
+            x = torch.where(replace, inside[b], outside[b])
+        conf = model.confidence(model(x).float())
+        out[start:start + len(jobs)] = conf.gather(1, targets[b][:, None])[:, 0].double().cpu()
+    return out.view(n_img, n_pts)
+
+
+def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` images (kernel ``kernel_size``, std
+    ``sigma``, normalised to sum 1; replicate padding so borders keep the image's colours)."""
+    if kernel_size <= 1 or sigma <= 0:
+        return images.clone()
+    radius = kernel_size // 2
+    t = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    g = torch.exp(-(t ** 2) / (2 * float(sigma) ** 2))
+    g = (g / g.sum()).to(images.dtype).to(images.device)
+    channels = images.shape[1]
+    pad_l, pad_r = radius, kernel_size - 1 - radius
+    x = torch.nn.functional.pad(images, (pad_l, pad_r, pad_l, pad_r), mode="replicate")
+    x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1),
+                                   groups=channels)
+    x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1),
+                                   groups=channels)
+    return x
+
+
+def trapezoid(values: torch.Tensor, fractions) -> torch.Tensor:
+    """Trapezoid area of ``values (..., P)`` over the fraction axis ``(P,)``."""
+    x = torch.as_tensor(fractions, dtype=torch.float64, device=values.device)
+    return torch.trapezoid(values.double(), x, dim=-1)
+
+
+def attribute(method, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``method(model, x, targets)`` with a shape check; maps (B, H, W) detached."""
+    maps = method(model, x, targets)
+    expected = (x.shape[0], x.shape[2], x.shape[3])
+    if tuple(maps.shape) != expected:
+        raise RuntimeError(f"method '{getattr(method, 'name', method)}' returned maps of shape "
+                           f"{tuple(maps.shape)}, expected {expected}")
+    return maps.detach()
