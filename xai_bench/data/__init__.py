@@ -1,7 +1,13 @@
 """Data sets. Images flow as float RGB tensors in [0, 1]; items are ``(image, label)``.
 
+Every data set has ``classes``, ``num_classes``, ``image_size`` (H, W), ``name`` and
+``has_masks``; in-memory ones also ``images`` (uint8 N,3,H,W) and ``labels`` (int64 N), and
+the synthetic one ``masks`` (bool N,H,W).
+
 Specs for :func:`get_dataset`:
+
 - ``shapes`` (alias ``synthetic``): the embedded default, generated, with object masks;
+  options as keywords (``n``, ``seed``, ``transform``) or inline: ``shapes:n=2000,seed=1``;
 - ``cifar10``: torchvision's CIFAR-10 (downloaded once into ``$XAI_BENCH_DATA``);
 - ``cifar10:PATH``: CIFAR-10 in ImageFolder layout (``train/<class>/*.jpg``, ``test/...``) or a
   ``.tar.gz`` of it;
@@ -17,43 +23,100 @@ from xai_bench.data.errors import DataError
 from xai_bench.data.synthetic import SyntheticShapes
 
 DATASET_SPECS = {
-    "shapes": "embedded synthetic shapes (10 classes, 32x32, object masks; no download)",
-    "cifar10": "CIFAR-10 through torchvision (downloads once)",
-    "cifar10:PATH": "CIFAR-10 in ImageFolder layout, or a .tar.gz of it",
-    "imagefolder:PATH": "any ImageFolder directory",
+    "shapes": "embedded synthetic shapes: 10 classes, 32x32, object masks, no download "
+              "(alias synthetic; options shapes:n=N,seed=S,image_size=P)",
+    "cifar10": "CIFAR-10 through torchvision (downloaded once into $XAI_BENCH_DATA)",
+    "cifar10:PATH": "CIFAR-10 in ImageFolder layout (train/<class>/*.jpg, test/...) or a "
+                    ".tar.gz of it",
+    "imagefolder:PATH": "any ImageFolder directory (train/val/test sub-folders if present), "
+                        "resized and centre cropped",
     "imagenet:PATH": "ImageNet validation ImageFolder (resize 256, centre crop 224)",
 }
+SPLITS = ("train", "test")
 
 __all__ = ["DataError", "SyntheticShapes", "get_dataset", "list_datasets", "load_batch"]
 
 
 def list_datasets() -> dict:
+    """The spec forms :func:`get_dataset` accepts, with one-line descriptions."""
     return dict(DATASET_SPECS)
 
 
+def _inline_options(spec: str, text: str) -> dict:
+    opts = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DataError(f"bad option '{item}' in '{spec}'; use shapes:key=value,... "
+                            f"(n, seed, image_size)")
+        try:
+            opts[key.strip()] = int(value)
+        except ValueError:
+            raise DataError(f"option '{key.strip()}' in '{spec}' must be an integer") from None
+    return opts
+
+
+def _check_kwargs(kind: str, kwargs: dict, allowed: tuple):
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise DataError(f"'{kind}' does not take {', '.join(unknown)}; it takes "
+                        f"{', '.join(allowed) or 'no options'}")
+
+
 def get_dataset(spec: str, split: str = "test", image_size=None, **kwargs):
-    """The data set named by ``spec`` (see module docstring), ``split`` train or test."""
-    if split not in ("train", "test"):
+    """The data set named by ``spec`` (see :func:`list_datasets`), ``split`` train or test.
+    ``image_size`` (int or (H, W), square) overrides the native size where that makes sense.
+    Raises :class:`DataError` (one line) for unknown specs, missing paths or data."""
+    if split not in SPLITS:
         raise DataError(f"split must be 'train' or 'test', got '{split}'")
-    kind, _, path = spec.partition(":")
-    if kind in ("shapes", "synthetic") and not path:
-        size = 32 if image_size is None else int(image_size if isinstance(image_size, int)
-                                                 else image_size[0])
-        return SyntheticShapes(split, image_size=size, **kwargs)
+    kind, sep, path = str(spec).partition(":")
+    kind = kind.strip().lower()
+    if kind in ("shapes", "synthetic"):
+        from xai_bench.data.folders import _side
+
+        options = {**_inline_options(spec, path), **kwargs}
+        _check_kwargs(kind, options, ("n", "seed", "image_size", "transform"))
+        size = options.pop("image_size", None) or _side(image_size) or 32
+        if size < 8:
+            raise DataError(f"shapes needs image_size >= 8, got {size}")
+        return SyntheticShapes(split, image_size=size, **options)
     from xai_bench.data import folders
 
     if kind == "cifar10":
-        return folders.cifar10_folder(path, split) if path else folders.cifar10_torchvision(split)
-    if kind in ("imagefolder", "imagenet") and path:
+        if path:
+            _check_kwargs(spec, kwargs, ())
+            return folders.cifar10_folder(path, split, image_size)
+        _check_kwargs(kind, kwargs, ("download", "root"))
+        return folders.cifar10_torchvision(split, image_size=image_size, **kwargs)
+    if kind in ("imagefolder", "imagenet"):
+        if not path:
+            raise DataError(f"'{kind}' needs a path: {kind}:PATH")
+        _check_kwargs(kind, kwargs, ())
         return folders.imagefolder(path, split, image_size, imagenet=kind == "imagenet")
     raise DataError(f"unknown data set '{spec}'; use one of: {', '.join(DATASET_SPECS)}")
 
 
 def load_batch(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (float, [0, 1]) and labels of ``indices``; indexes in-memory tensors when the
-    data set has them, else stacks items."""
-    indices = torch.as_tensor(indices, dtype=torch.long)
-    if hasattr(dataset, "images"):
-        return dataset.images[indices].float() / 255.0, dataset.labels[indices]
-    items = [dataset[int(i)] for i in indices]
-    return torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items])
+    """Images (float (B, 3, H, W) in [0, 1]) and labels (int64 (B,)) of ``indices``. Indexes
+    the in-memory ``images``/``labels`` tensors when the data set has them (also through a
+    ``torch.utils.data.Subset``), else stacks items."""
+    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    base = dataset
+    while isinstance(base, torch.utils.data.Subset):
+        indices = torch.as_tensor(base.indices, dtype=torch.long)[indices]
+        base = base.dataset
+    images = getattr(base, "images", None)
+    labels = getattr(base, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        batch = images[indices]
+        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+        transform = getattr(base, "transform", None)
+        if transform is not None:
+            batch = torch.stack([transform(im) for im in batch]) if len(batch) else batch
+        return batch, labels[indices].long()
+    items = [base[int(i)] for i in indices]
+    if not items:
+        raise ValueError("load_batch needs at least one index for a data set without "
+                         "in-memory tensors")
+    return torch.stack([im for im, _ in items]), torch.tensor([int(y) for _, y in items],
+                                                              dtype=torch.int64)

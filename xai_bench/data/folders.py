@@ -1,12 +1,23 @@
-"""CIFAR-10 (torchvision or an ImageFolder layout / .tar.gz of it) and ImageFolder/ImageNet."""
+"""CIFAR-10 (torchvision, or an ImageFolder layout / .tar.gz of it) and ImageFolder/ImageNet.
+
+* ``cifar10``: ``torchvision.datasets.CIFAR10`` under ``cache_dir()/cifar10`` (downloaded
+  once), held in memory.
+* ``cifar10:PATH``: a directory with ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``
+  (optionally inside one wrapping folder), or a ``.tar.gz`` of it — extracted once
+  (atomically) into ``cache_dir()/extracted/<archive name>-<size>``; decoded splits are cached
+  there as uint8 tensors, so later loads take well under a second. Held in memory.
+* ``imagefolder:PATH`` / ``imagenet:PATH``: lazily loaded ImageFolders (resize + centre crop).
+
+``cache_dir()`` is ``$XAI_BENCH_DATA`` or ``~/.cache/xai_bench/data``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,85 +27,170 @@ from xai_bench.data.errors import DataError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "validation")}
+_TENSOR_CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XAI_BENCH_DATA", Path.home() / ".cache" / "xai_bench" / "data"))
+    """Where downloads, extractions and decoded tensors go: ``$XAI_BENCH_DATA`` or
+    ``~/.cache/xai_bench/data``."""
+    env = os.environ.get("XAI_BENCH_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "xai_bench" / "data"
+
+
+def _side(image_size) -> int | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, (tuple, list)):
+        if len(image_size) != 2 or image_size[0] != image_size[1]:
+            raise DataError(f"only square image sizes are supported, got {tuple(image_size)}")
+        image_size = image_size[0]
+    return int(image_size)
 
 
 class TensorImageDataset(Dataset):
-    """A whole split in memory: ``images`` uint8 (N, 3, H, W), ``labels`` int64 (N,)."""
+    """A whole split in memory: ``images`` uint8 (N, 3, H, W), ``labels`` int64 (N,); items
+    are ``(float image in [0, 1], label)`` (``transform``, if given, applied to the image)."""
 
     has_masks = False
 
-    def __init__(self, images, labels, classes, name):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, name: str,
+                 transform=None):
         self.images, self.labels = images, labels
         self.classes, self.num_classes, self.name = list(classes), len(classes), name
         self.image_size = tuple(images.shape[-2:])
+        self.transform = transform
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i].float() / 255.0, int(self.labels[i])
+        image = self.images[i].float() / 255.0
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[i])
+
+    def __repr__(self):
+        return f"TensorImageDataset({self.name!r}, n={len(self)}, image_size={self.image_size})"
 
 
-def cifar10_torchvision(split: str, download: bool = True) -> TensorImageDataset:
+def _resize_batch(images: torch.Tensor, side: int | None, chunk: int = 4096) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> (N, 3, side, side): shorter side resized, centre crop."""
+    if side is None or tuple(images.shape[-2:]) == (side, side):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    return torch.cat([TF.center_crop(TF.resize(images[i:i + chunk], side, antialias=True), side)
+                      for i in range(0, len(images), chunk)])
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+
+def cifar10_torchvision(split: str, download: bool = True, image_size=None,
+                        root=None) -> TensorImageDataset:
+    """torchvision's CIFAR-10 (downloaded once into ``cache_dir()/cifar10``), in memory."""
     import numpy as np
-    from torchvision.datasets import CIFAR10
 
-    root = cache_dir() / "cifar10"
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        raise DataError("torchvision is not installed; pip install torchvision, or use "
+                        "cifar10:PATH with an ImageFolder copy") from None
+    root = Path(root).expanduser() if root else cache_dir() / "cifar10"
     try:
         ds = CIFAR10(str(root), train=split == "train", download=download)
-    except Exception as e:  # no network and no files
-        raise DataError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__});"
-                        f" download it once with network access, or use cifar10:PATH with an "
-                        f"ImageFolder copy") from None
+    except Exception as e:  # no network and no files, or a corrupt download
+        raise DataError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__}); run "
+            f"once with network access (or set XAI_BENCH_DATA), or use cifar10:PATH with an "
+            f"ImageFolder copy / .tar.gz of it") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-    return TensorImageDataset(images, torch.tensor(ds.targets), ds.classes, "cifar10")
+    images = _resize_batch(images, _side(image_size))
+    return TensorImageDataset(images, torch.tensor(ds.targets, dtype=torch.int64),
+                              ds.classes, "cifar10")
 
 
-def _extract_once(archive: Path) -> Path:
-    """Extract a .tar.gz into the cache (atomically: temp dir, then rename) and reuse it."""
-    key = hashlib.sha256(f"{archive.resolve()}:{archive.stat().st_size}".encode()).hexdigest()[:12]
-    target = cache_dir() / "extracted" / f"{archive.name.split('.')[0]}-{key}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
-        try:
-            with tarfile.open(archive) as tar:
+def _safe_members(tar: tarfile.TarFile, dest: Path):
+    """Members that stay inside ``dest`` (for Pythons without tarfile's ``data`` filter)."""
+    dest = dest.resolve()
+    for m in tar.getmembers():
+        target = (dest / m.name).resolve()
+        if not (m.isfile() or m.isdir()) or not str(target).startswith(str(dest) + os.sep):
+            continue  # skip links, devices and anything escaping the destination
+        yield m
+
+
+def extract_once(archive: Path) -> Path:
+    """Extract ``archive`` into ``cache_dir()/extracted/<name>-<size>`` once and reuse it.
+    Extraction goes to a temporary sibling directory that is renamed into place, so a
+    partial extraction is never used (and concurrent extractions are harmless)."""
+    archive = Path(archive)
+    name = archive.name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    target = cache_dir() / "extracted" / f"{name}-{archive.stat().st_size}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-extract-"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
+    try:
+        with tarfile.open(archive) as tar:
+            if hasattr(tarfile, "data_filter"):
                 tar.extractall(tmp, filter="data")
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            else:  # pragma: no cover - Python < 3.11.4
+                tar.extractall(tmp, members=_safe_members(tar, tmp))
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
+    except (tarfile.TarError, EOFError, OSError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot extract {archive}: {type(e).__name__}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target
 
 
-def _split_root(path: Path, split: str) -> Path:
-    """Find ``<path>/[<single dir>/]<split>`` (train/test, or val for test)."""
-    candidates = [path] + [p for p in path.iterdir() if p.is_dir()]
-    names = [split] + (["val", "validation"] if split == "test" else [])
+def _split_dir(path: Path, split: str) -> Path | None:
+    """``<path>/[<single wrapping dir>/]<split dir>`` or None when there is none."""
+    candidates = [path]
+    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subdirs) == 1:
+        candidates.append(subdirs[0])
     for base in candidates:
-        for name in names:
+        for name in SPLIT_DIRS[split]:
             if (base / name).is_dir():
                 return base / name
-    raise DataError(f"no '{split}' folder under {path}; expected an ImageFolder layout "
-                    f"{split}/<class>/*.jpg")
+    return None
+
+
+def _has_any_split(path: Path) -> bool:
+    return any(_split_dir(path, s) is not None for s in SPLIT_DIRS)
 
 
 def _class_files(root: Path):
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise DataError(f"{root} has no class folders; expected <class>/*.jpg inside")
+        raise DataError(f"{root} has no class folders; expected <class>/<image files> inside")
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+             if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the class folders "
+                        f"of {root}")
     return classes, files
 
 
 def read_rgb(path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB of an image file (Pillow; torchvision.io's codecs are deprecated)."""
+    """uint8 (3, H, W) RGB of an image file (Pillow: any format, any colour mode)."""
     import numpy as np
     from PIL import Image
 
@@ -102,34 +198,92 @@ def read_rgb(path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
 
-def cifar10_folder(path: str, split: str) -> TensorImageDataset:
+def _decode_many(paths, chunk: int = 4096) -> list[torch.Tensor]:
+    """Decode image files to uint8 (3, H, W): JPEGs batched with torchvision.io (several
+    times faster than one by one), anything else (or a failed batch) with Pillow."""
+    out: list[torch.Tensor | None] = [None] * len(paths)
+    jpegs = [i for i, p in enumerate(paths) if Path(p).suffix.lower() in (".jpg", ".jpeg")]
+    try:
+        with warnings.catch_warnings():  # torchvision.io's codecs warn about deprecation
+            warnings.simplefilter("ignore")
+            from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+            for start in range(0, len(jpegs), chunk):
+                idx = jpegs[start:start + chunk]
+                try:
+                    decoded = decode_jpeg([read_file(str(paths[i])) for i in idx],
+                                          mode=ImageReadMode.RGB)
+                except Exception:  # e.g. a CMYK or truncated JPEG: Pillow handles it below
+                    continue
+                for i, image in zip(idx, decoded):
+                    out[i] = image
+    except ImportError:  # pragma: no cover - codecs removed from a future torchvision
+        pass
+    return [image if image is not None else read_rgb(p) for image, p in zip(out, paths)]
+
+
+def _load_in_memory(root: Path, image_size=None):
+    classes, files = _class_files(root)
+    images = _decode_many([f for f, _ in files])
+    side = _side(image_size)
+    if side is None and len({tuple(im.shape[-2:]) for im in images}) > 1:
+        side = min(min(im.shape[-2:]) for im in images)  # mixed sizes: a common square
+    if side is not None:
+        images = [_resize_batch(im[None], side)[0] for im in images]
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return torch.stack(images), labels, classes
+
+
+def cifar10_folder(path: str, split: str, image_size=None) -> TensorImageDataset:
+    """CIFAR-10 in ImageFolder layout (a directory or a .tar.gz of one), in memory."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"CIFAR-10 path {p} does not exist")
-    if p.is_file():
-        if not p.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise DataError(f"{p} is neither a directory nor a .tar.gz archive")
-        p = _extract_once(p)
-    root = _split_root(p, split)
-    classes, files = _class_files(root)
-    images = torch.stack([read_rgb(f) for f, _ in files])
-    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-    return TensorImageDataset(images, labels, classes, f"cifar10:{path}")
+    from_archive = p.is_file()
+    if from_archive:
+        if not p.name.endswith(ARCHIVE_SUFFIXES):
+            raise DataError(f"{p} is neither a directory nor a .tar.gz/.tgz/.tar archive")
+        p = extract_once(p)
+    root = _split_dir(p, split)
+    if root is None:
+        raise DataError(f"no '{split}' folder in {path}; expected an ImageFolder layout "
+                        f"train/<class>/*.jpg and test/<class>/*.jpg")
+    side = _side(image_size)
+    cached = p / f".xai_bench-{split}-{side or 'native'}-v{_TENSOR_CACHE_VERSION}.pt"
+    if from_archive and cached.is_file():
+        try:
+            blob = torch.load(cached, weights_only=True)
+            return TensorImageDataset(blob["images"], blob["labels"], blob["classes"], "cifar10")
+        except Exception:
+            pass  # unreadable cache: decode again (and rewrite it)
+    images, labels, classes = _load_in_memory(root, side)
+    if from_archive:  # the extraction is immutable: cache the decoded split next to it
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        try:
+            torch.save({"images": images, "labels": labels, "classes": classes}, tmp)
+            os.replace(tmp, cached)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return TensorImageDataset(images, labels, classes, "cifar10")
+
+
+# ----------------------------------------------------------------------- ImageFolder
 
 
 class ImageFolderDataset(Dataset):
-    """Lazily loaded ImageFolder; each image is resized (shorter side ``resize``) and centre
-    cropped to ``crop``; float RGB in [0, 1] (models normalise themselves)."""
+    """Lazily loaded ImageFolder: each image is resized (shorter side to ``resize``) and
+    centre cropped to ``crop``; float RGB in [0, 1] (models normalise themselves)."""
 
     has_masks = False
 
-    def __init__(self, root: Path, resize: int, crop: int, name: str):
-        self.root = root
-        self.classes, self.files = _class_files(root)
+    def __init__(self, root: Path, resize: int, crop: int, name: str, transform=None):
+        self.root = Path(root)
+        self.classes, self.files = _class_files(self.root)
         self.num_classes, self.name = len(self.classes), name
         self.image_size = (crop, crop)
         self.resize, self.crop = resize, crop
         self.labels = torch.tensor([label for _, label in self.files], dtype=torch.int64)
+        self.transform = transform
 
     def __len__(self):
         return len(self.files)
@@ -138,20 +292,35 @@ class ImageFolderDataset(Dataset):
         from torchvision.transforms.v2 import functional as TF
 
         path, label = self.files[i]
-        image = read_rgb(path)
-        image = TF.center_crop(TF.resize(image, self.resize, antialias=True), self.crop)
-        return image.float() / 255.0, label
+        image = TF.center_crop(TF.resize(read_rgb(path), self.resize, antialias=True), self.crop)
+        image = image.float() / 255.0
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+    def __repr__(self):
+        return (f"ImageFolderDataset({self.name!r}, n={len(self)}, resize={self.resize}, "
+                f"crop={self.crop})")
 
 
 def imagefolder(path: str, split: str, image_size=None, imagenet: bool = False):
+    """An ImageFolder split: ``PATH/<split dir>`` (train; test, val or validation) when PATH
+    has split folders, else PATH itself. ``imagenet``: the standard evaluation transform
+    (resize 256, centre crop 224; scaled alike for another ``image_size``); otherwise the
+    shorter side is resized to ``image_size`` (default 224) and centre cropped."""
+    kind = "imagenet" if imagenet else "imagefolder"
     p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{kind} path {p} does not exist")
     if not p.is_dir():
-        raise DataError(f"ImageFolder path {p} is not a directory")
-    try:
-        root = _split_root(p, split)
-    except DataError:
+        raise DataError(f"{kind} path {p} is not a directory (expected an ImageFolder: "
+                        f"<class>/<image files>)")
+    root = _split_dir(p, split)
+    if root is None:
+        if _has_any_split(p):
+            raise DataError(f"{p} has split folders but no '{split}' one (looked for "
+                            f"{', '.join(SPLIT_DIRS[split])})")
         root = p  # the directory itself is the split
-    crop = 224 if image_size is None else int(image_size if isinstance(image_size, int)
-                                              else image_size[0])
-    resize = 256 if imagenet and crop == 224 else int(round(crop * 256 / 224))
-    return ImageFolderDataset(root, resize, crop, f"{'imagenet' if imagenet else 'imagefolder'}:{path}")
+    crop = _side(image_size) or 224
+    resize = int(round(crop * 256 / 224)) if imagenet else crop
+    return ImageFolderDataset(root, resize, crop, kind)
