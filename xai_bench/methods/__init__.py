@@ -1,0 +1,22 @@
+"""Attribution methods. Each module registers its methods in ``xai_bench.METHODS``:
+
+- :mod:`~xai_bench.methods.gradient`: ``inherent`` (B-cos contribution maps), ``ixg``,
+  ``intgrad``;
+- :mod:`~xai_bench.methods.attention`: ``finatt``, ``rollout``, ``gradsam``, ``gradcam``;
+- :mod:`~xai_bench.methods.lrp`: ``chefer_lrp``, ``plrp`` (conventional ViTs with LRP);
+- :mod:`~xai_bench.methods.vit_cx`: ``vit_cx``;
+- :mod:`~xai_bench.methods.baselines`: ``random``, ``uniform``, ``centre``.
+
+Every method is called as ``method(model, x, targets) -> maps`` (see
+:mod:`~xai_bench.methods.base`), explains the model in eval mode and leaves its state
+(train/eval flags, ``requires_grad``, ``.grad``) as it found it.
+"""
+
+from xai_bench.methods import attention, baselines, gradient, lrp, vit_cx  # noqa: F401
+from xai_bench.methods.base import (
+    AttributionMethod, MethodNotApplicable, is_vit, register_method, token_readout,
+    upsample_token_map,
+)
+
+__all__ = ["AttributionMethod", "MethodNotApplicable", "is_vit", "register_method",
+           "token_readout", "upsample_token_map"]

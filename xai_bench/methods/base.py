@@ -78,6 +78,15 @@ def token_readout(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.mean(dim=-2)
 
 
+def content_seed(tensor: torch.Tensor, seed: int) -> int:
+    """A seed derived from ``seed`` and a tensor's bytes: per-sample randomness that does not
+    depend on the sample's position in a batch (so batched calls equal per-image calls)."""
+    import hashlib
+
+    digest = hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).digest()
+    return (int.from_bytes(digest[:8], "little") + int(seed)) % 2**63
+
+
 def is_vit(model) -> bool:
     """Models exposing the attention interface of :class:`xai_bench.models.ExplainableViT`."""
     return hasattr(model, "record_attention") and hasattr(model, "token_grid")

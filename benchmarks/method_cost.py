@@ -1,0 +1,175 @@
+"""Cost of every attribution method, per image, in units of one forward pass of the same model.
+
+Usage::
+
+    python benchmarks/method_cost.py                       # nano pair, batch 1 and 32
+    python benchmarks/method_cost.py --sizes nano,b        # also the ViT-B pair at 224² (slow)
+    python benchmarks/method_cost.py --batch-sizes 32 --repeats 3 --methods rollout,ixg
+
+Timing: CPU by default (``--device``); the models are randomly initialised (the costs do not
+depend on training, except ViT-CX's number of masks N); ``torch.set_num_threads`` is left at
+torch's default unless ``--threads`` is given. One warm-up call, then ``--repeats`` rounds
+that each time the plain forward pass (under ``torch.no_grad()``, i.e. inference cost) and
+then the method on the same batch; the cost is median(method) / median(forward), both per batch
+of the same size, so it is also the cost per image. Interleaving the two keeps the ratio
+honest on a machine whose speed drifts (e.g. shared cores).
+
+The first row per model and batch, ``(fwd+bwd)``, is a reference: one plain forward and
+backward to the input, the floor for gradient methods.
+
+Targets (forward passes per image): rollout, finatt 1.1; ixg, inherent, gradsam, gradcam 2.5;
+plrp 3; chefer_lrp 4; intgrad 2.5 per step (125 for the default 50); vit_cx 1.1 × (2N + 2)
+with N the mean number of masks per image of the last call (``method.last_num_masks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+import xai_bench
+
+TARGETS = {"rollout": 1.1, "finatt": 1.1, "ixg": 2.5, "inherent": 2.5, "gradsam": 2.5,
+           "gradcam": 2.5, "plrp": 3.0, "chefer_lrp": 4.0}
+SIZES = {"nano": ("bcos_vit_nano", "vit_nano"), "micro": ("bcos_vit_micro", "vit_micro"),
+         "ti": ("bcos_vit_ti", "vit_ti"), "s": ("bcos_vit_s", "vit_s"),
+         "b": ("bcos_vit_b", "vit_b")}
+DEFAULT_REPEATS = {"nano": 7, "micro": 5, "ti": 3, "s": 2, "b": 1}
+
+
+def target_for(name: str, method) -> float:
+    if name == "intgrad":
+        return 2.5 * method.params["n_steps"]
+    if name == "vit_cx":
+        n = getattr(method, "last_num_masks", float("nan"))
+        return 1.1 * (2 * n + 2)
+    return TARGETS.get(name, float("nan"))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn, device, clock=time.perf_counter) -> float:
+    _sync(device)
+    start = clock()
+    fn()
+    _sync(device)
+    return clock() - start
+
+
+class InputGradient:
+    """Reference row: one plain forward and backward to the input (what a gradient method
+    cannot undercut)."""
+
+    name = "(fwd+bwd)"
+
+    def __call__(self, model, x, targets):
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(model(x).gather(1, targets[:, None]).sum(), x)
+
+
+def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
+            clock=time.perf_counter) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch_size, 3, *model.image_size, generator=g)
+    x = model.encode(images).to(device)
+    targets = torch.randint(0, model.num_classes, (batch_size,), generator=g).to(device)
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def explain():
+        method(model, x, targets)
+
+    timed(forward, device)  # warm-up
+    timed(explain, device)
+    fwd, meth = [], []
+    for _ in range(repeats):
+        fwd.append(timed(forward, device, clock))
+        meth.append(timed(explain, device, clock))
+    f, m = statistics.median(fwd), statistics.median(meth)
+    return dict(forward_ms=1e3 * f / batch_size, method_ms=1e3 * m / batch_size, cost=m / f)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="nano",
+                        help=f"comma-separated model sizes ({', '.join(SIZES)}); default nano")
+    parser.add_argument("--batch-sizes", default="1,32", help="comma-separated; default 1,32")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per method (default: " + ", ".join(
+                            f"{k} {v}" for k, v in DEFAULT_REPEATS.items()) + ")")
+    parser.add_argument("--methods", default="all", help="comma-separated names or globs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: left at torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time (default) or process CPU time, steadier on shared "
+                             "cores (use it with --threads 1: idle threads spin)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    methods = xai_bench.METHODS.resolve(args.methods)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
+
+    clock = CLOCKS[args.clock]
+    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"{args.clock} clock; cost = method time / forward time (forward under "
+          f"torch.no_grad()), per image")
+    header = (f"{'model':16s} {'batch':>5s} {'method':11s} {'fwd ms/img':>10s} "
+              f"{'method ms/img':>13s} {'cost (fwd)':>10s} {'target':>7s}  ok")
+    print(header)
+    print("-" * len(header))
+    misses = []
+    for size in sizes:
+        repeats = args.repeats or DEFAULT_REPEATS[size]
+        for model_name in SIZES[size]:
+            torch.manual_seed(0)
+            model = xai_bench.get_model(model_name).to(device).eval()
+            for batch_size in batch_sizes:
+                for name in [InputGradient.name] + methods:
+                    method = InputGradient() if name == InputGradient.name else \
+                        xai_bench.get_method(name)
+                    if name != InputGradient.name and not method.applies_to(model):
+                        continue
+                    print(f"  timing {model_name} batch {batch_size} {name} ...",
+                          file=sys.stderr, flush=True)
+                    r = measure(model, method, batch_size, repeats, device, clock=clock)
+                    target = target_for(name, method)
+                    if math.isnan(target):
+                        ok, shown = "", "-"
+                    else:
+                        ok, shown = ("yes" if r["cost"] <= target else "MISS"), f"{target:.1f}"
+                        if ok == "MISS":
+                            misses.append(f"{model_name}/b{batch_size}/{name}")
+                    extra = ""
+                    if name == "vit_cx":
+                        extra = f"  (N = {getattr(method, 'last_num_masks', float('nan')):.1f})"
+                    print(f"{model_name:16s} {batch_size:5d} {name:11s} {r['forward_ms']:10.3f} "
+                          f"{r['method_ms']:13.3f} {r['cost']:10.2f} {shown:>7s}  {ok}{extra}",
+                          flush=True)
+    if misses:
+        print(f"# missed targets: {', '.join(misses)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Attention-based methods: FinAtt, Rollout, GradSAM and (Chefer's adaptation of) GradCAM.
+
+Our models average tokens (no CLS token), so wherever a reference reads the CLS row of a
+token×token matrix we take the mean over query rows (:func:`token_readout`) and drop no column.
+For the B-cos ViT the attention matrix used is the one actually applied to the values (after
+the positional prior). These methods run the model's *plain* forward (never explanation mode),
+in eval mode (see :func:`xai_bench.methods.gradient.evaluating`).
+
+``start_layer`` (rollout here, CheferLRP in :mod:`~xai_bench.methods.lrp`) is a **0-based
+block index**, exactly as in the reference implementation of Chefer et al.
+(``compute_rollout_attention(..., start_layer=0)`` starts at the first block), so parameter
+values carry over unchanged. The default ``start_layer=1`` is the value of the reference's
+evaluation scripts and of DESIGN.md: the product starts at the *second* block (the first
+block's attention is left out). ``start_layer=0`` uses every block.
+
+Costs (in forward passes): FinAtt and Rollout need one forward without gradients; GradSAM and
+GradCAM one forward and one backward to the attention maps only (the backward stops at the
+first attention map that is needed: GradCAM's reaches only into the last block).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xai_bench.methods.base import (
+    AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
+)
+from xai_bench.methods.gradient import evaluating
+
+
+def attention_maps(model, x):
+    """Per-block applied attention (B, heads, N, N) from one forward without gradients."""
+    with evaluating(model), torch.no_grad(), model.record_attention() as maps:
+        model(x)
+    return list(maps)
+
+
+def attention_and_gradients(model, x, targets, blocks=None):
+    """Per-block attention maps and ``∂y_t/∂A`` (``y_t`` the target logit), from one forward
+    and one backward; samples are independent, so the gradient of the batch sum gives every
+    sample's own gradients. ``blocks``: indices of the blocks whose gradients are wanted
+    (default all; others get ``None``)."""
+    x = x.detach().clone().requires_grad_(True)  # keeps a graph even for frozen parameters
+    with evaluating(model), torch.enable_grad(), model.record_attention() as maps:
+        logits = model(x)
+        maps = list(maps)
+        wanted = range(len(maps)) if blocks is None else sorted({b % len(maps) for b in blocks})
+        chosen = logits.gather(1, targets[:, None]).sum()
+        got = torch.autograd.grad(chosen, [maps[i] for i in wanted])
+    grads = [None] * len(maps)
+    for i, g in zip(wanted, got):
+        grads[i] = g
+    return [m.detach() for m in maps], grads
+
+
+def check_start_layer(start_layer: int, depth: int) -> int:
+    """Validate a 0-based ``start_layer`` against the model's depth."""
+    if not isinstance(start_layer, int) or not 0 <= start_layer < depth:
+        raise ValueError(f"start_layer={start_layer!r} is out of range for a model with {depth} "
+                         f"blocks: it is a 0-based block index (0 = first block), "
+                         f"0 <= start_layer <= {depth - 1}")
+    return start_layer
+
+
+def rollout_product(mats: list[torch.Tensor], start_layer: int, normalise: bool) -> torch.Tensor:
+    """``(M_L + I) ⋯ (M_s + I)`` over blocks ``s = start_layer`` (0-based) to the last one,
+    later blocks on the left; each factor row-normalised when ``normalise``. (B, N, N)."""
+    used = mats[start_layer:]
+    eye = torch.eye(used[0].shape[-1], device=used[0].device, dtype=used[0].dtype)
+    joint = None
+    for m in used:
+        m = m + eye
+        if normalise:
+            m = m / m.sum(-1, keepdim=True)
+        joint = m if joint is None else m @ joint
+    return joint
+
+
+class _AttentionMethod(AttributionMethod):
+    kind = "attention"
+
+    def applies_to(self, model):
+        return is_vit(model)
+
+
+@register_method
+class FinAtt(_AttentionMethod):
+    """Final-block attention, mean over heads, mean over query rows (class-agnostic)."""
+
+    name, class_agnostic = "finatt", True
+
+    def attribute(self, model, x, targets):
+        last = attention_maps(model, x)[-1].mean(1)
+        return upsample_token_map(model, token_readout(last))
+
+
+@register_method
+class Rollout(_AttentionMethod):
+    """Attention rollout (Abnar & Zuidema): product of row-normalised (mean-head attention + I)
+    from block ``start_layer`` (0-based, default 1 as in Chefer et al.'s evaluation) to the
+    last block, later blocks on the left (class-agnostic)."""
+
+    name, class_agnostic = "rollout", True
+
+    def __init__(self, start_layer: int = 1):
+        super().__init__(start_layer=start_layer)
+
+    def attribute(self, model, x, targets):
+        maps = attention_maps(model, x)
+        start = check_start_layer(self.params["start_layer"], len(maps))
+        joint = rollout_product([a.mean(1) for a in maps], start, normalise=True)
+        return upsample_token_map(model, token_readout(joint))
+
+
+@register_method
+class GradSAM(_AttentionMethod):
+    """GradSAM: mean over blocks, heads and query rows of A ⊙ ReLU(∂y_t/∂A) (ReLU on the
+    gradient only)."""
+
+    name = "gradsam"
+
+    def attribute(self, model, x, targets):
+        maps, grads = attention_and_gradients(model, x, targets)
+        total = sum((a * g.clamp(min=0)).mean(1) for a, g in zip(maps, grads)) / len(maps)
+        return upsample_token_map(model, token_readout(total))
+
+
+@register_method
+class GradCAM(_AttentionMethod):
+    """GradCAM adapted to ViTs (Chefer et al.): last block, heads as channels; weight per head
+    = mean of ∂y_t/∂A_h over the readout (query rows) and the token columns, activation per
+    head = readout of A_h, map = ReLU(mean_h w_h · a_h)."""
+
+    name = "gradcam"
+
+    def attribute(self, model, x, targets):
+        maps, grads = attention_and_gradients(model, x, targets, blocks=[-1])
+        a = token_readout(maps[-1])                          # (B, heads, N)
+        w = token_readout(grads[-1]).mean(-1, keepdim=True)  # (B, heads, 1)
+        return upsample_token_map(model, (w * a).mean(1).clamp(min=0))

@@ -1,0 +1,111 @@
+"""Gradient-based methods: the model-inherent contribution maps of B-cos models, Input×Gradient
+and Integrated Gradients (the latter two through captum). All sum the per-channel attributions
+and take gradients of the target *logit*.
+
+Shared conventions of every method in this package (see :func:`evaluating`):
+
+- the model is explained in eval mode (no batch-norm statistics updates, no dropout, so a
+  batched call equals the per-image calls); each module's train/eval flag is restored after;
+- parameters' ``requires_grad`` flags are never touched and no ``.grad`` is accumulated on
+  them: gradients are taken with :func:`torch.autograd.grad` w.r.t. the input or the attention
+  maps only (autograd then skips the parameter gradients altogether).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from xai_bench.methods.base import AttributionMethod, register_method
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Put ``model`` in eval mode for the duration, restoring every submodule's own
+    ``training`` flag afterwards (a model may mix frozen eval-mode parts with trained ones).
+    Objects that are not ``nn.Module`` (e.g. test doubles) pass through unchanged."""
+    modules = model.modules() if isinstance(model, torch.nn.Module) else ()
+    training = [m for m in modules if m.training]
+    if not training:  # the usual case: already in eval mode, nothing to change or restore
+        yield model
+        return
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
+def input_gradient(model, x, targets):
+    """``∂ y_t / ∂ x`` per sample (the samples are independent, so the gradient of the batch
+    sum of the target logits gives every sample's own gradient), from one forward and one
+    backward."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        chosen = logits.gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(chosen, x)
+    return grad
+
+
+@register_method
+class Inherent(AttributionMethod):
+    """Model-inherent B-cos contribution maps: W(x) ⊙ x summed over channels (explanation
+    mode; sums to ``logit - logit_bias`` for a dynamic-linear model)."""
+
+    name, kind = "inherent", "model-inherent"
+
+    def applies_to(self, model):
+        return hasattr(model, "explanation_mode") and (
+            getattr(model, "family", None) == "bcos"
+            or bool(getattr(model, "is_dynamic_linear", False)))
+
+    def attribute(self, model, x, targets):
+        # In explanation mode the gradient of logit c w.r.t. x *is* row c of W(x).
+        with evaluating(model), model.explanation_mode():
+            weights = input_gradient(model, x, targets)
+        return (weights * x).sum(1)
+
+
+@register_method
+class InputXGradient(AttributionMethod):
+    """Input × Gradient (captum ``InputXGradient``) of the target logit, plain gradients
+    (never explanation mode), summed over channels."""
+
+    name, kind = "ixg", "gradient"
+
+    def attribute(self, model, x, targets):
+        from captum.attr import InputXGradient as CaptumIxG
+
+        with evaluating(model), torch.enable_grad():
+            attr = CaptumIxG(model).attribute(x.clone().requires_grad_(True), target=targets)
+        return attr.sum(1)
+
+
+@register_method
+class IntegratedGradients(AttributionMethod):
+    """Integrated Gradients (captum) of the target logit: ``n_steps`` Gauss–Legendre steps
+    from a zero baseline in the model's input space, summed over channels.
+
+    ``chunk_size`` bounds memory: it is captum's ``internal_batch_size``, the number of
+    interpolated inputs (images × steps) per forward/backward pass (raised to the batch size
+    when the batch is larger, so that every chunk holds at least one step of every image).
+    The default 64 was the fastest per image on CPU for the nano models (32-512 tried:
+    larger chunks fall out of cache); on a GPU a larger chunk is usually faster."""
+
+    name, kind = "intgrad", "gradient"
+
+    def __init__(self, n_steps: int = 50, method: str = "gausslegendre", chunk_size: int = 64):
+        super().__init__(n_steps=int(n_steps), method=method, chunk_size=int(chunk_size))
+
+    def attribute(self, model, x, targets):
+        from captum.attr import IntegratedGradients as CaptumIG
+
+        p = self.params
+        with evaluating(model), torch.enable_grad():
+            attr = CaptumIG(model).attribute(
+                x.clone(), baselines=torch.zeros_like(x), target=targets, n_steps=p["n_steps"],
+                method=p["method"], internal_batch_size=max(p["chunk_size"], x.shape[0]))
+        return attr.sum(1)

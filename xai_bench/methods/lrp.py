@@ -1,0 +1,157 @@
+"""LRP-based methods for the conventional ViT (Chefer et al. 2021): CheferLRP (gradient-weighted
+relevance rollout, "transformer attribution") and partial LRP (last block's attention
+relevance). Both need a model with ``lrp_recording()`` and ``relprop`` (the conventional twin);
+the relevance rules live in :mod:`xai_bench.models.lrp`.
+
+``start_layer`` is a 0-based block index, as in the reference code and for rollout (see
+:mod:`xai_bench.methods.attention`); the default 1 leaves out the first block.
+
+CheferLRP and the identity. The reference reads the CLS row of ``C = (I + Ā_L)⋯(I + Ā_s)`` and
+drops the CLS column, which is where the identity's direct path (CLS → CLS) lands, so its maps
+hold only the gradient-weighted relevance paths. With our mean readout (no CLS token, no
+column dropped) the identity adds ``1/N`` to every token, while the ``Ā`` entries are tiny
+(``R_A`` shares a unit of relevance among heads × N² entries): the literal readout of ``C``
+is a near-constant map whose class-specific part is 1e-7 to 1e-5 of it (measured on the nano
+ViT, trained or not), at or below float32 resolution, and every positive-mass metric (the grid
+pointing game) would score it as uniform. (The maps' absolute scale is accordingly tiny,
+~1e-9 to 1e-7: metrics must not use absolute thresholds.)
+So by default we read out ``C - I`` (computed without cancellation as
+``D ← Ā_l + D + Ā_l D``), the analogue of dropping the readout token's own column: the same
+map up to the per-image constant ``1/N`` (identical rankings). ``include_identity=True`` gives
+the literal ``readout(C)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from xai_bench.methods.attention import check_start_layer
+from xai_bench.methods.base import (
+    AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
+)
+from xai_bench.methods.gradient import evaluating
+
+
+class _StopRelevance(Exception):
+    """Raised to end a relevance pass once every wanted block has its attention relevance."""
+
+
+@contextlib.contextmanager
+def _relprop_stops_below(model, lowest: int):
+    """While active, ``model.relprop`` ends (raising :class:`_StopRelevance`) when it reaches
+    the block below ``lowest``: the relevance of the blocks further down is not needed.
+
+    Only speed depends on this: it shadows that block's ``relprop`` on the instance, so a
+    model whose ``relprop`` does not go through its blocks' ``relprop`` simply runs to the
+    end (same result, full cost). The shadowing is undone on exit."""
+    if lowest <= 0 or not hasattr(model.blocks[lowest - 1], "relprop"):
+        yield
+        return
+    block = model.blocks[lowest - 1]
+    missing = object()
+    previous = block.__dict__.get("relprop", missing)
+
+    def stop(*args, **kwargs):
+        raise _StopRelevance
+
+    object.__setattr__(block, "relprop", stop)
+    try:
+        yield
+    finally:
+        if previous is missing:
+            del block.__dict__["relprop"]
+        else:
+            object.__setattr__(block, "relprop", previous)
+
+
+def attention_relevance(model, x, targets, with_gradients: bool, blocks=None):
+    """One forward (recording the attention maps and what LRP needs), optionally one backward
+    to the attention maps of ``blocks``, and one relevance pass from the one-hot targets
+    (α=1, β=0) that stops below the lowest block in ``blocks`` (default: every block).
+
+    Returns ``(R_A, ∂y_t/∂A)``: lists over all blocks of (B, heads, N, N) tensors, ``None``
+    for blocks not in ``blocks`` (and every gradient without ``with_gradients``)."""
+    depth = len(model.blocks)
+    wanted = sorted({b % depth for b in (range(depth) if blocks is None else blocks)})
+    x = x.detach().clone().requires_grad_(with_gradients)
+    with evaluating(model):
+        with torch.set_grad_enabled(with_gradients), model.record_attention() as maps, \
+                model.lrp_recording():
+            logits = model(x)
+            maps = list(maps)
+            grads = [None] * depth
+            if with_gradients:
+                got = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(),
+                                          [maps[i] for i in wanted])
+                for i, g in zip(wanted, got):
+                    grads[i] = g
+            onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+            del logits, maps  # free the graph before the relevance pass
+            for blk in model.blocks:
+                blk.attn.attention_relevance = None
+            with torch.no_grad(), _relprop_stops_below(model, wanted[0]):
+                try:
+                    model.relprop(onehot, alpha=1.0)
+                except _StopRelevance:
+                    pass
+        relevances = [None] * depth
+        for i, blk in enumerate(model.blocks):
+            if i in wanted:
+                relevances[i] = blk.attn.attention_relevance
+            blk.attn.attention_relevance = None  # do not keep batch-sized tensors on the model
+    return relevances, grads
+
+
+class _LRPMethod(AttributionMethod):
+    kind = "lrp"
+
+    def applies_to(self, model):
+        return is_vit(model) and hasattr(model, "relprop") and hasattr(model, "lrp_recording")
+
+
+def relevance_paths(mats: list[torch.Tensor]) -> torch.Tensor:
+    """``(I + M_L)⋯(I + M_1) - I`` for ``mats = [M_1, …, M_L]`` (later blocks on the left),
+    accumulated as ``D ← M_l + D + M_l D`` so that small ``M`` lose no precision next to I."""
+    paths = mats[0]
+    for m in mats[1:]:
+        paths = m + paths + m @ paths
+    return paths
+
+
+@register_method
+class CheferLRP(_LRPMethod):
+    """Chefer et al.'s transformer attribution: (I + Ā_L)⋯(I + Ā_s) without row normalisation,
+    Ā = mean_h((∇A ⊙ R_A)⁺), from block ``start_layer`` (0-based, default 1), mean over query
+    rows; the identity's direct path is left out unless ``include_identity`` (module doc)."""
+
+    name = "chefer_lrp"
+
+    def __init__(self, start_layer: int = 1, include_identity: bool = False):
+        super().__init__(start_layer=start_layer, include_identity=bool(include_identity))
+
+    def attribute(self, model, x, targets):
+        start = check_start_layer(self.params["start_layer"], len(model.blocks))
+        relevances, grads = attention_relevance(
+            model, x, targets, with_gradients=True, blocks=range(start, len(model.blocks)))
+        mats = [(g * r).clamp(min=0).mean(1)
+                for g, r in zip(grads[start:], relevances[start:])]
+        tokens = token_readout(relevance_paths(mats))
+        if self.params["include_identity"]:
+            tokens = tokens + 1.0 / tokens.shape[-1]  # readout of I: 1/N for every token
+        return upsample_token_map(model, tokens)
+
+
+@register_method
+class PartialLRP(_LRPMethod):
+    """Partial LRP (Voita et al., as in Chefer et al.): the last block's attention relevance,
+    clamped at 0, mean over heads and query rows."""
+
+    name = "plrp"
+
+    def attribute(self, model, x, targets):
+        relevances, _ = attention_relevance(model, x, targets, with_gradients=False, blocks=[-1])
+        last = relevances[-1].clamp(min=0).mean(1)
+        return upsample_token_map(model, token_readout(last))
