@@ -95,7 +95,9 @@ def test_rerun_skips_everything_and_changes_nothing(tmp_path, checkpoints, monke
     monkeypatch.setattr(runner_mod.Runner, "load_model", fail)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
-    assert "12/12 cells already done" in again.output
+    import re
+
+    assert re.search(r"\b(\d+)/\1 cells already done", again.output), again.output
     assert (tmp_path / "r" / "records.csv").read_text() == before
 
 
