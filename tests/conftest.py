@@ -1,5 +1,9 @@
+import contextlib
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from xai_bench.data import SyntheticShapes
 
@@ -13,3 +17,83 @@ def shapes_small():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16))
+
+
+@pytest.fixture(scope="session")
+def trained_pair(shapes_small):
+    """A quickly trained tiny B-cos ViT and conventional twin (session-scoped: ~15 s); good
+    enough that every class has correctly classified test images (the grid pointing game
+    needs four)."""
+    import xai_bench
+    from xai_bench.train import default_recipe, train_model
+
+    train_set, test_set = SyntheticShapes("train", n=2000, seed=0), shapes_small[1]
+    models = {}
+    for name in ("bcos_vit_nano", "vit_nano"):
+        torch.manual_seed(0)
+        model = xai_bench.get_model(name, **TINY)
+        _, recipe = default_recipe(model, "shapes")
+        recipe.epochs, recipe.lr = 5, 3e-3
+        train_model(model, train_set, test_set, recipe, progress=False)
+        models[name] = model.eval()
+    return models
+
+
+# ---- a tiny fake model with the explainable-model interface ---------------------------------
+
+TINY_MODEL = "_test_tiny_linear"
+
+
+class TinyLinear(nn.Module):
+    """Average-pool to ``pool``×``pool`` and one linear layer: trains in a second, has the
+    attributes of the explainable-model interface (``loss="bce"`` makes it B-cos-like)."""
+
+    in_channels = 3
+    pooling = "mean"
+
+    def __init__(self, num_classes: int = 10, image_size=32, pool: int = 8, loss: str = "ce"):
+        super().__init__()
+        side = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
+        self.config = dict(num_classes=num_classes, image_size=side, pool=pool, loss=loss)
+        self.image_size = (side, side)
+        self.num_classes = num_classes
+        self.training_loss = loss
+        self.family = "bcos" if loss == "bce" else "conventional"
+        self.logit_bias = math.log(1 / (num_classes - 1)) if loss == "bce" else 0.0
+        self.is_dynamic_linear = False
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.linear = nn.Linear(3 * pool * pool, num_classes)
+
+    def encode(self, images):
+        return (images - 0.5) / 0.25
+
+    def forward(self, x):
+        return self.linear(self.pool(x).flatten(1)) + self.logit_bias
+
+    def explanation_mode(self):
+        return contextlib.nullcontext()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_tiny_linear(**kwargs):
+    return TinyLinear(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """Registers :class:`TinyLinear` as ``_test_tiny_linear`` for the module's tests (and
+    removes it afterwards, so that other test modules see the real registry)."""
+    import xai_bench
+
+    added = TINY_MODEL not in xai_bench.MODELS
+    if added:
+        xai_bench.MODELS.add(TINY_MODEL, build_tiny_linear, family="test",
+                             description="test model: pool + linear")
+    yield TINY_MODEL
+    if added:
+        xai_bench.MODELS.unregister(TINY_MODEL)

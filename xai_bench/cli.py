@@ -1,4 +1,4 @@
-"""Command line: ``xai-bench list|train|run|plot|explain``.
+"""Command line: ``xai-bench list|train|info|run|plot``.
 
 Anticipated errors (unknown names, missing data or checkpoints, bad sizes) become a one-line
 ``Error: ...`` on stderr with exit code 2, never a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 
 import click
 
@@ -45,18 +46,23 @@ def friendly_errors(fn):
     return wrapper
 
 
-def parse_key_values(items, what="--model-arg") -> dict:
-    """``key=value`` strings -> dict with int/float/bool/None/str values."""
+def parse_key_values(items, what="--model-arg", parse: bool = True) -> dict:
+    """``key=value`` strings -> dict with int/float/bool/None/tuple/str values (strings only
+    with ``parse=False``)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UsageError(f"{what} expects key=value, got '{item}'")
-        out[key.strip()] = _parse_value(value.strip())
+        out[key.strip()] = _parse_value(value.strip()) if parse else value.strip()
     return out
 
 
 def _parse_value(text: str):
+    """int, float, bool (true/false), None (none/null), a tuple for comma lists
+    (``stem_channels=16,32``), else the string."""
+    if "," in text:
+        return tuple(_parse_value(part.strip()) for part in text.split(",") if part.strip())
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -119,11 +125,17 @@ def list_cmd(what, pattern):
         raise UsageError(f"no {what} match '{pattern}'")
 
 
+def _num_parameters(model) -> int:
+    count = getattr(model, "num_parameters", None)
+    return count() if callable(count) else sum(p.numel() for p in model.parameters())
+
+
 @main.command()
 @click.argument("model")
-@click.option("--dataset", default="shapes", show_default=True, help="data-set spec")
+@click.option("--dataset", default="shapes", show_default=True,
+              help="data-set spec (see `xai-bench list datasets`)")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="checkpoint file to write")
+              help="checkpoint file to write (atomically)")
 @click.option("--recipe", default=None, help="bcos-quick, conventional-quick, bcos-paper, "
               "conventional-paper (default: by model family and data set)")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
@@ -134,25 +146,32 @@ def list_cmd(what, pattern):
 @click.option("--limit-train", type=click.IntRange(min=1), default=None,
               help="use only the first N training images")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
-              help="constructor argument of the model, e.g. position=additive")
+              help="constructor argument of the model, e.g. position=additive (repeatable)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @friendly_errors
 def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, limit_train,
           model_args, quiet):
     """Train MODEL on a data set and save a checkpoint (weights + metadata).
 
+    The checkpoint restores with ``xai_bench.get_model(MODEL, checkpoint=OUT)`` or
+    ``xai-bench run --checkpoint MODEL=OUT``.
+
     \b
     Examples:
       xai-bench train bcos_vit_nano --dataset shapes --epochs 8 --out bcos.pt
+      xai-bench train bcos_vit_nano --model-arg position=additive --out additive.pt
       xai-bench train vit_nano --dataset cifar10:./cifar10-jpeg.tar.gz --out vit.pt
     """
     from xai_bench.checkpoint import save_checkpoint
     from xai_bench.data import get_dataset
     from xai_bench.runner import resolve_device
-    from xai_bench.train import RECIPES, Recipe, default_recipe, train_model
+    from xai_bench.train import default_recipe, get_recipe, train_model
 
     kwargs = parse_key_values(model_args)
     device = resolve_device(device)
+    xai_bench.MODELS.get(model)  # unknown names fail before any data is loaded
+    if recipe is not None:
+        rec = get_recipe(recipe)
     train_set = get_dataset(dataset, "train")
     test_set = get_dataset(dataset, "test")
     kwargs.setdefault("num_classes", train_set.num_classes)
@@ -160,29 +179,71 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     try:
         net = xai_bench.get_model(model, **kwargs)
     except TypeError as e:
-        raise UsageError(f"bad --model-arg for '{model}': {e}") from None
+        raise UsageError(f"bad --model-arg for '{model}': {' '.join(str(e).split())}") from None
     if recipe is None:
         recipe, rec = default_recipe(net, dataset)
-    elif recipe in RECIPES:
-        rec = Recipe.from_dict(RECIPES[recipe].to_dict())
-    else:
-        raise UsageError(f"unknown recipe '{recipe}'; use one of {', '.join(RECIPES)}")
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr),
-                       ("seed", seed)):
-        if value is not None:
-            setattr(rec, key, value)
-    click.echo(f"training {model} ({net.num_parameters():,} parameters) on {dataset} with "
-               f"{recipe}: {rec.epochs} epochs, batch {rec.batch_size}, lr {rec.lr:g}, "
-               f"{rec.loss.upper()}, device {device}")
-    result = train_model(net, train_set, test_set, rec, device=device, progress=not quiet,
-                         limit_train=limit_train)
+    rec = rec.replace(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    n_train = len(train_set) if limit_train is None else min(limit_train, len(train_set))
+    click.echo(f"training {model} ({_num_parameters(net):,} parameters) on {dataset} "
+               f"({n_train} images) with {recipe}: {rec.epochs} epochs, batch "
+               f"{rec.batch_size}, lr {rec.lr:g}, {rec.loss.upper()}, device {device}")
+    started = time.perf_counter()
+    try:
+        result = train_model(net, train_set, test_set, rec, device=device, progress=not quiet,
+                             limit_train=limit_train)
+    except FloatingPointError as e:
+        raise UsageError(str(e)) from None
     metrics = {"test_accuracy": result.accuracy, "train_time_s": round(result.train_time_s, 2),
+               "eval_time_s": round(result.eval_time_s, 2),
                "images_per_s": round(result.images_per_s, 1), "epochs": result.epochs,
-               "history": result.history}
-    save_checkpoint(out, net.cpu().eval(), model, dataset, rec, metrics,
-                    classes=getattr(test_set, "classes", None), extra={"recipe_name": recipe})
+               "steps": result.steps, "train_images": n_train, "history": result.history}
+    path = save_checkpoint(out, net.cpu().eval(), model, dataset, rec, metrics,
+                           extra={"recipe_name": recipe},
+                           classes=getattr(test_set, "classes", None), device=device)
     click.echo(f"test accuracy {result.accuracy:.4f}  train time {result.train_time_s:.1f} s "
-               f"({result.images_per_s:.0f} img/s)  -> {out}")
+               f"({result.images_per_s:.0f} img/s)  wall time "
+               f"{time.perf_counter() - started:.1f} s  -> {path}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--evaluate", "evaluate_on", default=None, metavar="DATASET",
+              help="also measure the test accuracy on this data-set spec")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@friendly_errors
+def info(checkpoint, evaluate_on, device):
+    """Show what a checkpoint holds (model, data set, recipe, metrics, provenance).
+
+    \b
+    Examples:
+      xai-bench info bcos.pt
+      xai-bench info bcos.pt --evaluate shapes
+    """
+    from xai_bench.checkpoint import load_model_from_checkpoint
+
+    model = load_model_from_checkpoint(checkpoint)
+    meta = model.checkpoint_info
+    prov = meta.get("provenance") or {}
+    metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if k != "history"}
+    config = ", ".join(f"{k}={v}" for k, v in meta["model_config"].items())
+    recipe = ", ".join(f"{k}={v}" for k, v in (meta.get("recipe") or {}).items())
+    rows = [("model", f"{meta['model']} ({_num_parameters(model):,} parameters)"),
+            ("config", config), ("dataset", meta.get("dataset")),
+            ("recipe", f"{meta.get('recipe_name') or ''} {recipe}".strip()),
+            ("metrics", ", ".join(f"{k}={v}" for k, v in metrics.items())),
+            ("trained", f"{prov.get('timestamp_utc')} on {prov.get('device')} "
+                        f"({prov.get('device_name')}), xai_bench {prov.get('xai_bench')}, "
+                        f"torch {prov.get('torch')}, git {prov.get('git_sha')}")]
+    for key, value in rows:
+        click.echo(f"{key:9s} {value}")
+    if evaluate_on:
+        from xai_bench.data import get_dataset
+        from xai_bench.runner import resolve_device
+        from xai_bench.train import evaluate
+
+        device = resolve_device(device)
+        acc = evaluate(model.to(device), get_dataset(evaluate_on, "test"), device=device)
+        click.echo(f"{'accuracy':9s} {acc:.4f} on {evaluate_on} (test split)")
 
 
 @main.command()
@@ -237,13 +298,12 @@ def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch
         if not dot:
             raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got '{key}'")
         method_params.setdefault(method, {})[param] = value
+    checkpoint_paths = parse_key_values(checkpoints, "--checkpoint", parse=False)
     config = RunConfig(models=_names(models), methods=_names(methods), metrics=_names(metrics),
-                       dataset=dataset, checkpoints=parse_key_values(checkpoints, "--checkpoint"),
+                       dataset=dataset, checkpoints=checkpoint_paths,
                        n_grids=n_grids, n_images=n_images, batch_size=batch_size, device=device,
                        seed=seed, out=out, name=name, untrained=untrained,
                        train_epochs=epochs, method_params=method_params)
-    for model_name, path in config.checkpoints.items():
-        config.checkpoints[model_name] = str(path)
     runner = Runner(config, progress=not quiet, log=click.echo)
     info = runner.run()
     table = summary_table(runner.run_dir)
