@@ -113,13 +113,13 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.exists():
         raise ResultsError(f"{path} not found: is '{path.parent}' a finished xai-bench run "
                            f"directory (made by `xai-bench run`)?")
-    frame = pd.read_csv(path, keep_default_na=True)
+    frame = pd.read_csv(path, dtype={"message": "string"} if "message" in columns else None)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}; it was not written "
                            f"by this version of xai-bench")
     if "message" in frame:
-        frame["message"] = frame["message"].fillna("")
+        frame["message"] = frame["message"].fillna("").astype(object)
     return frame
 
 

@@ -164,7 +164,8 @@ class Runner:
             from xai_bench.train import cached_default_model
 
             model, info = cached_default_model(name, DEFAULT_DATASET, epochs=cfg.train_epochs,
-                                               progress=self.progress)
+                                               progress=self.progress, log=self.log,
+                                               device=cfg.device)
         elif cfg.untrained:
             model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
         else:
