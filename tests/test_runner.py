@@ -217,3 +217,17 @@ def test_usage_errors_are_one_line_with_exit_code_2(args, message, tmp_path):
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(error_lines) == 1 and "Traceback" not in result.output
     assert not list(tmp_path.glob("*/records.csv"))
+
+
+def test_explain_draws_every_applicable_method(tmp_path, checkpoints):
+    out = tmp_path / "fig.png"
+    result = CliRunner().invoke(main, ["explain", "bcos_vit_nano", "--checkpoint",
+                                       checkpoints["bcos_vit_nano"], "--n-images", "2",
+                                       "--methods", "inherent,rollout,chefer_lrp",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and out.stat().st_size > 1000
+    bad = CliRunner().invoke(main, ["explain", "vit_nano", "--checkpoint",
+                                    checkpoints["vit_nano"], "--target", "99", "--out",
+                                    str(out)])
+    assert bad.exit_code == 2 and "--target 99" in bad.output

@@ -353,5 +353,60 @@ def plot(results, out):
             click.echo(str(path))
 
 
+@main.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="checkpoint of MODEL (default models on shapes: the cached default)")
+@click.option("--methods", default="all", show_default=True,
+              help="names, globs or 'all'; inapplicable ones are left out")
+@click.option("--dataset", default="shapes", show_default=True,
+              help="data set to draw images from when no IMAGES are given")
+@click.option("--n-images", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="test images drawn from --dataset when no IMAGES are given")
+@click.option("--target", type=int, default=None,
+              help="class to explain (default: the model's prediction)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write")
+@friendly_errors
+def explain(model, images, checkpoint, methods, dataset, n_images, target, out):
+    """Draw every applicable method's explanation of MODEL for IMAGES (or test images).
+
+    \b
+    Examples:
+      xai-bench explain bcos_vit_nano --out explanations.png
+      xai-bench explain vit_nano --checkpoint vit.pt cat.jpg dog.jpg --out fig.png
+    """
+    import torch
+
+    from xai_bench.data import get_dataset, load_batch
+    from xai_bench.registry import METHODS
+    from xai_bench.viz import explanation_figure, load_images
+
+    if checkpoint is not None:
+        net = xai_bench.get_model(model, checkpoint=checkpoint)
+    else:
+        from xai_bench.train import cached_default_model
+
+        net, _ = cached_default_model(model, dataset, log=click.echo)
+    net = net.eval()
+    classes = (getattr(net, "checkpoint_info", {}) or {}).get("classes")
+    if images:
+        batch = load_images(images, net.image_size)
+        titles = [str(p) for p in images]
+    else:
+        data = get_dataset(dataset, "test")
+        classes = classes or getattr(data, "classes", None)
+        batch, _ = load_batch(data, torch.arange(n_images))
+        titles = None
+    with torch.no_grad():
+        predicted = net(net.encode(batch)).argmax(1)
+    targets = predicted if target is None else torch.full_like(predicted, target)
+    if target is not None and not 0 <= target < net.num_classes:
+        raise UsageError(f"--target {target} is not a class of '{model}' (0..{net.num_classes - 1})")
+    chosen = [METHODS.get(name)() for name in METHODS.resolve(methods)]
+    explanation_figure(net, batch, targets, chosen, class_names=classes, out=out, titles=titles)
+    click.echo(out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
