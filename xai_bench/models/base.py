@@ -8,10 +8,22 @@ A model exposes ``image_size``, ``num_classes``, ``encode(images)``, ``forward(x
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
 from torch import nn
+
+
+def image_and_token_grid(image_size, stem_strides, patch_size):
+    """``(H, W)`` of the input and ``(rows, cols)`` of the token grid for a conv tokeniser with
+    the given stem strides and kernel = stride patch convolution; the size must divide."""
+    size = (int(image_size), int(image_size)) if isinstance(image_size, (int, float)) \
+        else (int(image_size[0]), int(image_size[1]))
+    stride = patch_size * math.prod(stem_strides)
+    if size[0] % stride or size[1] % stride:
+        raise ValueError(f"image_size {size} is not divisible by the total stride {stride}")
+    return size, (size[0] // stride, size[1] // stride)
 
 
 class AttentionRecorder:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from xai_bench.models.base import AttentionRecorder, ExplainableViT
+from xai_bench.models.base import AttentionRecorder, ExplainableViT, image_and_token_grid
 from xai_bench.models.bcos_layers import (
     BcosConv2d, BcosLinear, DetachableLayerNorm, LogitLayer, encode_six_channels,
     explanation_mode,
@@ -128,10 +128,7 @@ class BcosViT(ExplainableViT):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
-        size = _pair(image_size)
-        stride = patch_size * math.prod(stem_strides)
-        if size[0] % stride or size[1] % stride:
-            raise ValueError(f"image_size {size} is not divisible by the total stride {stride}")
+        size, grid = image_and_token_grid(image_size, stem_strides, patch_size)
         self.config = dict(num_classes=num_classes, image_size=image_size, embed_dim=embed_dim,
                            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
                            stem_channels=list(stem_channels), stem_strides=list(stem_strides),
@@ -140,7 +137,7 @@ class BcosViT(ExplainableViT):
                            branch_gain=branch_gain, logit_temperature=logit_temperature,
                            logit_bias=logit_bias)
         self.image_size, self.num_classes, self.in_channels = size, num_classes, 6
-        self.token_grid = (size[0] // stride, size[1] // stride)
+        self.token_grid = grid
         self.position = position
         self.is_dynamic_linear = position != "embedding"
         n = self.num_tokens
@@ -181,6 +178,3 @@ class BcosViT(ExplainableViT):
             t = blk(t)
         return self.logit_layer(self.head(t.mean(1)))
 
-
-def _pair(v):
-    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))

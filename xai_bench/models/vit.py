@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bench.models.base import AttentionRecorder, ExplainableViT
-from xai_bench.models.bcos_vit import _pair
+from xai_bench.models.base import AttentionRecorder, ExplainableViT, image_and_token_grid
 from xai_bench.models.lrp import (
     LRPLinear, relprop_matmul, relprop_mean_pool, relprop_residual,
 )
@@ -128,16 +127,13 @@ class ViT(ExplainableViT):
                  stem_channels=(32, 64), stem_strides=(1, 2), patch_size: int = 2,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
-        size = _pair(image_size)
-        stride = patch_size * math.prod(stem_strides)
-        if size[0] % stride or size[1] % stride:
-            raise ValueError(f"image_size {size} is not divisible by the total stride {stride}")
+        size, grid = image_and_token_grid(image_size, stem_strides, patch_size)
         self.config = dict(num_classes=num_classes, image_size=image_size, embed_dim=embed_dim,
                            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
                            stem_channels=list(stem_channels), stem_strides=list(stem_strides),
                            patch_size=patch_size, mean=list(mean), std=list(std))
         self.image_size, self.num_classes, self.in_channels = size, num_classes, 3
-        self.token_grid = (size[0] // stride, size[1] // stride)
+        self.token_grid = grid
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.tokeniser = ConvTokeniser(embed_dim, stem_channels, stem_strides, patch_size)
