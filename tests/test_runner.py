@@ -14,8 +14,11 @@ import xai_bench
 from xai_bench.checkpoint import save_checkpoint
 from xai_bench.cli import main
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.results import CURVE_COLUMNS, RECORD_COLUMNS, read_curves, read_records
+from xai_bench.results import (
+    CURVE_COLUMNS, RECORD_COLUMNS, read_curves, read_examples, read_records,
+)
 from xai_bench.runner import RunConfig, Runner, resolve_metrics
+from xai_bench.data.synthetic import CLASSES
 from xai_bench.train import RECIPES
 
 METHODS = "inherent,rollout,chefer_lrp,uniform"
@@ -73,11 +76,29 @@ def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
     assert 0 <= info["models"]["vit_nano"]["test_accuracy"] <= 1
     assert info["timings"]["cells"]  # per-cell timings
 
+    assert info["dataset"]["classes"] == list(CLASSES)
+
+    # The grid pointing game keeps its first grid, explained for its four cell classes.
+    examples = read_examples(run_dir)
+    kept = examples[("vit_nano", "rollout", "grid_pointing_game")]
+    assert kept["image"].shape == (3, 32, 32) and kept["maps"].shape == (4, 32, 32)
+    assert sorted(kept["targets"].tolist()) == sorted(
+        gpg[(gpg["model"] == "vit_nano") & (gpg["method"] == "rollout")
+            & (gpg["grid"] == 0)]["target"].tolist())
+    model = xai_bench.get_model("bcos_vit_nano", checkpoint=checkpoints["bcos_vit_nano"]).eval()
+    inherent = examples[("bcos_vit_nano", "inherent", "grid_pointing_game")]
+    x = model.encode(torch.from_numpy(inherent["image"])[None].expand(4, -1, -1, -1))
+    expected = xai_bench.get_method("inherent")(model, x, torch.from_numpy(inherent["targets"]))
+    torch.testing.assert_close(torch.from_numpy(inherent["maps"]), expected, rtol=1e-4,
+                               atol=1e-6)
+    assert ("vit_nano", "chefer_lrp", "grid_pointing_game") in examples
+    assert ("bcos_vit_nano", "chefer_lrp", "grid_pointing_game") not in examples  # skipped
+
     plot = CliRunner().invoke(main, ["plot", str(run_dir), "--out", str(tmp_path / "fig")])
     assert plot.exit_code == 0, plot.output
     written = {p.name for p in (tmp_path / "fig").iterdir()}
     assert {"fig6_localisation_perturbation.png", "perturbation_curves.png",
-            "summary.md"} <= written
+            "fig7_grid_bcos_vit_nano.png", "fig7_grid_vit_nano.png", "summary.md"} <= written
     summary = (tmp_path / "fig" / "summary.md").read_text()
     assert "grid_pointing_game" in summary and "vit_nano" in summary
 

@@ -5,6 +5,9 @@
   otherwise by the model's best method);
 - ``perturbation_curves.png`` — mean normalised confidence vs fraction removed, per model, one
   line per method, most-first solid and least-first dashed;
+- ``fig7_grid_<model>.png`` — the paper's Fig. 7: the first 2×2 grid of the grid pointing game
+  explained for each of its four classes (rows) by every method (columns), from
+  ``examples.npz``;
 - ``summary.md`` — per-model accuracy and the mean of every metric per method.
 """
 
@@ -19,7 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from xai_bench.results import read_curves, read_records, read_run_info  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from xai_bench.results import (  # noqa: E402
+    read_curves, read_examples, read_records, read_run_info,
+)
 
 ABC_METRIC = "pixel_perturbation"
 
@@ -117,6 +125,53 @@ def plot_curves(curves: pd.DataFrame, out: Path) -> Path | None:
     return path
 
 
+GRID_METRIC = "grid_pointing_game"
+
+
+def plot_grid_examples(examples: dict, info: dict, out: Path) -> list[Path]:
+    """One Fig. 7 per model: the grid image with the explained cell outlined, then each
+    method's map for that cell's class (blue-white-red, clamped at the 99.9th percentile of
+    |map|, each map on its own scale)."""
+    classes = (info.get("dataset") or {}).get("classes") or []
+    methods = (info.get("config") or {}).get("methods") or []
+    paths = []
+    for model in dict.fromkeys(m for m, _, metric in examples if metric == GRID_METRIC):
+        found = {me: ex for (mo, me, mt), ex in examples.items()
+                 if mo == model and mt == GRID_METRIC}
+        names = [me for me in methods if me in found] + sorted(set(found) - set(methods))
+        first = found[names[0]]
+        image = np.clip(first["image"].transpose(1, 2, 0), 0, 1)
+        height, width = image.shape[:2]
+        fig, axes = plt.subplots(4, 1 + len(names), figsize=(1.5 * (1 + len(names)), 6.3),
+                                 squeeze=False)
+        for cell in range(4):
+            target = int(first["targets"][cell])
+            label = classes[target] if target < len(classes) else str(target)
+            ax = axes[cell, 0]
+            ax.imshow(image)
+            row, col = divmod(cell, 2)
+            ax.add_patch(Rectangle((col * width / 2 - 0.5, row * height / 2 - 0.5), width / 2,
+                                   height / 2, fill=False, edgecolor="yellow", lw=1.5))
+            ax.set_ylabel(label, fontsize=8)
+            for j, name in enumerate(names, start=1):
+                attribution = found[name]["maps"][cell]
+                v = float(np.percentile(np.abs(attribution), 99.9)) or 1.0
+                axes[cell, j].imshow(attribution, cmap="bwr", vmin=-v, vmax=v)
+                if cell == 0:
+                    axes[cell, j].set_title(name, fontsize=8)
+        axes[0, 0].set_title("grid (explained cell)", fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{model}: one grid explained for each of its four classes", fontsize=9)
+        fig.tight_layout()
+        path = out / f"fig7_grid_{model}.png"
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def summary_markdown(records: pd.DataFrame, info: dict) -> str:
     lines = ["# xai-bench summary", ""]
     models = info.get("models", {})
@@ -153,7 +208,8 @@ def plot_run(run_dir, out=None) -> list[Path]:
     out = Path(out) if out else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     records, curves, info = read_records(run_dir), read_curves(run_dir), read_run_info(run_dir)
-    written = [plot_fig6(records, out), plot_curves(curves, out)]
+    written = [plot_fig6(records, out), plot_curves(curves, out),
+               *plot_grid_examples(read_examples(run_dir), info, out)]
     summary = out / "summary.md"
     summary.write_text(summary_markdown(records, info), encoding="utf-8")
     return [p for p in written if p is not None] + [summary]

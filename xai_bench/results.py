@@ -7,6 +7,9 @@ A run directory holds
   (schema :data:`CURVE_COLUMNS`);
 - ``run.json`` — per-run facts: resolved config, seeds, versions, git sha, device, timings,
   model accuracies;
+- ``examples.npz`` — arrays some metrics keep for figures, keyed ``model/method/metric/name``
+  (the grid pointing game keeps its first grid: ``image`` (3, H, W) in [0, 1], ``maps``
+  (4, H, W) explaining each cell's class, ``targets`` (4,) those classes, row-major);
 - ``cells/`` — one finished (model, method, metric) cell per file pair, each written atomically;
   the run is resumable because a cell whose file exists is complete.
 
@@ -30,11 +33,13 @@ followed by what the metric reports about what was explained and how (``explaine
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "status",
@@ -43,19 +48,35 @@ CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value"]
 STATUSES = ("ok", "skipped", "error")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: readers never see
     a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_arrays(path: Path, arrays: dict) -> None:
+    """A compressed ``.npz`` of named arrays, written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_arrays(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -121,6 +142,19 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if "message" in frame:
         frame["message"] = frame["message"].fillna("").astype(object)
     return frame
+
+
+def read_examples(run_dir) -> dict:
+    """``examples.npz`` of a run directory as ``{(model, method, metric): {name: array}}``
+    (empty if the run kept no examples)."""
+    path = Path(run_dir) / "examples.npz"
+    if not path.exists():
+        return {}
+    out: dict = {}
+    for key, value in read_arrays(path).items():
+        model, method, metric, name = key.split("/")
+        out.setdefault((model, method, metric), {})[name] = value
+    return out
 
 
 def find_run_dirs(path) -> list[Path]:

@@ -20,7 +20,8 @@ import torch
 
 from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
 from xai_bench.results import (
-    atomic_write_csv, atomic_write_json, curves_frame, read_records, records_frame,
+    atomic_write_arrays, atomic_write_csv, atomic_write_json, curves_frame, read_arrays,
+    read_records, records_frame,
 )
 
 #: The embedded default: the small B-cos ViT and its conventional twin on synthetic shapes.
@@ -141,6 +142,9 @@ class Runner:
     def _cell_path(self, key: str) -> Path:
         return self.cells_dir / f"{key}.json"
 
+    def _examples_path(self, key: str) -> Path:
+        return self.cells_dir / f"{key}.npz"
+
     def _model_info_path(self, model: str) -> Path:
         return self.cells_dir / f"model__{model}.json"
 
@@ -228,7 +232,7 @@ class Runner:
             base = dict(model=model_name, method=method_name, metric=metric_name,
                         category=metric.category, higher_is_better=metric.higher_is_better)
             t = time.time()
-            curves = []
+            curves, examples = [], {}
             if prepare_error is not None:
                 status = "skipped" if _not_applicable(prepare_error) else "error"
                 records = [dict(base, sample_id="-", target=-1, value=math.nan, status=status,
@@ -246,9 +250,12 @@ class Runner:
                     records = [dict(base, **r, status="ok", message="") for r in result.records]
                     curves = [dict(model=model_name, method=method_name, metric=metric_name,
                                    **c) for c in result.curves]
+                    examples = result.examples
                 except Exception as e:
                     records = [dict(base, sample_id="-", target=-1, value=math.nan,
                                     status="error", message=_one_line(e))]
+            if examples:  # written before the cell file, whose existence marks completion
+                atomic_write_arrays(self._examples_path(key), examples)
             cell = dict(key=key, records=records, curves=curves,
                         method_params=dict(method.params), metric_params=dict(metric.params),
                         time_s=round(time.time() - t, 4),
@@ -274,13 +281,16 @@ class Runner:
         from xai_bench.provenance import collect_provenance
 
         cfg = self.config
-        rows, curves, timings = [], [], {}
+        rows, curves, timings, examples = [], [], {}, {}
         for mo in cfg.models:
             for mt in cfg.metrics:
                 for me in cfg.methods:
                     key = cell_key(mo, me, mt)
                     cell = json.loads(self._cell_path(key).read_text(encoding="utf-8"))
                     rows += cell["records"]
+                    if self._examples_path(key).exists():
+                        for name, value in read_arrays(self._examples_path(key)).items():
+                            examples[f"{mo}/{me}/{mt}/{name}"] = value
                     curves += cell["curves"]
                     timings[key] = {"time_s": cell["time_s"],
                                     "prepare_time_s": cell["prepare_time_s"],
@@ -291,7 +301,12 @@ class Runner:
         records = records_frame(rows)
         atomic_write_csv(self.run_dir / "records.csv", records)
         atomic_write_csv(self.run_dir / "curves.csv", curves_frame(curves))
+        if examples:
+            atomic_write_arrays(self.run_dir / "examples.npz", examples)
+        dataset = self.dataset()
         info = dict(config=asdict(cfg), seeds={"seed": cfg.seed}, models=models,
+                    dataset=dict(name=cfg.dataset, classes=list(dataset.classes),
+                                 image_size=list(dataset.image_size)),
                     timings=dict(last_invocation_wall_s=round(wall_s, 3),
                                  cells_total_s=round(sum(t["time_s"] for t in timings.values()),
                                                      3),

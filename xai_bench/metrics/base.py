@@ -45,11 +45,15 @@ class MetricResult:
 
     records: one dict per observation (``sample_id``, ``target``, ``value`` + metric facts);
     curves:  tidy curve rows (``order``, ``fraction``, ``value`` + e.g. ``statistic``);
-    summary: a few aggregate numbers (e.g. ``mean``, ``abc``, ``n_images``)."""
+    summary: a few aggregate numbers (e.g. ``mean``, ``abc``, ``n_images``);
+    examples: optional arrays worth keeping for figures (e.g. the grid pointing game keeps one
+    grid ``image`` (3, H, W), its ``maps`` (4, H, W) for the four cell classes and their
+    ``targets``); the runner stores them next to the cell."""
 
     records: list = field(default_factory=list)
     curves: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)
 
     def records_frame(self):
         """The records as a pandas DataFrame (convenience for interactive use)."""

@@ -151,6 +151,7 @@ class GridPointingGame(Metric):
                  batch_size: int = 32) -> MetricResult:
         n_pairs = len(prepared) * 4
         scores = torch.empty(n_pairs, dtype=torch.float64)
+        example = []  # the maps of grid 0 for its four classes: the qualitative figure (Fig. 7)
         with eval_mode(model):
             for start in range(0, n_pairs, batch_size):
                 pairs = torch.arange(start, min(start + batch_size, n_pairs))
@@ -160,6 +161,7 @@ class GridPointingGame(Metric):
                 maps = attribute(method, model, x, targets)
                 scores[start:start + len(pairs)] = positive_share(
                     maps, prepared.cell_masks[c].to(maps.device)).cpu()
+                example.append(maps[g == 0].float().cpu())
         records = []
         for p in range(n_pairs):
             g, c = divmod(p, 4)
@@ -171,7 +173,10 @@ class GridPointingGame(Metric):
         summary = dict(mean=float(scores.mean()), n_grids=len(prepared),
                        n_grids_requested=prepared.n_requested,
                        stopped_early=prepared.stopped_early, seed=prepared.seed)
-        return MetricResult(records=records, curves=[], summary=summary)
+        examples = dict(image=prepared.grids[0].float().numpy(),
+                        maps=torch.cat(example)[:4].numpy(),
+                        targets=prepared.labels[0].numpy(), grid=0)
+        return MetricResult(records=records, curves=[], summary=summary, examples=examples)
 
 
 @register_metric
