@@ -284,3 +284,67 @@ def test_real_cifar10_archive(monkeypatch):
                        "ship", "truck"]
     assert sum(1 for _ in split.glob("*/*.jpg")) == 10000
     assert extract_once(SHARED_CIFAR) == root  # reused
+
+
+# ------------------------------------------------------------------------ ImageNet classes
+
+
+def test_imagenet_class_names_follow_sorted_wordnet_ids():
+    from xai_bench.data.folders import imagenet_classes, imagenet_wnids
+
+    names, wnids = imagenet_classes(), imagenet_wnids()
+    assert len(names) == len(set(names)) == 1000 and len(wnids) == len(set(wnids)) == 1000
+    assert wnids == sorted(wnids)  # class index = ImageFolder order of the wnid folders
+    assert (wnids[0], names[0]) == ("n01440764", "tench")
+    assert (wnids[1], names[1]) == ("n01443537", "goldfish")
+    assert (wnids[999], names[999]) == ("n15075141", "toilet tissue")
+    from torchvision.models import ResNet50_Weights  # the source (offline metadata)
+
+    assert names == ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+
+
+def test_imagenet_folder_labels_are_imagenet_indices_with_names(tmp_path):
+    # a subset of the class folders: labels stay ImageNet-1k indices (not 0..k-1)
+    for wnid in ("n01443537", "n01484850", "n15075141"):
+        (tmp_path / "val" / wnid).mkdir(parents=True)
+        (tmp_path / "val" / wnid / "a.jpg").write_bytes(_jpeg_bytes(40, 60))
+    ds = get_dataset(f"imagenet:{tmp_path}", "test")
+    assert ds.num_classes == 1000 and len(ds.classes) == 1000
+    assert ds.labels.tolist() == [1, 2, 999] and [ds[i][1] for i in range(3)] == [1, 2, 999]
+    assert [ds.classes[y] for y in ds.labels] == ["goldfish", "great white shark",
+                                                  "toilet tissue"]
+    assert ds.folder_classes == ["n01443537", "n01484850", "n15075141"]
+    assert ds.wnids[2] == "n01484850"
+    _, labels = load_batch(ds, [2])
+    assert labels.tolist() == [999]
+
+
+def test_imagenet_folder_without_wordnet_ids_keeps_folder_order(tmp_path):
+    for cls in ("dog", "cat"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "a.jpg").write_bytes(_jpeg_bytes())
+    with pytest.warns(UserWarning, match="not ImageNet-1k WordNet ids"):
+        ds = get_dataset(f"imagenet:{tmp_path}", "test")
+    assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("size, resize", [(None, 256), (112, 128)])
+def test_imagenet_standard_evaluation_transform(tmp_path, size, resize):
+    """Resize the shorter side to 256 and centre crop 224 (scaled alike for other sizes), as
+    torchvision's ``Resize(256), CenterCrop(224)``."""
+    from PIL import Image
+    from torchvision import transforms
+
+    (tmp_path / "n01440764").mkdir()
+    path = tmp_path / "n01440764" / "a.png"  # lossless, smooth, non-square, asymmetric
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 300), torch.linspace(0, 1, 400), indexing="ij")
+    array = (torch.stack([yy, xx, (xx * yy) ** 0.5], -1) * 255).round().to(torch.uint8)
+    Image.fromarray(array.numpy()).save(path)
+    ds = get_dataset(f"imagenet:{tmp_path}", "test", image_size=size)
+    crop = size or 224
+    assert (ds.resize, ds.crop, ds.image_size) == (resize, crop, (crop, crop))
+    image, label = ds[0]
+    assert image.shape == (3, crop, crop) and label == 0
+    reference = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop),
+                                    transforms.ToTensor()])(Image.open(path).convert("RGB"))
+    assert (image - reference).abs().max() < 3 / 255

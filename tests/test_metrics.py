@@ -484,4 +484,5 @@ def test_metrics_run_on_real_models(model_name, one_thread):
             assert all(math.isfinite(r["value"]) for r in result.records)
             assert all(r.get("confidence", expected) == expected for r in result.records)
         if name == "pixel_perturbation":  # uniform maps remove the same pixels in both orders
-            assert abc_of(metric.evaluate(model, uniform_map, prepared)) == 0.0
+            # (equal up to float rounding: the same copies sit at other places in the batch)
+            assert abs(abc_of(metric.evaluate(model, uniform_map, prepared))) < 1e-6

@@ -49,7 +49,7 @@ def assert_maps_close(a, b, rtol=1e-4):
 def test_registered_and_applies():
     method = xai_bench.get_method("vit_cx")
     assert isinstance(method, ViTCX) and method.kind == "perturbation"
-    assert method.params == dict(noise_sd=0.1, distance_threshold=0.1, seed=0, chunk_size=256,
+    assert method.params == dict(noise_sd=0.1, distance_threshold=0.1, seed=0, chunk_size=64,
                                  shared_noise=False)
     with pytest.raises(ValueError):
         ViTCX(chunk_size=0)

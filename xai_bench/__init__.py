@@ -29,6 +29,11 @@ def get_model(name, checkpoint=None, **kwargs):
     if checkpoint is not None:
         from xai_bench.checkpoint import load_model_from_checkpoint
 
+        # Builders that read other checkpoint formats (e.g. the official B-cos-v2 `.pth`
+        # state dicts) expose them as `builder.load_checkpoint(path, **kwargs)`.
+        loader = getattr(MODELS.get(name), "load_checkpoint", None) if name in MODELS else None
+        if loader is not None:
+            return loader(checkpoint, **kwargs)
         return load_model_from_checkpoint(checkpoint, name=name, **kwargs)
     return MODELS.get(name)(**kwargs)
 

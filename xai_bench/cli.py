@@ -147,10 +147,15 @@ def _num_parameters(model) -> int:
               help="use only the first N training images")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
               help="constructor argument of the model, e.g. position=additive (repeatable)")
+@click.option("--backbone-checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="DenseNet-121 state dict for the backbone of a paper model "
+              "(bcos_vit_*_{13,38,87}, vit_*_{13,38,87})")
+@click.option("--finetune-backbone", is_flag=True,
+              help="train the backbone of a paper model too (default: frozen)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @friendly_errors
 def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, limit_train,
-          model_args, quiet):
+          model_args, quiet, backbone_checkpoint=None, finetune_backbone=False):
     """Train MODEL on a data set and save a checkpoint (weights + metadata).
 
     The checkpoint restores with ``xai_bench.get_model(MODEL, checkpoint=OUT)`` or
@@ -161,6 +166,8 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
       xai-bench train bcos_vit_nano --dataset shapes --epochs 8 --out bcos.pt
       xai-bench train bcos_vit_nano --model-arg position=additive --out additive.pt
       xai-bench train vit_nano --dataset cifar10:./cifar10-jpeg.tar.gz --out vit.pt
+      xai-bench train vit_s_38 --dataset imagefolder:./imagenet --backbone-checkpoint \
+        densenet121.pth --out vit_s_38.pt
     """
     from xai_bench.checkpoint import save_checkpoint
     from xai_bench.data import get_dataset
@@ -170,6 +177,17 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     kwargs = parse_key_values(model_args)
     device = resolve_device(device)
     xai_bench.MODELS.get(model)  # unknown names fail before any data is loaded
+    if backbone_checkpoint is not None or finetune_backbone:
+        from xai_bench.models.paper import PAPER_MODELS
+
+        if model not in PAPER_MODELS:
+            raise UsageError(f"--backbone-checkpoint and --finetune-backbone apply to the "
+                             f"DenseNet-121 paper models (bcos_vit_*_{{13,38,87}}, "
+                             f"vit_*_{{13,38,87}}), not '{model}'")
+        if backbone_checkpoint is not None:
+            kwargs["backbone_checkpoint"] = backbone_checkpoint
+        if finetune_backbone:
+            kwargs["finetune_backbone"] = True
     if recipe is not None:
         rec = get_recipe(recipe)
     train_set = get_dataset(dataset, "train")

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from xai_bench.results import (  # noqa: E402
-    read_curves, read_examples, read_records, read_run_info,
+    file_safe, read_curves, read_examples, read_records, read_run_info,
 )
 
 ABC_METRIC = "pixel_perturbation"
@@ -165,7 +165,7 @@ def plot_grid_examples(examples: dict, info: dict, out: Path) -> list[Path]:
             ax.set_yticks([])
         fig.suptitle(f"{model}: one grid explained for each of its four classes", fontsize=9)
         fig.tight_layout()
-        path = out / f"fig7_grid_{model}.png"
+        path = out / f"fig7_grid_{file_safe(model)}.png"
         fig.savefig(path, dpi=150)
         plt.close(fig)
         paths.append(path)

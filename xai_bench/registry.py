@@ -15,6 +15,11 @@ Entries come from two places:
   for. A plugin that fails to load is reported (``RegistryError`` from ``get``, or a line
   in ``problems`` from ``load_all``), never fatal for the rest of the registry.
 
+* dynamic prefixes (``add_prefix``): names ``"<prefix>:<rest>"``, e.g.
+  ``timm:vit_small_patch16_224``, resolved on demand by a resolver function (imported on
+  first use, so an optional dependency loads only when such a name is asked for). They are
+  not listed (a prefix may stand for thousands of names); ``prefixes()`` lists the prefixes.
+
 This module must not import anything heavy: it is imported by ``xai_bench/__init__.py``.
 """
 
@@ -65,6 +70,7 @@ class Registry:
         self._meta: dict[str, dict] = {}
         self._plugins = None  # name -> EntryPoint; None until discovered
         self._loaded: dict[str, object] = {}  # plugin name -> loaded object
+        self._prefixes: dict[str, tuple] = {}  # prefix -> (resolver or "module:attr", description)
         # Set *before* importing: the builtin modules call `register` and may list/query
         # this registry while they are being imported; that must not recurse.
         self._builtins_started = False
@@ -115,6 +121,49 @@ class Registry:
         ep = self._plugins[name]
         self._problem(f"{self.kind} plugin '{name}' ({ep.value}) clashes with a builtin {self.kind}; "
                       "the builtin is used")
+
+    # ------------------------------------------------------------------ dynamic prefixes
+    def add_prefix(self, prefix: str, resolver, description: str = ""):
+        """Resolve names ``"<prefix>:<rest>"`` on demand with ``resolver(rest)``, which returns
+        the builder (called with the keyword arguments of e.g. ``get_model``) or raises
+        :class:`RegistryError` (:class:`UnknownNameError`, with suggestions, for a name it
+        does not know). ``resolver`` is a callable or an import string ``"module:function"``,
+        imported when such a name is first asked for. Registered names (builtins, plugins)
+        take precedence over a prefix."""
+        if not isinstance(prefix, str) or not prefix.isidentifier():
+            raise ValueError(f"{self.kind} prefix must be an identifier, got {prefix!r}")
+        if prefix in self._prefixes:
+            raise ValueError(f"{self.kind} prefix '{prefix}:' is already registered")
+        if not (callable(resolver) or (isinstance(resolver, str) and ":" in resolver)):
+            raise ValueError(f"resolver of {self.kind} prefix '{prefix}:' must be a callable or "
+                             f"a 'module:function' string, got {resolver!r}")
+        self._prefixes[prefix] = (resolver, str(description))
+
+    def prefixes(self) -> dict:
+        """Registered dynamic prefixes (``"timm"``, ...) and their descriptions."""
+        return {p: desc for p, (_, desc) in sorted(self._prefixes.items())}
+
+    def _prefix_of(self, name):
+        """``(prefix, rest)`` when ``name`` is ``"<registered prefix>:<rest>"``, else None."""
+        if isinstance(name, str) and ":" in name:
+            prefix, _, rest = name.partition(":")
+            if prefix in self._prefixes:
+                return prefix, rest
+        return None
+
+    def _resolve_prefixed(self, name: str):
+        prefix, rest = self._prefix_of(name)
+        resolver, _ = self._prefixes[prefix]
+        if isinstance(resolver, str):
+            module, _, attr = resolver.partition(":")
+            try:
+                resolver = getattr(importlib.import_module(module), attr)
+            except Exception as e:
+                raise RegistryError(f"{self.kind} prefix '{prefix}:' ({module}:{attr}) failed to "
+                                    f"load: {type(e).__name__}: {_one_line(e)}") from e
+        if not rest.strip():
+            raise UnknownNameError(f"'{name}' names no {self.kind}: write {prefix}:<name>")
+        return resolver(rest)
 
     # ------------------------------------------------------------------ discovery
     def _ensure_builtins(self):
@@ -177,6 +226,8 @@ class Registry:
         if name in self._builtins:
             return self._builtins[name]
         if name not in plugins:
+            if self._prefix_of(name):
+                return self._resolve_prefixed(name)
             raise UnknownNameError(self._unknown_message(name))
         if name not in self._loaded:
             ep = plugins[name]
@@ -190,10 +241,14 @@ class Registry:
         return self._loaded[name]
 
     def _unknown_message(self, name) -> str:
+        hint = ""
+        if self._prefixes and ":" in str(name):
+            hint = f" (name prefixes: {', '.join(p + ':' for p in sorted(self._prefixes))})"
         close = difflib.get_close_matches(str(name), sorted(self._all_names()), n=3)
         if close:
-            return f"unknown {self.kind} '{name}' — did you mean {_quote_list(close)}?"
-        return f"unknown {self.kind} '{name}'; run `xai-bench list {self.kind}s` to see the available names"
+            return f"unknown {self.kind} '{name}' — did you mean {_quote_list(close)}?{hint}"
+        return (f"unknown {self.kind} '{name}'; run `xai-bench list {self.kind}s` to see the "
+                f"available names{hint}")
 
     def meta(self, name: str) -> dict:
         """Metadata given at registration (a copy; ``{}`` for plugins)."""
@@ -226,7 +281,10 @@ class Registry:
                     matches = self.list(part)
                     if not matches:
                         raise UnknownNameError(f"no {self.kind} matches '{part}'")
-                elif part in self:
+                elif part in self._all_names():
+                    matches = [part]
+                elif self._prefix_of(part):
+                    self.get(part)  # the resolver's own error (e.g. suggestions) if unknown
                     matches = [part]
                 else:
                     raise UnknownNameError(self._unknown_message(part))
@@ -235,7 +293,17 @@ class Registry:
 
     # ------------------------------------------------------------------ container protocol
     def __contains__(self, name) -> bool:
-        return isinstance(name, str) and name in self._all_names()
+        if not isinstance(name, str):
+            return False
+        if name in self._all_names():
+            return True
+        if self._prefix_of(name):
+            try:
+                self.get(name)
+            except RegistryError:
+                return False
+            return True
+        return False
 
     def __iter__(self):
         return iter(self.list())
@@ -248,5 +316,8 @@ class Registry:
 
 
 MODELS = Registry("model", "xai_bench.models", ("xai_bench.models",))
+MODELS.add_prefix("timm", "xai_bench.models.timm_adapter:resolve_timm_model",
+                  "any timm VisionTransformer, e.g. timm:vit_small_patch16_224 (pip install "
+                  "\"xai-bench[timm]\")")
 METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",))
 METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",))

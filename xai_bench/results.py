@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -46,6 +47,11 @@ RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "
                   "message", "category", "higher_is_better"]
 CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value"]
 STATUSES = ("ok", "skipped", "error")
+
+
+def file_safe(name: str) -> str:
+    """A name usable as a file name everywhere (``timm:vit_s`` -> ``timm+vit_s``)."""
+    return re.sub(r'[:<>"/\\|?*]', "+", name)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -20,8 +20,8 @@ import torch
 
 from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
 from xai_bench.results import (
-    atomic_write_arrays, atomic_write_csv, atomic_write_json, curves_frame, read_arrays,
-    read_records, records_frame,
+    atomic_write_arrays, atomic_write_csv, atomic_write_json, curves_frame, file_safe,
+    read_arrays, read_records, records_frame,
 )
 
 #: The embedded default: the small B-cos ViT and its conventional twin on synthetic shapes.
@@ -140,13 +140,13 @@ class Runner:
 
     # ---- helpers -----------------------------------------------------------------------
     def _cell_path(self, key: str) -> Path:
-        return self.cells_dir / f"{key}.json"
+        return self.cells_dir / f"{file_safe(key)}.json"
 
     def _examples_path(self, key: str) -> Path:
-        return self.cells_dir / f"{key}.npz"
+        return self.cells_dir / f"{file_safe(key)}.npz"
 
     def _model_info_path(self, model: str) -> Path:
-        return self.cells_dir / f"model__{model}.json"
+        return self.cells_dir / f"model__{file_safe(model)}.json"
 
     def dataset(self):
         if self._dataset is None:

@@ -7,12 +7,23 @@
   (atomically) into ``cache_dir()/extracted/<archive name>-<size>``; decoded splits are cached
   there as uint8 tensors, so later loads take well under a second. Held in memory.
 * ``imagefolder:PATH`` / ``imagenet:PATH``: lazily loaded ImageFolders (resize + centre crop).
+  ``imagenet:PATH`` applies the standard evaluation transform (shorter side resized to 256,
+  centre crop 224; scaled alike for another image size) and, when the class folders are
+  WordNet ids (``n01440764`` ...), labels every image with its ImageNet-1k class index and
+  names the classes (:func:`imagenet_classes`, from ``imagenet_classes.txt``).
+
+ImageNet class order: index ``i`` is the ``i``-th WordNet id in sorted order — the order in
+which an ImageFolder lists the 1000 ``n0xxxxxxx`` folders, and the order of the outputs of
+torchvision's and timm's ImageNet-1k models. For the full validation set the ImageFolder label
+*is* that index; for a subset of the class folders the label is still the ImageNet-1k index
+(not the position among the folders present), so it matches a 1000-class model's outputs.
 
 ``cache_dir()`` is ``$XAI_BENCH_DATA`` or ``~/.cache/xai_bench/data``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tarfile
@@ -303,11 +314,64 @@ class ImageFolderDataset(Dataset):
                 f"crop={self.crop})")
 
 
+# ------------------------------------------------------------------------ ImageNet
+
+
+IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_table() -> tuple[tuple[str, str], ...]:
+    from importlib.resources import files
+
+    text = files("xai_bench.data").joinpath(IMAGENET_CLASSES_FILE).read_text(encoding="utf-8")
+    rows = tuple(tuple(line.split("\t", 1)) for line in text.splitlines()
+                 if line.strip() and not line.startswith("#"))
+    if len(rows) != 1000 or any(len(r) != 2 for r in rows):  # pragma: no cover - packaging
+        raise DataError(f"xai_bench/data/{IMAGENET_CLASSES_FILE} is damaged: expected 1000 "
+                        f"'wnid<TAB>name' lines, found {len(rows)}; reinstall xai-bench")
+    return rows
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-index order (index ``i`` = the ``i``-th
+    WordNet id in sorted order = ImageFolder order of the class folders), e.g. ``0`` is
+    'tench', ``1`` 'goldfish'. Source: torchvision's ImageNet weights metadata."""
+    return [name for _, name in _imagenet_table()]
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids (``n01440764`` ...), sorted: class-index order."""
+    return [wnid for wnid, _ in _imagenet_table()]
+
+
+def _use_imagenet_classes(ds: "ImageFolderDataset") -> None:
+    """Class folders named by WordNet id: labels become ImageNet-1k class indices and
+    ``classes`` the 1000 names (``wnids`` the ids; ``folder_classes`` the folders found).
+    Other folder names are kept (sorted folder order), with a warning."""
+    index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+    unknown = [c for c in ds.classes if c not in index]
+    if unknown:
+        warnings.warn(f"imagenet: {len(unknown)} of the {len(ds.classes)} class folders of "
+                      f"{ds.root} are not ImageNet-1k WordNet ids (e.g. '{unknown[0]}'); the "
+                      f"labels follow the sorted folder names, which need not match a "
+                      f"1000-class model's outputs", stacklevel=3)
+        return
+    remap = [index[c] for c in ds.classes]
+    ds.files = [(path, remap[label]) for path, label in ds.files]
+    ds.labels = torch.tensor([label for _, label in ds.files], dtype=torch.int64)
+    ds.folder_classes = list(ds.classes)
+    ds.wnids, ds.classes = imagenet_wnids(), imagenet_classes()
+    ds.num_classes = len(ds.classes)
+
+
 def imagefolder(path: str, split: str, image_size=None, imagenet: bool = False):
     """An ImageFolder split: ``PATH/<split dir>`` (train; test, val or validation) when PATH
     has split folders, else PATH itself. ``imagenet``: the standard evaluation transform
-    (resize 256, centre crop 224; scaled alike for another ``image_size``); otherwise the
-    shorter side is resized to ``image_size`` (default 224) and centre cropped."""
+    (shorter side resized to 256 (bilinear, antialiased), centre crop 224; scaled alike for
+    another ``image_size``, e.g. 384 -> resize 439, crop 384) and ImageNet-1k class indices and
+    names for WordNet-id folders (see the module docstring); otherwise the shorter side is
+    resized to ``image_size`` (default 224) and centre cropped."""
     kind = "imagenet" if imagenet else "imagefolder"
     p = Path(path).expanduser()
     if not p.exists():
@@ -323,4 +387,7 @@ def imagefolder(path: str, split: str, image_size=None, imagenet: bool = False):
         root = p  # the directory itself is the split
     crop = _side(image_size) or 224
     resize = int(round(crop * 256 / 224)) if imagenet else crop
-    return ImageFolderDataset(root, resize, crop, kind)
+    ds = ImageFolderDataset(root, resize, crop, kind)
+    if imagenet:
+        _use_imagenet_classes(ds)
+    return ds

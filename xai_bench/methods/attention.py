@@ -1,7 +1,12 @@
 """Attention-based methods: FinAtt, Rollout, GradSAM and (Chefer's adaptation of) GradCAM.
 
-Our models average tokens (no CLS token), so wherever a reference reads the CLS row of a
-token×token matrix we take the mean over query rows (:func:`token_readout`) and drop no column.
+Readout (:func:`~xai_bench.methods.base.token_readout`): our models average tokens (no CLS
+token), so wherever a reference reads the CLS row of a token×token matrix we take the mean over
+query rows and drop no column. Models with ``pooling == "cls"`` (e.g. timm ViTs through
+:mod:`xai_bench.models.timm_adapter`) are read as in the reference implementations (Chefer et
+al.): the CLS row, the ``num_prefix_tokens`` prefix columns dropped, the remaining patch tokens
+on the token grid. The token×token matrices themselves (and rollout's products) always span all
+tokens, prefix tokens included.
 For the B-cos ViT the attention matrix used is the one actually applied to the values (after
 the positional prior). These methods run the model's *plain* forward (never explanation mode),
 in eval mode (see :func:`xai_bench.methods.gradient.evaluating`).
@@ -85,13 +90,14 @@ class _AttentionMethod(AttributionMethod):
 
 @register_method
 class FinAtt(_AttentionMethod):
-    """Final-block attention, mean over heads, mean over query rows (class-agnostic)."""
+    """Final-block attention, mean over heads, read out (mean over query rows, or the CLS row
+    of a CLS-pooling model) (class-agnostic)."""
 
     name, class_agnostic = "finatt", True
 
     def attribute(self, model, x, targets):
         last = attention_maps(model, x)[-1].mean(1)
-        return upsample_token_map(model, token_readout(last))
+        return upsample_token_map(model, token_readout(last, model))
 
 
 @register_method
@@ -109,32 +115,32 @@ class Rollout(_AttentionMethod):
         maps = attention_maps(model, x)
         start = check_start_layer(self.params["start_layer"], len(maps))
         joint = rollout_product([a.mean(1) for a in maps], start, normalise=True)
-        return upsample_token_map(model, token_readout(joint))
+        return upsample_token_map(model, token_readout(joint, model))
 
 
 @register_method
 class GradSAM(_AttentionMethod):
-    """GradSAM: mean over blocks, heads and query rows of A ⊙ ReLU(∂y_t/∂A) (ReLU on the
-    gradient only)."""
+    """GradSAM: mean over blocks and heads of A ⊙ ReLU(∂y_t/∂A) (ReLU on the gradient only),
+    read out (mean over query rows, or the CLS row of a CLS-pooling model)."""
 
     name = "gradsam"
 
     def attribute(self, model, x, targets):
         maps, grads = attention_and_gradients(model, x, targets)
         total = sum((a * g.clamp(min=0)).mean(1) for a, g in zip(maps, grads)) / len(maps)
-        return upsample_token_map(model, token_readout(total))
+        return upsample_token_map(model, token_readout(total, model))
 
 
 @register_method
 class GradCAM(_AttentionMethod):
     """GradCAM adapted to ViTs (Chefer et al.): last block, heads as channels; weight per head
-    = mean of ∂y_t/∂A_h over the readout (query rows) and the token columns, activation per
-    head = readout of A_h, map = ReLU(mean_h w_h · a_h)."""
+    = mean of ∂y_t/∂A_h over the readout (query rows, or the CLS row) and the patch-token
+    columns, activation per head = readout of A_h, map = ReLU(mean_h w_h · a_h)."""
 
     name = "gradcam"
 
     def attribute(self, model, x, targets):
         maps, grads = attention_and_gradients(model, x, targets, blocks=[-1])
-        a = token_readout(maps[-1])                          # (B, heads, N)
-        w = token_readout(grads[-1]).mean(-1, keepdim=True)  # (B, heads, 1)
+        a = token_readout(maps[-1], model)                   # (B, heads, N_patch)
+        w = token_readout(grads[-1], model).mean(-1, keepdim=True)  # (B, heads, 1)
         return upsample_token_map(model, (w * a).mean(1).clamp(min=0))

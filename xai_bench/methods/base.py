@@ -72,9 +72,30 @@ def upsample_token_map(model, token_values: torch.Tensor, size=None) -> torch.Te
     return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def token_readout(matrix: torch.Tensor) -> torch.Tensor:
-    """Our models pool by averaging tokens (no CLS token): where a reference reads the CLS row
-    of a token×token matrix, take the mean over query rows instead. (B, N, N) -> (B, N)."""
+def token_readout(matrix: torch.Tensor, model=None) -> torch.Tensor:
+    """The patch-token values a token×token matrix ``(..., N, N)`` gives the image
+    representation: ``(..., N_patch)``, in token-grid order.
+
+    - ``model.pooling == "cls"`` (a CLS token at position 0, ``model.num_prefix_tokens >= 1``
+      prefix tokens — CLS, distillation or register tokens — before the patch tokens, as in
+      timm): the CLS row with the prefix columns dropped, ``matrix[..., 0, P:]``, exactly as
+      the reference implementations of Chefer et al. read ``rollout[:, 0, 1:]``;
+    - mean pooling (our models: no prefix tokens): where a reference reads the CLS row, take
+      the mean over query rows instead and drop no column. With ``P`` prefix tokens that the
+      pooling leaves out (timm's ``global_pool="avg"`` on a model with a CLS token) the mean
+      runs over the patch rows and the prefix columns are dropped.
+
+    ``model=None`` (or a model without ``num_prefix_tokens``) is the mean readout over all rows
+    and columns, unchanged from earlier versions."""
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    if getattr(model, "pooling", "mean") == "cls":
+        if prefix < 1:
+            raise ValueError(f"model '{getattr(model, 'name', type(model).__name__)}' has "
+                             f"pooling='cls' but num_prefix_tokens={prefix}: a CLS readout "
+                             f"needs the CLS token at position 0")
+        return matrix[..., 0, prefix:]
+    if prefix:
+        return matrix[..., prefix:, prefix:].mean(dim=-2)
     return matrix.mean(dim=-2)
 
 

@@ -4,8 +4,9 @@ Masks come from the patch embeddings, scores from their causal effect on the out
 
 1. **Features**: the output of the last block's attention-input norm, ``(B, N_tok, D)``
    (B-cos ViT: ``blocks[-1].attn.norm``, the LayerNorm on the query/key input; conventional
-   ViT: ``blocks[-1].norm1``). Each of the D channels is a map on the token grid, upsampled to
-   the input size (bilinear, ``align_corners=False``) and min-max normalised per map.
+   ViT and timm ViTs: ``blocks[-1].norm1``). Each of the D channels is a map on the token
+   grid, upsampled to the input size (bilinear, ``align_corners=False``) and min-max
+   normalised per map.
 2. **Masks**: per image, agglomerative clustering of the D channel maps (complete linkage,
    cosine distance, distance threshold 0.1: two clusters merge while their complete-linkage
    distance is *below* the threshold). A cluster's soft mask ``M_i`` is the sum of its member
@@ -43,7 +44,8 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   mask covers), producing NaNs; here constant channel maps (all zero after min-max) and
   constant cluster masks are dropped, and uncovered pixels get 0.
 - Our models average tokens (no CLS token), so the reference's "drop the CLS token" reshape
-  becomes: the last ``prod(token_grid)`` tokens are the patch tokens.
+  becomes: the last ``prod(token_grid)`` tokens are the patch tokens (which also drops the
+  prefix tokens — CLS, distillation, registers — of timm ViTs, which put them first).
 - Forward passes: the reference runs 2 clean forwards (prediction, features) + 2N; here one
   clean forward gives both, so ``2N + 1`` per image. All perturbed images of all images in
   the batch are evaluated together in chunks of ``chunk_size`` (the reference: ``gpu_batch``
@@ -76,13 +78,14 @@ def decode(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def attention_input_norm(block):
-    """The module whose output feeds a block's attention (None if there is none): B-cos blocks
-    normalise only the query/key input (``block.attn.norm``), pre-norm ViTs use
-    ``block.norm1``."""
-    norm = getattr(getattr(block, "attn", None), "norm", None)
+    """The module whose output feeds a block's attention (None if there is none): pre-norm ViTs
+    (ours and timm's) use ``block.norm1``; B-cos blocks have none and normalise only the
+    query/key input (``block.attn.norm``). ``norm1`` is looked up first because timm's
+    attention modules also have an ``attn.norm``, which normalises the attention *output*."""
+    norm = getattr(block, "norm1", None)
     if isinstance(norm, torch.nn.Module):
         return norm
-    norm = getattr(block, "norm1", None)
+    norm = getattr(getattr(block, "attn", None), "norm", None)
     return norm if isinstance(norm, torch.nn.Module) else None
 
 
@@ -180,7 +183,7 @@ class ViTCX(AttributionMethod):
     kind = "perturbation"
 
     def __init__(self, noise_sd: float = 0.1, distance_threshold: float = 0.1, seed: int = 0,
-                 chunk_size: int = 256, shared_noise: bool = False):
+                 chunk_size: int = 64, shared_noise: bool = False):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         super().__init__(noise_sd=float(noise_sd), distance_threshold=float(distance_threshold),

@@ -124,7 +124,13 @@ class BcosViT(ExplainableViT):
                  position: str = "multiplicative", b: float = 2.0, max_out: int = 2,
                  feature_gain: float = 1.0, prior_gain: float | None = None,
                  branch_gain: float | None = None, logit_temperature: float | None = None,
-                 logit_bias: float | None = None):
+                 logit_bias: float | None = None, tokeniser=None):
+        """``tokeniser``: ``None`` builds the small B-cos conv stem (``stem_*``,
+        ``patch_size``, ``feature_gain``); else a ready-made module or a factory
+        ``tokeniser(embed_dim) -> module`` mapping the 6-channel input to ``(B, N, embed_dim)``
+        tokens. ``stem_strides`` × ``patch_size`` must then be its total stride (it sets the
+        token grid), and ``config`` describes only the transformer: whoever passes a
+        tokeniser must set a ``config`` that rebuilds the model (see ``models/paper.py``)."""
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"position must be one of {', '.join(POSITIONS)}, got {position!r}")
@@ -141,8 +147,12 @@ class BcosViT(ExplainableViT):
         self.position = position
         self.is_dynamic_linear = position != "embedding"
         n = self.num_tokens
-        self.tokeniser = BcosTokeniser(6, embed_dim, stem_channels, stem_strides, patch_size, b,
-                                       feature_gain)
+        if tokeniser is None:
+            self.tokeniser = BcosTokeniser(6, embed_dim, stem_channels, stem_strides, patch_size,
+                                           b, feature_gain)
+        else:
+            self.tokeniser = tokeniser if isinstance(tokeniser, nn.Module) \
+                else tokeniser(embed_dim)
         if position == "embedding":
             self.pos_embed = nn.Parameter(torch.randn(1, n, embed_dim) * 0.02)
         if branch_gain is None:

@@ -125,7 +125,13 @@ class ViT(ExplainableViT):
     def __init__(self, num_classes: int = 10, image_size: int = 32, embed_dim: int = 64,
                  depth: int = 4, num_heads: int = 4, mlp_ratio: float = 2.0,
                  stem_channels=(32, 64), stem_strides=(1, 2), patch_size: int = 2,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, tokeniser=None):
+        """``tokeniser``: ``None`` builds the small conv stem (``stem_*``, ``patch_size``);
+        else a ready-made module or a factory ``tokeniser(embed_dim) -> module`` mapping the
+        normalised RGB input to ``(B, N, embed_dim)`` tokens (left as it is by the weight
+        init). ``stem_strides`` × ``patch_size`` must then be its total stride (it sets the
+        token grid), and ``config`` describes only the transformer: whoever passes a
+        tokeniser must set a ``config`` that rebuilds the model (see ``models/paper.py``)."""
         super().__init__()
         size, grid = image_and_token_grid(image_size, stem_strides, patch_size)
         self.config = dict(num_classes=num_classes, image_size=image_size, embed_dim=embed_dim,
@@ -136,12 +142,21 @@ class ViT(ExplainableViT):
         self.token_grid = grid
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.tokeniser = ConvTokeniser(embed_dim, stem_channels, stem_strides, patch_size)
+        if tokeniser is None:
+            self.tokeniser = ConvTokeniser(embed_dim, stem_channels, stem_strides, patch_size)
+        else:
+            self.tokeniser = tokeniser if isinstance(tokeniser, nn.Module) \
+                else tokeniser(embed_dim)
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_tokens, embed_dim) * 0.02)
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim)
         self.head = LRPLinear(embed_dim, num_classes)
-        self.apply(_init_weights)
+        if tokeniser is None:
+            self.apply(_init_weights)
+        else:  # same init order as above, but a given (e.g. pretrained) tokeniser is kept
+            for name, child in self.named_children():
+                if name != "tokeniser":
+                    child.apply(_init_weights)
 
     def encode(self, images):
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
