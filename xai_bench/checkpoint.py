@@ -118,19 +118,26 @@ def _read_error(path: Path, error: Exception) -> CheckpointError:
                            f"copy it again")
 
 
-def load_checkpoint(path) -> dict:
-    """The checkpoint dict (weights on the CPU), validated; :class:`CheckpointError` if the
-    file is missing, unreadable or not an xai-bench checkpoint."""
+def read_weights_file(path, missing_hint: str):
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file is a
+    one-line :class:`CheckpointError` (``missing_hint`` says what to do if it is missing)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path or train one "
-                              f"with `xai-bench train MODEL --out {path}`")
+        raise CheckpointError(f"checkpoint {path} does not exist; {missing_hint}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
             ValueError, AttributeError, ImportError, KeyError, IndexError, TypeError,
             UnicodeDecodeError, MemoryError) as e:
         raise _read_error(path, e) from None
+
+
+def load_checkpoint(path) -> dict:
+    """The checkpoint dict (weights on the CPU), validated; :class:`CheckpointError` if the
+    file is missing, unreadable or not an xai-bench checkpoint."""
+    path = Path(path).expanduser()
+    data = read_weights_file(path, f"check the path or train one with `xai-bench train MODEL "
+                                   f"--out {path}`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xai-bench checkpoint (no '{FORMAT}' format "
                               f"marker); pass a file written by `xai-bench train`")

@@ -177,16 +177,11 @@ def load_checkpoint_file(name: str, builder, path, **overrides):
     ``.pth`` (a plain state dict, read with ``weights_only=True``) or an xai-bench checkpoint
     of this model (delegated to :func:`xai_bench.checkpoint.load_model_from_checkpoint`).
     Returns the model in eval mode with ``checkpoint_info``."""
-    from xai_bench.checkpoint import FORMAT, _read_error, load_model_from_checkpoint
+    from xai_bench.checkpoint import FORMAT, load_model_from_checkpoint, read_weights_file
 
     path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; download the official "
-                              f"weights (see docs/bcos_v2.md) and check the path")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # every unreadable file becomes one line
-        raise _read_error(path, e) from None
+    data = read_weights_file(path, "download the official weights (see docs/bcos_v2.md) and "
+                                   "check the path")
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return load_model_from_checkpoint(path, name=name, **overrides)
     if not isinstance(data, dict) or not data or \
