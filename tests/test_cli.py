@@ -61,6 +61,9 @@ def test_list(tiny_model):
     assert invoke("list", "metrics").exit_code == 0
     assert "shapes" in invoke("list", "datasets").output
     assert_usage_error(invoke("list", "models", "zzz*"), "no models match")
+    assert "timm:<name>" in names  # prefixes resolved on demand are listed as such
+    assert invoke("list", "models", "timm:*").output.split()[0] == "timm:<name>"
+    assert "timm:<name>" not in invoke("list", "models", "bcos_*").output
 
 
 def test_list_reports_plugin_problems(monkeypatch):

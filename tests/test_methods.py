@@ -115,6 +115,13 @@ def test_methods_registered_with_reported_parameters():
     assert xai_bench.get_method("intgrad").params["n_steps"] == 50
     assert xai_bench.get_method("intgrad").params["method"] == "gausslegendre"
     assert xai_bench.get_method("intgrad", n_steps=8).params["n_steps"] == 8
+    auto = xai_bench.get_method("intgrad")  # memory bound: fewer interpolated inputs at 224²
+    assert auto.chunk_for(torch.zeros(1, 6, 32, 32)) == 64
+    assert auto.chunk_for(torch.zeros(1, 6, 224, 224)) == 16
+    assert auto.chunk_for(torch.zeros(40, 6, 224, 224)) == 40  # >= one step of every image
+    assert xai_bench.get_method("intgrad", chunk_size=8).chunk_for(torch.zeros(1, 6, 32, 32)) == 8
+    with pytest.raises(ValueError, match="chunk_size"):
+        xai_bench.get_method("intgrad", chunk_size=0)
     assert xai_bench.get_method("rollout").params == {"start_layer": 1}
     assert xai_bench.get_method("chefer_lrp").params == {"start_layer": 1,
                                                           "include_identity": False}

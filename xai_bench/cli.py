@@ -6,6 +6,7 @@ Anticipated errors (unknown names, missing data or checkpoints, bad sizes) becom
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import sys
 import time
@@ -119,9 +120,13 @@ def list_cmd(what, pattern):
         tags = ", ".join(f"{k}={v}" for k, v in meta.items() if k not in ("description",))
         desc = meta.get("description", "")
         click.echo(f"{name:22s} {tags:40s} {desc}".rstrip())
+    prefixes = {p: d for p, d in registry.prefixes().items()
+                if fnmatch.fnmatchcase(f"{p}:", pattern) or pattern in ("*", f"{p}:*")}
+    for prefix, desc in prefixes.items():  # resolved on demand, so not listed one by one
+        click.echo(f"{prefix + ':<name>':22s} {'(prefix)':40s} {desc}".rstrip())
     for problem in registry.problems:
         click.echo(f"warning: {problem}", err=True)
-    if not names:
+    if not names and not prefixes:
         raise UsageError(f"no {what} match '{pattern}'")
 
 

@@ -136,7 +136,7 @@ class Runner:
         self.progress, self.log = progress, log
         self.run_dir = Path(config.out) / self.config.run_name()
         self.cells_dir = self.run_dir / "cells"
-        self._dataset = None
+        self._datasets: dict = {}
 
     # ---- helpers -----------------------------------------------------------------------
     def _cell_path(self, key: str) -> Path:
@@ -148,12 +148,17 @@ class Runner:
     def _model_info_path(self, model: str) -> Path:
         return self.cells_dir / f"model__{file_safe(model)}.json"
 
-    def dataset(self):
-        if self._dataset is None:
+    def dataset(self, image_size=None):
+        """The test split, at ``image_size`` (a model's input size) where the data set can be
+        resized (ImageNet/ImageFolder: resize + centre crop; shapes: drawn at that size), else
+        at its native size; one instance per size."""
+        key = None if image_size is None else tuple(image_size)
+        if key not in self._datasets:
             from xai_bench.data import get_dataset
 
-            self._dataset = get_dataset(self.config.dataset, split="test")
-        return self._dataset
+            self._datasets[key] = get_dataset(self.config.dataset, split="test",
+                                              image_size=key)
+        return self._datasets[key]
 
     def load_model(self, name: str):
         cfg = self.config
@@ -208,7 +213,7 @@ class Runner:
         from xai_bench.train import evaluate
 
         t = time.time()
-        acc = evaluate(model, self.dataset(), batch_size=max(self.config.batch_size, 128),
+        acc = evaluate(model, self.dataset(model.image_size), batch_size=max(self.config.batch_size, 128),
                        device=self.config.device)
         return {"family": model.family, "parameters": model.num_parameters(),
                 "test_accuracy": acc, "eval_time_s": round(time.time() - t, 3),
@@ -220,7 +225,7 @@ class Runner:
         prepared, prepare_error, prepare_time = None, None, 0.0
         t = time.time()
         try:
-            prepared = metric.prepare(model, self.dataset(), device=cfg.device,
+            prepared = metric.prepare(model, self.dataset(model.image_size), device=cfg.device,
                                       batch_size=cfg.batch_size, seed=cfg.seed)
         except Exception as e:  # recorded per cell: skipped if not applicable, else error
             prepare_error = e
