@@ -77,7 +77,8 @@ class BcosLinear(_ExplainableMixin, nn.Module):
         out = F.linear(x, self.unit_weight())
         out = _max_out(out, self.max_out, dim=-1)
         if self.b != 1.0:
-            norm = (x.pow(2).sum(-1, keepdim=True) + NORM_EPS).sqrt()
+            with _constant_if(self.explanation_mode):
+                norm = (x.pow(2).sum(-1, keepdim=True) + NORM_EPS).sqrt()
             out = _bcos_scale(out, norm, self.b, self.explanation_mode)
         return out * self.gain
 
@@ -109,9 +110,10 @@ class BcosConv2d(_ExplainableMixin, nn.Module):
         out = F.conv2d(x, self.unit_weight(), stride=self.stride, padding=self.padding)
         out = _max_out(out, self.max_out, dim=1)
         if self.b != 1.0:
-            ones = x.new_ones(1, 1, self.kernel_size, self.kernel_size)
-            sq = F.conv2d(x.pow(2).sum(1, keepdim=True), ones, stride=self.stride,
-                          padding=self.padding)
+            with _constant_if(self.explanation_mode):
+                ones = x.new_ones(1, 1, self.kernel_size, self.kernel_size)
+                sq = F.conv2d(x.pow(2).sum(1, keepdim=True), ones, stride=self.stride,
+                              padding=self.padding)
             out = _bcos_scale(out, (sq + NORM_EPS).sqrt(), self.b, self.explanation_mode)
         return out * self.gain
 
@@ -127,18 +129,29 @@ def _max_out(out: torch.Tensor, m: int, dim: int) -> torch.Tensor:
     dim = dim % out.dim()
     shape = out.shape[:dim] + (out.shape[dim] // m, m) + out.shape[dim + 1:]
     groups = out.reshape(shape)
-    if m == 2:  # elementwise maximum of the pair: ~20 % cheaper forward than amax (measured)
+    if torch.is_grad_enabled() and out.requires_grad:
+        # max with indices: its backward is one scatter, cheaper than the full-size masks that
+        # the backward of amax / maximum builds (measured on the nano B-cos ViT, batch 32:
+        # forward+backward 207 ms against 239-246 ms, inherent 158 against 190-199 ms).
+        return groups.max(dim=dim + 1).values
+    if m == 2:  # no graph: the elementwise maximum of the pair is the cheapest forward
         return torch.maximum(groups.select(dim + 1, 0), groups.select(dim + 1, 1))
     return groups.amax(dim=dim + 1)
+
+
+def _constant_if(explanation_mode: bool):
+    """Context for the dynamic factors: in explanation mode they are constants, so they are
+    computed without recording a graph (same values, no tensors saved for a backward pass
+    that would never use them)."""
+    return torch.no_grad() if explanation_mode else contextlib.nullcontext()
 
 
 def _bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: float, detach: bool) -> torch.Tensor:
     """``|cos|^(B-1) · out`` with ``cos = out / norm``; the scale is a constant in
     explanation mode."""
-    cos = out.abs() / norm
-    scale = cos if b == 2.0 else cos.pow(b - 1.0)
-    if detach:
-        scale = scale.detach()
+    with _constant_if(detach):
+        cos = out.abs() / norm
+        scale = cos if b == 2.0 else cos.pow(b - 1.0)
     return out * scale
 
 
@@ -148,8 +161,9 @@ class DetachableLayerNorm(_ExplainableMixin, nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.explanation_mode:
             return super().forward(x)
-        mean = x.mean(-1, keepdim=True).detach()
-        std = (x.var(-1, keepdim=True, unbiased=False) + self.eps).sqrt().detach()
+        with torch.no_grad():
+            mean = x.mean(-1, keepdim=True)
+            std = (x.var(-1, keepdim=True, unbiased=False) + self.eps).sqrt()
         out = (x - mean) / std
         if self.weight is not None:
             out = out * self.weight

@@ -15,6 +15,7 @@ embedding, whose share of the logit is then missing from the input contributions
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -71,7 +72,8 @@ class BcosAttention(AttentionRecorder, nn.Module):
     def set_explanation_mode(self, on: bool) -> None:
         self.explanation_mode = bool(on)
 
-    def forward(self, x):
+    def attention_matrix(self, x):
+        """The applied attention matrix (B, heads, N, N), after the positional prior."""
         bsz, n, dim = x.shape
         h, dh = self.num_heads, self.head_dim
         q, k = self.qk(self.norm(x)).reshape(bsz, n, 2, h, dh).permute(2, 0, 3, 1, 4)
@@ -81,9 +83,16 @@ class BcosAttention(AttentionRecorder, nn.Module):
         attn = scores.softmax(-1)
         if self.position == "multiplicative":
             attn = attn * (self.prior.softmax(-1) * self.prior_gain)
-        if self.explanation_mode:
-            attn = attn.detach()
+        return attn
+
+    def forward(self, x):
+        bsz, n, dim = x.shape
+        # In explanation mode the attention is a constant (part of W(x)): computed without a
+        # graph, it costs the backward pass nothing.
+        with torch.no_grad() if self.explanation_mode else contextlib.nullcontext():
+            attn = self.attention_matrix(x)
         self._keep(attn)
+        h, dh = self.num_heads, self.head_dim
         v = self.v(x).reshape(bsz, n, h, dh).transpose(1, 2)
         out = (attn @ v).transpose(1, 2).reshape(bsz, n, dim)
         return self.proj(out)
