@@ -244,3 +244,38 @@ def test_cached_default_model_trains_once(tmp_path, monkeypatch, tiny_model):
     # another recipe (here: epochs) is another cache entry
     cached_default_model(tiny_model, epochs=2, cache_dir=tmp_path, progress=False)
     assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_mosaic_batches_are_grid_pointing_grids_with_multi_label_targets():
+    from xai_bench.data.augment import mosaic_batch
+    from xai_bench.metrics.localisation import make_grids
+
+    images = torch.rand(8, 3, 16, 16)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    gen = torch.Generator().manual_seed(0)
+    out, counts = mosaic_batch(images, labels, 5, 0.25, generator=gen)
+    picks = torch.randint(0, 8, (2, 4), generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and counts.shape == (8, 5)
+    torch.testing.assert_close(out[:2], make_grids(images[picks], (16, 16)))  # same layout
+    torch.testing.assert_close(out[2:], images[2:])
+    assert counts[:2].sum(1).tolist() == [4.0, 4.0] and counts[2:].sum(1).tolist() == [1.0] * 6
+    for row, cells in zip(counts[:2], picks):
+        assert row.tolist() == torch.bincount(labels[cells], minlength=5).float().tolist()
+    # bce: every present class is a positive; ce: the classes' shares are the target
+    logits = torch.randn(8, 5)
+    F = torch.nn.functional
+    torch.testing.assert_close(loss_fn("bce", logits, counts),
+                               F.binary_cross_entropy_with_logits(logits, (counts > 0).float()))
+    torch.testing.assert_close(loss_fn("ce", logits, counts),
+                               F.cross_entropy(logits, counts / counts.sum(1, keepdim=True)))
+    assert mosaic_batch(images, labels, 5, 0.0)[0] is images
+
+
+def test_quick_recipes_train_on_mosaics(shapes_1k):
+    train_set, test_set = shapes_1k
+    assert RECIPES["bcos-quick"].mosaic == RECIPES["conventional-quick"].mosaic == 0.25
+    result = train_model(TinyLinear(), train_set, test_set, fast("conventional-quick"),
+                         progress=False, max_steps=3)
+    assert math.isfinite(result.history[-1]["loss"]) and result.steps == 3
+    with pytest.raises(ValueError, match="mosaic"):
+        Recipe(mosaic=1.5)

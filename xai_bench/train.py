@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from xai_bench.data import load_batch
-from xai_bench.data.augment import train_augmentation
+from xai_bench.data.augment import mosaic_batch, train_augmentation
 
 LOSSES = ("bce", "ce")
 OPTIMIZERS = ("adam", "adamw")
@@ -49,6 +49,7 @@ class Recipe:
     gamma: float = 0.1             # step: factor at each milestone
     augmentation: str = "shapes"   # shapes | randaugment | none
     label_smoothing: float = 0.0
+    mosaic: float = 0.0            # fraction of each batch replaced by 2x2 mosaics (multi-label)
     grad_clip: float | None = None  # max gradient norm
     seed: int = 0
 
@@ -70,6 +71,8 @@ class Recipe:
             raise ValueError("lr must be > 0, weight_decay and warmup_epochs >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.mosaic <= 1:
+            raise ValueError(f"mosaic must be a fraction in [0, 1], got {self.mosaic}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip}")
         return self
@@ -94,8 +97,11 @@ class Recipe:
 
 RECIPES = {
     # the default small pair on the embedded shapes data (minutes on 2 CPU cores)
-    "bcos-quick": Recipe(epochs=4),  # B-cos converges in fewer epochs (97.9% after 3)
-    "conventional-quick": Recipe(optimizer="adamw", weight_decay=1e-4, loss="ce"),
+    # A quarter of each batch is 2x2 mosaics (multi-label), so that the grid pointing game's
+    # half-size objects are recognised at all (a deviation from the paper's ImageNet recipe,
+    # where objects come at every scale; recorded with the recipe).
+    "bcos-quick": Recipe(epochs=4, mosaic=0.25),  # B-cos converges in fewer epochs
+    "conventional-quick": Recipe(optimizer="adamw", weight_decay=1e-4, loss="ce", mosaic=0.25),
     # the paper's recipe (RandAugment, 100 epochs, lr x0.1 after 60)
     "bcos-paper": Recipe(epochs=100, batch_size=256, schedule="step", milestones=[0.6],
                          warmup_epochs=0, augmentation="randaugment"),
@@ -139,15 +145,21 @@ class TrainResult:
 def loss_fn(kind: str, logits: torch.Tensor, targets: torch.Tensor,
             label_smoothing: float = 0.0) -> torch.Tensor:
     """``bce``: binary cross-entropy of every logit against one-hot targets (mean over batch
-    and classes; the B-cos recipe); ``ce``: softmax cross-entropy."""
+    and classes; the B-cos recipe); ``ce``: softmax cross-entropy. ``targets``: class indices
+    ``(B,)`` or per-class counts ``(B, C)`` (mosaics: every present class is positive for
+    ``bce``; ``ce`` takes the classes' shares as a target distribution)."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss '{kind}'; use bce or ce")
+    if targets.dim() == 1:
+        targets = F.one_hot(targets, logits.shape[1])
+    targets = targets.to(logits.dtype)
     if kind == "bce":
-        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)
+        positive = (targets > 0).to(logits.dtype)
         if label_smoothing:
-            onehot = onehot * (1 - label_smoothing) + label_smoothing / logits.shape[1]
-        return F.binary_cross_entropy_with_logits(logits, onehot)
-    if kind == "ce":
-        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    raise ValueError(f"unknown loss '{kind}'; use bce or ce")
+            positive = positive * (1 - label_smoothing) + label_smoothing / logits.shape[1]
+        return F.binary_cross_entropy_with_logits(logits, positive)
+    shares = targets / targets.sum(1, keepdim=True)
+    return F.cross_entropy(logits, shares, label_smoothing=label_smoothing)
 
 
 def lr_factor(recipe: Recipe, step: int, total: int, steps_per_epoch: int) -> float:
@@ -238,8 +250,13 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
                 images, labels = images.to(device), labels.to(device)
                 if recipe.augmentation != "none":
                     images = augment(images, generator=gen)
+                targets, plain = labels, slice(0, len(labels))
+                if recipe.mosaic:
+                    images, targets = mosaic_batch(images, labels, model.num_classes,
+                                                   recipe.mosaic, generator=gen)
+                    plain = slice(int(round(recipe.mosaic * len(labels))), len(labels))
                 logits = model(model.encode(images))
-                loss = loss_fn(recipe.loss, logits, labels, recipe.label_smoothing)
+                loss = loss_fn(recipe.loss, logits, targets, recipe.label_smoothing)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged at step {step} (loss "
                                              f"{loss.item()}); lower the learning rate")
@@ -253,8 +270,9 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
                 opt.step()
                 step, seen = step + 1, seen + len(labels)
                 losses.append(loss.item())
-                correct += (logits.detach().argmax(1) == labels).sum().item()
-                count += len(labels)
+                # training accuracy on the plain (non-mosaic) images
+                correct += (logits.detach()[plain].argmax(1) == labels[plain]).sum().item()
+                count += len(labels[plain])
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}",
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}")

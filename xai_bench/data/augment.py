@@ -146,3 +146,22 @@ def train_augmentation(image_size=None, kind: str | None = None):
         return randaugment_crop_flip(images, generator, crop=side <= 64)
 
     return aug
+
+
+def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, fraction: float,
+                 generator: torch.Generator | None = None):
+    """Replace the first ``round(fraction · B)`` images of a batch by 2×2 mosaics of four
+    random images of the batch, built exactly like the grid pointing game's grids (row-major,
+    scaled down ×2). Returns the images and per-class target counts ``(B, C)``: a one-hot row
+    per plain image, the number of cells of each class per mosaic. Lets the small default
+    models recognise objects at half size in any cell, which the grid pointing game needs."""
+    from xai_bench.metrics.localisation import make_grids
+
+    counts = F.one_hot(labels, num_classes).to(images.dtype)
+    k = int(round(float(fraction) * len(images)))
+    if k == 0:
+        return images, counts
+    picks = torch.randint(0, len(images), (k, 4), generator=generator).to(images.device)
+    grids = make_grids(images[picks], tuple(images.shape[-2:])).to(images.dtype)
+    return (torch.cat([grids, images[k:]]),
+            torch.cat([counts[picks].sum(1), counts[k:]]))
