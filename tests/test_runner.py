@@ -252,3 +252,15 @@ def test_explain_draws_every_applicable_method(tmp_path, checkpoints):
                                     checkpoints["vit_nano"], "--target", "99", "--out",
                                     str(out)])
     assert bad.exit_code == 2 and "--target 99" in bad.output
+
+
+def test_models_all_means_the_models_that_can_run_here(tmp_path):
+    # the default pair on the embedded data, plus whatever has a checkpoint
+    cfg = RunConfig(models=["all"], out=str(tmp_path)).resolved()
+    assert cfg.models == ["bcos_vit_nano", "vit_nano"]
+    cfg = RunConfig(models=["all"], checkpoints={"vit_micro": "x.pt"}, out=str(tmp_path))
+    assert set(cfg.resolved().models) == {"bcos_vit_nano", "vit_nano", "vit_micro"}
+    assert "bcos_vit_b" in RunConfig(models=["all"], untrained=True).resolved().models
+    result = CliRunner().invoke(main, ["run", "--models", "all", "--dataset", "cifar10",
+                                       "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "--models all found no model" in result.output

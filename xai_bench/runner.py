@@ -54,6 +54,16 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """Names, globs, ``all`` and metric categories expanded to registered names."""
         models = MODELS.resolve(self.models)
+        if not self.untrained and "all" in _parts(self.models):
+            # `all` means every model that can run here: those given a checkpoint, and the
+            # default pair on the embedded data (trained on first use). Named models still
+            # fail loudly without a checkpoint.
+            models = [m for m in models if m in self.checkpoints or
+                      (m in DEFAULT_MODELS and self.dataset == DEFAULT_DATASET)]
+            if not models:
+                raise RegistryError(f"--models all found no model to run on '{self.dataset}': "
+                                    f"pass --checkpoint NAME=PATH for the models to "
+                                    f"benchmark, or --untrained")
         methods = METHODS.resolve(self.methods)
         metrics = resolve_metrics(self.metrics)
         return RunConfig(**{**asdict(self), "models": models, "methods": methods,
@@ -71,6 +81,11 @@ class RunConfig:
             return self.name
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode())
         return f"run-{digest.hexdigest()[:10]}"
+
+
+def _parts(spec) -> list[str]:
+    items = [spec] if isinstance(spec, str) else list(spec)
+    return [p.strip() for item in items for p in str(item).split(",")]
 
 
 def resolve_metrics(spec) -> list[str]:
