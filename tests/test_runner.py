@@ -264,3 +264,14 @@ def test_models_all_means_the_models_that_can_run_here(tmp_path):
     result = CliRunner().invoke(main, ["run", "--models", "all", "--dataset", "cifar10",
                                        "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "--models all found no model" in result.output
+
+
+def test_untrained_models_are_the_same_on_every_invocation(tmp_path):
+    runner = Runner(RunConfig(models=["vit_nano"], untrained=True, out=str(tmp_path)),
+                    progress=False, log=lambda *_: None)
+    torch.manual_seed(1)
+    a, _ = runner.load_model("vit_nano")
+    torch.manual_seed(2)
+    b, _ = runner.load_model("vit_nano")
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

@@ -241,9 +241,15 @@ def test_cached_default_model_trains_once(tmp_path, monkeypatch, tiny_model):
     assert m2.checkpoint_info["recipe"]["epochs"] == 1 and m2.checkpoint_info["dataset"] == "shapes"
     x = m1.encode(torch.rand(2, 3, 32, 32))
     torch.testing.assert_close(m1(x), m2(x), rtol=0, atol=0)
+    # the initialisation comes from the recipe's seed, not from whatever ran before
+    torch.manual_seed(12345)
+    m3, _ = cached_default_model(tiny_model, epochs=1, cache_dir=tmp_path / "again",
+                                 progress=False)
+    torch.testing.assert_close(m3(x), m1(x), rtol=0, atol=0)
+    assert len(calls) == 2
     # another recipe (here: epochs) is another cache entry
     cached_default_model(tiny_model, epochs=2, cache_dir=tmp_path, progress=False)
-    assert len(calls) == 2 and len(list(tmp_path.iterdir())) == 2
+    assert len(calls) == 3 and len([p for p in tmp_path.iterdir() if p.is_file()]) == 2
 
 
 def test_mosaic_batches_are_grid_pointing_grids_with_multi_label_targets():

@@ -177,7 +177,7 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     from xai_bench.checkpoint import save_checkpoint
     from xai_bench.data import get_dataset
     from xai_bench.runner import resolve_device
-    from xai_bench.train import default_recipe, get_recipe, train_model
+    from xai_bench.train import default_recipe, get_recipe, seeded_model, train_model
 
     kwargs = parse_key_values(model_args)
     device = resolve_device(device)
@@ -206,6 +206,7 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     if recipe is None:
         recipe, rec = default_recipe(net, dataset)
     rec = rec.replace(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    net = seeded_model(model, rec.seed, **kwargs)  # initialisation drawn from the recipe seed
     n_train = len(train_set) if limit_train is None else min(limit_train, len(train_set))
     click.echo(f"training {model} ({_num_parameters(net):,} parameters) on {dataset} "
                f"({n_train} images) with {recipe}: {rec.epochs} epochs, batch "

@@ -191,6 +191,8 @@ class Runner:
                                                progress=self.progress, log=self.log,
                                                device=cfg.device)
         elif cfg.untrained:
+            # seeded, so that a resumed run explains the same random model
+            torch.manual_seed(cell_seed(cfg.seed, f"model__{name}"))
             model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
         else:
             raise RunError(f"model '{name}' has no checkpoint for dataset '{cfg.dataset}': pass "

@@ -353,6 +353,15 @@ def cache_path(name: str, config: dict, dataset_spec: str, recipe: Recipe,
         f"{name}-{safe}-{cache_key(name, config, dataset_spec, recipe)}.pt"
 
 
+def seeded_model(name: str, seed: int, **kwargs):
+    """``get_model(name, **kwargs)`` with its random initialisation drawn from ``seed`` (the
+    recipe's), so that a recipe trains the same model whatever ran before in the process."""
+    import xai_bench
+
+    torch.manual_seed(int(seed))
+    return xai_bench.get_model(name, **kwargs)
+
+
 def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe | None = None,
                          epochs: int | None = None, cache_dir=None, progress: bool = True,
                          log=None, device: str = "cpu", **model_kwargs):
@@ -382,6 +391,7 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
     if log:
         log(f"training {name} on {dataset_spec} ({recipe_name}, {recipe.epochs} epochs) on "
             f"{device}; cached at {path} for later runs")
+    model = seeded_model(name, recipe.seed, **model_kwargs)  # the key promises one model
     train_set, test_set = get_dataset(dataset_spec, "train"), get_dataset(dataset_spec, "test")
     result = train_model(model, train_set, test_set, recipe, device=device, progress=progress)
     metrics = {"test_accuracy": result.accuracy, "train_time_s": round(result.train_time_s, 2),
