@@ -39,9 +39,9 @@ class AttentionRecorder:
             self.attention = attn
 
 
-class ExplainableViT(nn.Module):
-    """Base class of the built-in ViTs. Subclasses build ``self.blocks`` (each with an
-    ``attn`` module mixing in :class:`AttentionRecorder`) and set the attributes below."""
+class ExplainableModel(nn.Module):
+    """What every explainable model exposes (ViTs and CNNs alike); subclasses set the
+    attributes below and implement ``encode`` and ``forward``."""
 
     #: (H, W) of the RGB images the model expects.
     image_size: tuple[int, int]
@@ -54,22 +54,12 @@ class ExplainableViT(nn.Module):
     is_dynamic_linear: bool = False
     #: "bce" (sigmoid outputs, B-cos) or "ce" (softmax outputs, conventional).
     training_loss: str = "ce"
-    #: how tokens become the image representation: "mean" (no CLS token) or "cls".
+    #: how tokens (or feature-map positions) become the image representation: "mean" or "cls".
     pooling: str = "mean"
     #: model family, for tables: "bcos" or "conventional".
     family: str = "conventional"
-    #: (rows, cols) of the token grid.
-    token_grid: tuple[int, int]
     #: constructor keyword arguments (JSON-serialisable), enough to rebuild the model.
     config: dict
-
-    @property
-    def num_tokens(self) -> int:
-        return self.token_grid[0] * self.token_grid[1]
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.blocks)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -83,6 +73,26 @@ class ExplainableViT(nn.Module):
         """Class confidences the model was trained to output: sigmoid for BCE-trained
         models, softmax otherwise."""
         return logits.sigmoid() if self.training_loss == "bce" else logits.softmax(-1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class ExplainableViT(ExplainableModel):
+    """Base class of the built-in ViTs. Subclasses build ``self.blocks`` (each with an
+    ``attn`` module mixing in :class:`AttentionRecorder`) and set the attributes of
+    :class:`ExplainableModel` and ``token_grid``."""
+
+    #: (rows, cols) of the token grid.
+    token_grid: tuple[int, int]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_grid[0] * self.token_grid[1]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
 
     def attention_modules(self) -> list[nn.Module]:
         return [blk.attn for blk in self.blocks]
@@ -107,6 +117,3 @@ class ExplainableViT(nn.Module):
     def tokens_to_grid(self, token_values: torch.Tensor) -> torch.Tensor:
         """(B, N) token values -> (B, rows, cols)."""
         return token_values.reshape(token_values.shape[0], *self.token_grid)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -12,11 +12,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xai_bench.checkpoint import CheckpointError
-from xai_bench.models.base import image_and_token_grid
+from xai_bench.models.base import ExplainableModel, image_and_token_grid
 from xai_bench.models.bcos_layers import encode_six_channels, explanation_mode
+from xai_bench.models.bcos_v2.layers import LogitBias
 
 #: GitHub release holding the official weights.
 RELEASE_URL = "https://github.com/B-cos/B-cos-v2/releases/download/v0.0.1-weights"
@@ -50,8 +52,11 @@ WEIGHT_FILES = {
 CONNECT_TIMEOUT_S = 3.0
 
 
-def default_logit_bias(num_classes: int) -> float:
-    """``-log(C - 1)``: the official logit bias (``-log 999`` for ImageNet)."""
+def default_logit_bias(num_classes: int, given: float | None = None) -> float:
+    """``given`` if set, else ``-log(C - 1)``: the official logit bias (``-log 999`` for
+    ImageNet)."""
+    if given is not None:
+        return float(given)
     return -math.log(num_classes - 1) if num_classes > 1 else 0.0
 
 
@@ -59,10 +64,11 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return image_and_token_grid(image_size, (), 1)[0]
 
 
-class ExplainableCNN(nn.Module):
+class ExplainableCNN(ExplainableModel):
     """The explainable-model interface for the B-cos CNNs (no attention: attention methods
     skip them since they lack ``record_attention`` and ``token_grid``). Subclasses set
-    ``image_size``, ``num_classes``, ``logit_bias`` and ``config``.
+    ``image_size``, ``num_classes`` and ``config``, call :meth:`_add_logit_bias` and end their
+    ``forward`` with :meth:`pooled_logits`.
 
     Every B-cos CNN here is dynamic linear in eval mode (B-cos convolutions, average pooling
     and the uncentred bias-free batch norm, which uses ``running_var`` then), so in
@@ -71,10 +77,7 @@ class ExplainableCNN(nn.Module):
     in_channels: int = 6
     is_dynamic_linear: bool = True
     training_loss: str = "bce"
-    pooling: str = "mean"
     family: str = "bcos"
-    logit_bias: float = 0.0
-    config: dict
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[r, g, b, 1-r, 1-g, 1-b]`` of ``[0, 1]`` images (the official ``AddInverse``)."""
@@ -83,11 +86,14 @@ class ExplainableCNN(nn.Module):
     def explanation_mode(self):
         return explanation_mode(self)
 
-    def confidence(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.sigmoid() if self.training_loss == "bce" else logits.softmax(-1)
+    def _add_logit_bias(self, num_classes: int, logit_bias: float | None) -> None:
+        self.logit_bias = default_logit_bias(num_classes, logit_bias)
+        self.logit_layer = LogitBias(self.logit_bias)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def pooled_logits(self, class_maps: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) class evidence of the 1×1 B-cos classifier -> logits: global average
+        pooling, then the logit bias."""
+        return self.logit_layer(F.adaptive_avg_pool2d(class_maps, 1).flatten(1))
 
 
 # ---------------------------------------------------------------------------- weight files

@@ -28,13 +28,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xai_bench.models.bcos_v2.common import (
-    ExplainableCNN, default_logit_bias, image_size_pair,
+    ExplainableCNN, image_size_pair,
 )
-from xai_bench.models.bcos_v2.layers import BcosConv2dV2, LogitBias, UncentredBatchNorm2d
+from xai_bench.models.bcos_v2.layers import BcosConv2dV2, UncentredBatchNorm2d
 
 __all__ = ["BcosDenseNet", "bcos_densenet121", "DENSENET121_CUTS"]
 
@@ -120,16 +119,14 @@ class BcosDenseNet(ExplainableCNN):
         self.features = nn.Sequential(features)
         self.num_features = c
         self.classifier = BcosConv2dV2(c, num_classes, 1, b=b, max_out=max_out)
-        self.logit_bias = default_logit_bias(num_classes) if logit_bias is None \
-            else float(logit_bias)
-        self.logit_layer = LogitBias(self.logit_bias)
+        self._add_logit_bias(num_classes, logit_bias)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.classifier(self.features(x))
-        return self.logit_layer(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return self.pooled_logits(out)
 
     def feature_extractor(self, num_conv_layers: int) -> nn.Sequential:
         """``features`` up to and including the child that ends after ``num_conv_layers``

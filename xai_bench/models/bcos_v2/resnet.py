@@ -10,13 +10,12 @@ mode: ``Σ W(x) ⊙ x = logit - logit_bias``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xai_bench.models.bcos_v2.common import (
-    ExplainableCNN, default_logit_bias, image_size_pair,
+    ExplainableCNN, image_size_pair,
 )
-from xai_bench.models.bcos_v2.layers import BcosConv2dV2, LogitBias, UncentredBatchNorm2d
+from xai_bench.models.bcos_v2.layers import BcosConv2dV2, UncentredBatchNorm2d
 
 __all__ = ["BcosResNet", "bcos_resnet50"]
 
@@ -71,9 +70,7 @@ class BcosResNet(ExplainableCNN):
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_stages, self.num_features = len(layers), c
         self.fc = BcosConv2dV2(c, num_classes, 1, b=b, max_out=max_out)
-        self.logit_bias = default_logit_bias(num_classes) if logit_bias is None \
-            else float(logit_bias)
-        self.logit_layer = LogitBias(self.logit_bias)
+        self._add_logit_bias(num_classes, logit_bias)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -87,7 +84,7 @@ class BcosResNet(ExplainableCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.fc(self.forward_features(x))
-        return self.logit_layer(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return self.pooled_logits(out)
 
 
 def bcos_resnet50(num_classes: int = 1000, **kwargs) -> BcosResNet:

@@ -278,8 +278,7 @@ class BcosSimpleViT(ExplainableViT):
                         conv_stem, bcos=True, b=b, max_out=max_out)
         self.config = {**{k: v for k, v in net.config.items() if k != "bcos"},
                        "logit_bias": logit_bias}
-        self.logit_bias = default_logit_bias(num_classes) if logit_bias is None \
-            else float(logit_bias)
+        self.logit_bias = default_logit_bias(num_classes, logit_bias)
         self.add_module("0", net)
         self.add_module("1", LogitBias(self.logit_bias))
         self.num_classes, self.image_size, self.token_grid = \
