@@ -90,7 +90,7 @@ def _parts(spec) -> list[str]:
 
 def resolve_metrics(spec) -> list[str]:
     """Metric names, globs, ``all``, or a category (e.g. ``localisation``)."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    items = [p for p in _parts(spec) if p]
     categories = {METRICS.meta(n).get("category") for n in METRICS.list()}
     out: list[str] = []
     for item in items:
@@ -230,8 +230,8 @@ class Runner:
         from xai_bench.train import evaluate
 
         t = time.time()
-        acc = evaluate(model, self.dataset(model.image_size), batch_size=max(self.config.batch_size, 128),
-                       device=self.config.device)
+        acc = evaluate(model, self.dataset(model.image_size),
+                       batch_size=max(self.config.batch_size, 128), device=self.config.device)
         return {"family": model.family, "parameters": model.num_parameters(),
                 "test_accuracy": acc, "eval_time_s": round(time.time() - t, 3),
                 "config": getattr(model, "config", {})}

@@ -250,11 +250,11 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
                 images, labels = images.to(device), labels.to(device)
                 if recipe.augmentation != "none":
                     images = augment(images, generator=gen)
-                targets, plain = labels, slice(0, len(labels))
+                targets, plain = labels, slice(None)
                 if recipe.mosaic:
                     images, targets = mosaic_batch(images, labels, model.num_classes,
                                                    recipe.mosaic, generator=gen)
-                    plain = slice(int(round(recipe.mosaic * len(labels))), len(labels))
+                    plain = targets.sum(1) == 1  # mosaics count four cells
                 logits = model(model.encode(images))
                 loss = loss_fn(recipe.loss, logits, targets, recipe.label_smoothing)
                 if not torch.isfinite(loss):
