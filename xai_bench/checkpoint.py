@@ -24,12 +24,14 @@ from pathlib import Path
 
 import torch
 
+from xai_bench.errors import XaiBenchError
+
 FORMAT = "xai-bench-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config", "state_dict")
 
 
-class CheckpointError(Exception):
+class CheckpointError(XaiBenchError):
     """A checkpoint is missing, corrupted, of another format or for another model."""
 
 

@@ -30,6 +30,8 @@ import fnmatch
 import importlib
 import importlib.metadata
 
+from xai_bench.errors import XaiBenchError
+
 __all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS"]
 
 _GLOB_CHARS = "*?["
@@ -37,7 +39,7 @@ _GLOB_CHARS = "*?["
 _FORBIDDEN_CHARS = _GLOB_CHARS + "], \t\n"
 
 
-class RegistryError(Exception):
+class RegistryError(XaiBenchError):
     """A registry lookup or plugin load failed; the message is a single line."""
 
 

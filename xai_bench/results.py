@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xai_bench.errors import XaiBenchError
+
 RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "status",
                   "message", "category", "higher_is_better"]
 CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value"]
@@ -112,7 +114,7 @@ def curves_frame(rows: list[dict]) -> pd.DataFrame:
     return frame[CURVE_COLUMNS + extra]
 
 
-class ResultsError(Exception):
+class ResultsError(XaiBenchError):
     """A results directory is missing, incomplete or not of this schema."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from xai_bench.errors import ConfigError
 from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
 from xai_bench.results import (
     atomic_write_arrays, atomic_write_csv, atomic_write_json, curves_frame, file_safe,
@@ -29,7 +30,7 @@ DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
 DEFAULT_DATASET = "shapes"
 
 
-class RunError(Exception):
+class RunError(ConfigError):
     """A run cannot start (bad configuration); the message says what to fix."""
 
 

@@ -1,0 +1,45 @@
+"""The project's own error classes.
+
+An :class:`XaiBenchError` is an anticipated problem with what the user asked for or with the
+environment (an unknown name, a bad number, a corrupt checkpoint, an unwritable output
+directory). Its message is one line that names the problem and the fix. The command line maps
+these, and only these, to a one-line ``Error: ...`` with exit code 2; every other exception is
+a bug and keeps its traceback (exit code 1).
+
+The classes below that also derive from a builtin (``ValueError``, ``OSError``) do so for
+callers that catch the builtin; new code should catch :class:`XaiBenchError`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["XaiBenchError", "ConfigError", "OutputError", "ContractError", "Interrupted",
+           "one_line"]
+
+
+class XaiBenchError(Exception):
+    """Base of the anticipated errors; the message is a single line."""
+
+    def __str__(self):
+        return one_line(super().__str__())
+
+
+class ConfigError(XaiBenchError, ValueError):
+    """A configuration value (option, parameter, spec) is invalid."""
+
+
+class OutputError(XaiBenchError, OSError):
+    """Results cannot be written (unwritable or full output location, a file in the way)."""
+
+
+class ContractError(XaiBenchError, TypeError):
+    """A model, method or metric does not provide what its contract
+    (:mod:`xai_bench.interfaces`) requires."""
+
+
+class Interrupted(XaiBenchError):
+    """The run was stopped by SIGINT or SIGTERM; finished work is kept."""
+
+
+def one_line(text) -> str:
+    """``text`` with all whitespace runs (newlines included) collapsed to single spaces."""
+    return " ".join(str(text).split())
