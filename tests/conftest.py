@@ -28,7 +28,7 @@ def trained_pair(shapes_small):
     enough that every class has correctly classified test images (the grid pointing game
     needs four)."""
     import xai_bench
-    from xai_bench.train import default_recipe, train_model
+    from xai_bench.training import default_recipe, train_model
 
     train_set, test_set = SyntheticShapes("train", n=2000, seed=0), shapes_small[1]
     models = {}

@@ -12,7 +12,7 @@ from xai_bench.checkpoint import (
     save_checkpoint,
 )
 from xai_bench.provenance import collect_provenance
-from xai_bench.train import RECIPES, Recipe
+from xai_bench.training import RECIPES, Recipe
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 import xai_bench
 from xai_bench.cli import main, parse_key_values
 from xai_bench.data import get_dataset
-from xai_bench.train import evaluate
+from xai_bench.inference import predict
 
 DATA = "shapes:n=256"
 
@@ -82,7 +82,7 @@ def test_train_writes_a_restorable_checkpoint(trained, tiny_model):
     assert info["recipe"]["loss"] == "ce" and info["recipe_name"] == "conventional-quick"
     assert info["metrics"]["train_images"] == 256 and info["metrics"]["steps"] == 4
     test_set = get_dataset(DATA, "test")
-    assert evaluate(model, test_set) == pytest.approx(info["metrics"]["test_accuracy"])
+    assert predict(model, test_set).accuracy == pytest.approx(info["metrics"]["test_accuracy"])
     # a restored copy gives identical outputs
     again = xai_bench.get_model(tiny_model, checkpoint=out)
     x = model.encode(torch.rand(4, 3, 32, 32))
@@ -178,3 +178,64 @@ def test_parse_key_values():
     assert parse_key_values(["a=1", "b=2.5", "c=true", "d=additive", "e=none", "f= x ",
                              "g=16,32"]) == \
         {"a": 1, "b": 2.5, "c": True, "d": "additive", "e": None, "f": "x", "g": (16, 32)}
+
+
+def test_train_to_an_unwritable_out_fails_before_training(tiny_model, tmp_path, monkeypatch):
+    import xai_bench.training.loop as loop
+
+    monkeypatch.setattr(loop, "train_model", lambda *a, **k: pytest.fail("trained"))
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a directory should be")
+    assert_usage_error(invoke("train", tiny_model, "--dataset", DATA, "--quiet", "--out",
+                              blocker / "sub" / "x.pt"), "cannot write", "not a directory")
+    (tmp_path / "adir").mkdir()
+    assert_usage_error(invoke("train", tiny_model, "--dataset", DATA, "--quiet", "--out",
+                              tmp_path / "adir"), "directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "file.txt"]
+
+
+def test_train_into_a_new_directory(trained, tiny_model, tmp_path):
+    out = tmp_path / "new" / "dir" / "x.pt"
+    result = invoke("train", tiny_model, "--dataset", DATA, "--epochs", 1, "--quiet",
+                    "--limit-train", 64, "--out", out)
+    assert result.exit_code == 0, result.output
+    info = xai_bench.get_model(tiny_model, checkpoint=out).checkpoint_info
+    # the metadata every trained checkpoint records (train_and_save)
+    assert set(info["metrics"]) >= {"test_accuracy", "train_time_s", "eval_time_s",
+                                    "images_per_s", "epochs", "steps", "train_images",
+                                    "history"}
+    assert info["recipe_name"] == "conventional-quick" and info["classes"]
+    assert info["provenance"]["device"] == "cpu"
+
+
+def test_explain_without_checkpoint_needs_a_default_model(tiny_model, tmp_path, monkeypatch):
+    import xai_bench.training as training
+
+    monkeypatch.setattr(training, "cached_default_model",
+                        lambda *a, **k: pytest.fail("would train a model"))
+    out = tmp_path / "fig.png"
+    assert_usage_error(invoke("explain", tiny_model, "--out", out),
+                       "pass --checkpoint PATH", f"xai-bench train {tiny_model} --out PATH")
+    assert_usage_error(invoke("explain", "vit_nano", "--dataset", "cifar10", "--out", out),
+                       "pass --checkpoint PATH", "--dataset cifar10")
+    assert_usage_error(invoke("explain", "vit_nan", "--out", out), "did you mean")
+    assert not out.exists()
+
+
+def test_explain_default_model_says_it_uses_the_cached_default(tmp_path, monkeypatch):
+    import xai_bench.training as training
+    from conftest import TinyLinear
+
+    calls = []
+
+    def fake(name, dataset, **kwargs):
+        calls.append((name, dataset))
+        return TinyLinear().eval(), {"checkpoint": "/cache/vit_nano.pt", "cached": True}
+
+    monkeypatch.setattr(training, "cached_default_model", fake)
+    out = tmp_path / "fig.png"
+    result = invoke("explain", "vit_nano", "--methods", "uniform", "--n-images", 2,
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    assert calls == [("vit_nano", "shapes")] and out.exists()
+    assert "using the default vit_nano" in result.stderr and "/cache/vit_nano.pt" in result.stderr

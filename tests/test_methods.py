@@ -1,4 +1,4 @@
-"""Attribution methods (DESIGN.md section 5): the call contract on every model a method
+"""Attribution methods (docs/definitions.md, 'Attribution methods'): the call contract on every model a method
 applies to, agreement with captum, exact invariants, known answers on hand-built attention,
 and the model-parameter randomisation check of Adebayo et al.
 
@@ -447,6 +447,7 @@ def test_baselines():
     assert 0 <= rnd.min() and rnd.max() < 1 and abs(rnd.mean().item() - 0.5) < 0.05
     assert not torch.equal(rnd[0], rnd[1])
     assert torch.equal(rnd[2:3], xai_bench.get_method("random")(None, x[2:3], t[:1]))
+    assert torch.equal(rnd, xai_bench.get_method("random")(None, x.clone(), t))  # deterministic
     assert not torch.equal(rnd, xai_bench.get_method("random", seed=1)(None, x, t))
     x64 = x.double()
     assert xai_bench.get_method("random")(None, x64, t).dtype == torch.float64

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import xai_bench
-from xai_bench.metrics import (
-    Metric, MetricNotApplicable, MetricResult, cell_masks, make_grids, make_mosaic,
-)
+import xai_bench.metrics
+import xai_bench.metrics.localisation
+from xai_bench.data.grids import cell_masks, make_grids, make_mosaic
+from xai_bench.metrics import Metric, MetricNotApplicable, MetricResult
 from xai_bench.metrics.common import pixel_ranks
 from xai_bench.registry import METRICS
 
@@ -202,6 +203,10 @@ def test_grid_layout_is_row_major():
                  mosaic[:, SIZE:, :SIZE], mosaic[:, SIZE:, SIZE:]]
     for q in range(4):
         assert torch.equal(quadrants[q], cells[0, q])
+    # one implementation: the metrics package re-exports the data layer's grid helpers
+    for module in (xai_bench.metrics, xai_bench.metrics.localisation):
+        assert (module.make_mosaic, module.make_grids, module.cell_masks) == (
+            make_mosaic, make_grids, cell_masks)
     grid = make_grids(cells)[0]  # scaled down by 2 to the model size
     assert grid.shape == (3, SIZE, SIZE)
     masks = cell_masks((SIZE, SIZE))

@@ -19,7 +19,7 @@ from xai_bench.results import (
 )
 from xai_bench.runner import RunConfig, Runner, resolve_metrics
 from xai_bench.data.synthetic import CLASSES
-from xai_bench.train import RECIPES
+from xai_bench.training import RECIPES
 
 METHODS = "inherent,rollout,chefer_lrp,uniform"
 

@@ -11,10 +11,15 @@ import torch
 import xai_bench
 from conftest import TINY, TinyLinear
 from xai_bench.data import SyntheticShapes
-from xai_bench.train import (
-    RECIPES, Recipe, cache_path, cached_default_model, default_recipe, evaluate, get_recipe,
-    loss_fn, lr_factor, model_cache_dir, train_model,
+from xai_bench.inference import predict
+from xai_bench.training import (
+    RECIPES, Recipe, cache_path, cached_default_model, default_recipe, get_recipe, loss_fn,
+    lr_factor, model_cache_dir, train_model,
 )
+
+
+def evaluate(model, dataset):
+    return predict(model, dataset, cache=False).accuracy
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,7 @@ def test_bce_uses_one_hot_targets_and_ce_softmax():
 
 
 def test_training_uses_the_recipe_loss(monkeypatch):
-    import xai_bench.train as train_mod
+    import xai_bench.training.loop as train_mod
 
     seen = []
     real = train_mod.loss_fn
@@ -217,7 +222,7 @@ def test_model_cache_dir(monkeypatch, tmp_path):
 
 def test_cached_default_model_trains_once(tmp_path, monkeypatch, tiny_model):
     import xai_bench.data as data_mod
-    import xai_bench.train as train_mod
+    import xai_bench.training.loop as train_mod
 
     calls = []
     real = train_mod.train_model
@@ -254,7 +259,7 @@ def test_cached_default_model_trains_once(tmp_path, monkeypatch, tiny_model):
 
 def test_mosaic_batches_are_grid_pointing_grids_with_multi_label_targets():
     from xai_bench.data.augment import mosaic_batch
-    from xai_bench.metrics.localisation import make_grids
+    from xai_bench.data.grids import make_grids
 
     images = torch.rand(8, 3, 16, 16)
     labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])

@@ -1,4 +1,4 @@
-"""ViT-CX (DESIGN.md section 5): the call contract on both nano models (random init), batched
+"""ViT-CX (docs/definitions.md, 'vit_cx'): the call contract on both nano models (random init), batched
 calls equal per-image calls, cluster sanity, the clustering rule against a brute-force
 complete-linkage reference, known answers on a hand-built model (exact saliency formula,
 delta correction, coverage normalisation), and the number of forward passes and chunking."""

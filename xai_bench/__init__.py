@@ -13,9 +13,25 @@ from xai_bench.registry import METHODS, METRICS, MODELS
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "METHODS", "METRICS",
+    "MODELS", "METHODS", "METRICS", "evaluate", "Results",
     "list_models", "get_model", "list_methods", "get_method", "list_metrics", "get_metric",
 ]
+
+
+def evaluate(*args, **kwargs):
+    """Benchmark models × methods × metrics (names or objects) and return the tidy results;
+    see :func:`xai_bench.api.evaluate`."""
+    from xai_bench.api import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+def __getattr__(name):  # lazy, so that `import xai_bench` stays cheap
+    if name == "Results":
+        from xai_bench.api import Results
+
+        return Results
+    raise AttributeError(f"module 'xai_bench' has no attribute {name!r}")
 
 
 def list_models(pattern="*"):

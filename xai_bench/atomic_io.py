@@ -119,3 +119,12 @@ def write_torch(path, payload) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return write_bytes(path, buffer.getvalue())
+
+
+def write_figure(path, fig, **savefig_kwargs) -> Path:
+    """A matplotlib figure rendered in memory (format from the suffix), then written
+    atomically: a full disk never leaves a 0-byte image."""
+    buffer = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buffer, format=fmt, **savefig_kwargs)
+    return write_bytes(path, buffer.getvalue())

@@ -16,14 +16,13 @@ file and the fix.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from xai_bench.atomic_io import write_torch
 from xai_bench.errors import XaiBenchError
 
 FORMAT = "xai-bench-checkpoint"
@@ -59,22 +58,10 @@ def _plain(obj):
     return str(obj)
 
 
-def _atomic_torch_save(payload, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path, model, model_name: str, dataset: str, recipe, metrics: dict,
                     extra: dict | None = None, classes=None, device=None) -> Path:
     """Save ``model`` (its ``config`` and weights) with its metadata to ``path``, atomically.
-    ``recipe`` is a :class:`~xai_bench.train.Recipe` or a dict; ``extra`` adds top-level
+    ``recipe`` is a :class:`~xai_bench.training.Recipe` or a dict; ``extra`` adds top-level
     keys (plain Python values)."""
     from xai_bench.provenance import collect_provenance
 
@@ -100,7 +87,7 @@ def save_checkpoint(path, model, model_name: str, dataset: str, recipe, metrics:
         meta[key] = value
     payload = _plain(meta)
     payload["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_torch_save(payload, path)
+    write_torch(path, payload)
     return path
 
 

@@ -22,27 +22,29 @@ class UsageError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-def _project_errors():
-    from xai_bench.checkpoint import CheckpointError
-    from xai_bench.data import DataError
-    from xai_bench.registry import RegistryError
-    from xai_bench.results import ResultsError
-    from xai_bench.runner import RunError
-
-    return (CheckpointError, DataError, RegistryError, ResultsError, RunError, ValueError)
-
-
 def friendly_errors(fn):
-    """Turn the project's anticipated exceptions into one-line usage errors (exit 2)."""
+    """The project's own errors (:class:`~xai_bench.errors.XaiBenchError`) become a one-line
+    usage error (exit 2); an interrupted run ends with its one line and 128 + the signal
+    number. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from xai_bench.errors import Interrupted, XaiBenchError
+        from xai_bench.interrupts import SIGNAL_EXIT_CODES, Terminated, terminate_as_interrupt
+
         try:
-            return fn(*args, **kwargs)
+            with terminate_as_interrupt():
+                return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except _project_errors() as e:
-            raise UsageError(" ".join(str(e).split())) from None
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            sys.exit(SIGNAL_EXIT_CODES.get(getattr(e, "signal_name", "SIGINT"), 130))
+        except XaiBenchError as e:
+            raise UsageError(str(e)) from None
+        except KeyboardInterrupt as e:
+            click.echo("interrupted", err=True)
+            sys.exit(SIGNAL_EXIT_CODES["SIGTERM" if isinstance(e, Terminated) else "SIGINT"])
 
     return wrapper
 
@@ -77,10 +79,6 @@ def _parse_value(text: str):
     return text
 
 
-def _names(spec: str) -> list[str]:
-    return [s.strip() for s in spec.split(",") if s.strip()]
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(xai_bench.__version__, prog_name="xai-bench")
 def main():
@@ -100,7 +98,8 @@ def main():
 @click.argument("pattern", default="*")
 @friendly_errors
 def list_cmd(what, pattern):
-    """List registered models, methods or metrics (glob PATTERN), or data-set specs.
+    """List models, methods or metrics (glob PATTERN) with one sentence each, or data-set
+    specs; plugins that fail to load are listed with their distribution and the reason.
 
     \b
     Example:
@@ -109,23 +108,38 @@ def list_cmd(what, pattern):
     if what == "datasets":
         from xai_bench.data import list_datasets
 
-        for spec, desc in list_datasets().items():
+        specs = {s: d for s, d in list_datasets().items() if fnmatch.fnmatchcase(s, pattern)}
+        for spec, desc in specs.items():
             click.echo(f"{spec:18s} {desc}")
+        if not specs:
+            raise UsageError(f"no data-set spec matches '{pattern}'")
         return
     registry = {"models": xai_bench.MODELS, "methods": xai_bench.METHODS,
                 "metrics": xai_bench.METRICS}[what]
     names = registry.list(pattern)
+    failed = []
     for name in names:
         meta = registry.meta(name)
-        tags = ", ".join(f"{k}={v}" for k, v in meta.items() if k not in ("description",))
-        desc = meta.get("description", "")
-        click.echo(f"{name:22s} {tags:40s} {desc}".rstrip())
+        tags = ", ".join(f"{k}={v}" for k, v in meta.items()
+                         if k not in ("description", "source", "paper", "parameters"))
+        desc = registry.description(name)
+        if name in registry.failures:
+            failed.append(name)
+            continue
+        source = registry.source(name)
+        origin = "" if source == "xai-bench" else f" [plugin: {source}]"
+        click.echo(f"{name:22s} {tags:40s} {desc}{origin}".rstrip())
     prefixes = {p: d for p, d in registry.prefixes().items()
                 if fnmatch.fnmatchcase(f"{p}:", pattern) or pattern in ("*", f"{p}:*")}
     for prefix, desc in prefixes.items():  # resolved on demand, so not listed one by one
         click.echo(f"{prefix + ':<name>':22s} {'(prefix)':40s} {desc}".rstrip())
+    if failed:
+        click.echo(f"\n{len(failed)} {what[:-1]} plugin(s) failed to load:")
+        for name in failed:
+            click.echo(f"  {name:20s} {registry.failures[name]}")
     for problem in registry.problems:
-        click.echo(f"warning: {problem}", err=True)
+        if not any(problem == registry.failures.get(n) for n in failed):
+            click.echo(f"warning: {problem}", err=True)
     if not names and not prefixes:
         raise UsageError(f"no {what} match '{pattern}'")
 
@@ -174,10 +188,11 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
       xai-bench train vit_s_38 --dataset imagefolder:./imagenet --backbone-checkpoint \
         densenet121.pth --out vit_s_38.pt
     """
-    from xai_bench.checkpoint import save_checkpoint
     from xai_bench.data import get_dataset
+    from xai_bench.errors import OutputError
     from xai_bench.runner import resolve_device
-    from xai_bench.train import default_recipe, get_recipe, seeded_model, train_model
+    from xai_bench.training import check_output_file, default_recipe, get_recipe, \
+        train_and_save
 
     kwargs = parse_key_values(model_args)
     device = resolve_device(device)
@@ -195,6 +210,10 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
             kwargs["finetune_backbone"] = True
     if recipe is not None:
         rec = get_recipe(recipe)
+    try:
+        check_output_file(out)  # an unwritable --out fails now, not after training
+    except OutputError as e:
+        raise UsageError(str(e)) from None
     train_set = get_dataset(dataset, "train")
     test_set = get_dataset(dataset, "test")
     kwargs.setdefault("num_classes", train_set.num_classes)
@@ -206,27 +225,25 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     if recipe is None:
         recipe, rec = default_recipe(net, dataset)
     rec = rec.replace(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    net = seeded_model(model, rec.seed, **kwargs)  # initialisation drawn from the recipe seed
     n_train = len(train_set) if limit_train is None else min(limit_train, len(train_set))
     click.echo(f"training {model} ({_num_parameters(net):,} parameters) on {dataset} "
                f"({n_train} images) with {recipe}: {rec.epochs} epochs, batch "
                f"{rec.batch_size}, lr {rec.lr:g}, {rec.loss.upper()}, device {device}")
+    del net
     started = time.perf_counter()
     try:
-        result = train_model(net, train_set, test_set, rec, device=device, progress=not quiet,
-                             limit_train=limit_train)
-    except FloatingPointError as e:
+        trained = train_and_save(model, dataset, out, recipe=rec, recipe_name=recipe,
+                                 model_kwargs=kwargs, device=device, progress=not quiet,
+                                 limit_train=limit_train, train_set=train_set,
+                                 test_set=test_set)
+    except FloatingPointError as e:  # TrainingError: the loss diverged
         raise UsageError(str(e)) from None
-    metrics = {"test_accuracy": result.accuracy, "train_time_s": round(result.train_time_s, 2),
-               "eval_time_s": round(result.eval_time_s, 2),
-               "images_per_s": round(result.images_per_s, 1), "epochs": result.epochs,
-               "steps": result.steps, "train_images": n_train, "history": result.history}
-    path = save_checkpoint(out, net.cpu().eval(), model, dataset, rec, metrics,
-                           extra={"recipe_name": recipe},
-                           classes=getattr(test_set, "classes", None), device=device)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
+    result = trained.result
     click.echo(f"test accuracy {result.accuracy:.4f}  train time {result.train_time_s:.1f} s "
                f"({result.images_per_s:.0f} img/s)  wall time "
-               f"{time.perf_counter() - started:.1f} s  -> {path}")
+               f"{time.perf_counter() - started:.1f} s  -> {trained.path}")
 
 
 @main.command()
@@ -262,11 +279,13 @@ def info(checkpoint, evaluate_on, device):
         click.echo(f"{key:9s} {value}")
     if evaluate_on:
         from xai_bench.data import get_dataset
+        from xai_bench.inference import predict
         from xai_bench.runner import resolve_device
-        from xai_bench.train import evaluate
 
         device = resolve_device(device)
-        acc = evaluate(model.to(device), get_dataset(evaluate_on, "test"), device=device)
+        # at the model's input size (image data sets are resized and cropped to it)
+        data = get_dataset(evaluate_on, "test", image_size=getattr(model, "image_size", None))
+        acc = predict(model.to(device), data, device=device).accuracy  # DataError: one line
         click.echo(f"{'accuracy':9s} {acc:.4f} on {evaluate_on} (test split)")
 
 
@@ -313,24 +332,22 @@ def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch
       xai-bench run --metric localisation --methods inherent,rollout,ixg
       xai-bench run --models vit_nano --checkpoint vit_nano=vit.pt --dataset shapes
     """
-    from xai_bench.plots import plot_run
-    from xai_bench.runner import RunConfig, Runner, summary_table
+    import xai_bench.api
 
     method_params: dict = {}
     for key, value in parse_key_values(method_args, "--method-arg").items():
         method, dot, param = key.partition(".")
-        if not dot:
+        if not dot or not method or not param:
             raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got '{key}'")
         method_params.setdefault(method, {})[param] = value
     checkpoint_paths = parse_key_values(checkpoints, "--checkpoint", parse=False)
-    config = RunConfig(models=_names(models), methods=_names(methods), metrics=_names(metrics),
-                       dataset=dataset, checkpoints=checkpoint_paths,
-                       n_grids=n_grids, n_images=n_images, batch_size=batch_size, device=device,
-                       seed=seed, out=out, name=name, untrained=untrained,
-                       train_epochs=epochs, method_params=method_params)
-    runner = Runner(config, progress=not quiet, log=click.echo)
-    info = runner.run()
-    table = summary_table(runner.run_dir)
+    results = xai_bench.api.evaluate(
+        models=[models], methods=[methods], metrics=[metrics], dataset=dataset, out=out,
+        checkpoints=checkpoint_paths, n_grids=n_grids, n_images=n_images,
+        batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
+        train_epochs=epochs, method_params=method_params, progress=not quiet, log=click.echo)
+    info = results.info
+    table = results.summary()
     click.echo("")
     for model_name, m in info["models"].items():
         click.echo(f"{model_name}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
@@ -340,9 +357,11 @@ def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch
                            "display.float_format", "{:.3f}".format):
         click.echo(table.to_string() if not table.empty else "(no ok records)")
     if not no_plots:
-        paths = plot_run(runner.run_dir)
+        from xai_bench.plots import plot_run
+
+        paths = plot_run(results.run_dir)
         click.echo(f"plots: {', '.join(str(p) for p in paths)}")
-    click.echo(f"results: {runner.run_dir}")
+    click.echo(f"results: {results.run_dir}")
     errors = info["counts"].get("error", 0)
     if errors:
         click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
@@ -409,18 +428,26 @@ def explain(model, images, checkpoint, methods, dataset, n_images, target, out):
     if checkpoint is not None:
         net = xai_bench.get_model(model, checkpoint=checkpoint)
     else:
-        from xai_bench.train import cached_default_model
+        from xai_bench.training import DEFAULT_DATASET, cached_default_model, is_default_model
 
-        net, _ = cached_default_model(model, dataset, log=click.echo)
+        xai_bench.MODELS.get(model)  # an unknown name: did-you-mean, before anything else
+        if not is_default_model(model, dataset):
+            on = "" if dataset == DEFAULT_DATASET else f" --dataset {dataset}"
+            raise UsageError(f"no checkpoint for '{model}' on {dataset}: pass --checkpoint "
+                             f"PATH (train one with `xai-bench train {model}{on} --out PATH`)")
+        net, info = cached_default_model(model, dataset, log=lambda m: click.echo(m, err=True))
+        state = "cached" if info.get("cached") else "just trained"
+        click.echo(f"no --checkpoint: using the default {model} on {dataset} ({state}, "
+                   f"{info['checkpoint']})", err=True)
     net = net.eval()
     classes = (getattr(net, "checkpoint_info", {}) or {}).get("classes")
     if images:
         batch = load_images(images, net.image_size)
         titles = [str(p) for p in images]
     else:
-        data = get_dataset(dataset, "test")
+        data = get_dataset(dataset, "test", image_size=getattr(net, "image_size", None))
         classes = classes or getattr(data, "classes", None)
-        batch, _ = load_batch(data, torch.arange(n_images))
+        batch, _ = load_batch(data, torch.arange(min(n_images, len(data))))
         titles = None
     with torch.no_grad():
         predicted = net(net.encode(batch)).argmax(1)

@@ -13,7 +13,7 @@ callers that catch the builtin; new code should catch :class:`XaiBenchError`.
 from __future__ import annotations
 
 __all__ = ["XaiBenchError", "ConfigError", "OutputError", "ContractError", "Interrupted",
-           "one_line"]
+           "TrainingError", "one_line"]
 
 
 class XaiBenchError(Exception):
@@ -38,6 +38,10 @@ class ContractError(XaiBenchError, TypeError):
 
 class Interrupted(XaiBenchError):
     """The run was stopped by SIGINT or SIGTERM; finished work is kept."""
+
+
+class TrainingError(XaiBenchError, FloatingPointError):
+    """Training cannot go on (the loss diverged); the message says what to change."""
 
 
 def one_line(text) -> str:

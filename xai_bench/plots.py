@@ -25,29 +25,12 @@ import seaborn as sns  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from xai_bench import atomic_io  # noqa: E402
 from xai_bench.results import (  # noqa: E402
-    file_safe, read_curves, read_examples, read_records, read_run_info,
+    file_safe, mean_table, ok_values, read_curves, read_examples, read_records, read_run_info,
 )
 
 ABC_METRIC = "pixel_perturbation"
-
-
-def ok_values(records: pd.DataFrame) -> pd.DataFrame:
-    """ok rows, keeping for perturbation metrics only the paper's mean-curve statistic where a
-    metric reports both per-image and mean-curve values."""
-    ok = records[records["status"] == "ok"].copy()
-    if "statistic" in ok:
-        has_mean = ok.groupby("metric")["statistic"].transform(
-            lambda s: (s == "mean_curve").any())
-        ok = ok[~has_mean | (ok["statistic"] == "mean_curve")]
-    ok["value"] = ok["value"].astype(float)
-    return ok
-
-
-def mean_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean value per (metric, model, method)."""
-    return (ok_values(records).groupby(["metric", "model", "method"], as_index=False)["value"]
-            .mean())
 
 
 def normalised_abc(means: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +73,7 @@ def plot_fig6(records: pd.DataFrame, out: Path) -> Path | None:
         ax.legend(fontsize=7, ncols=2, title=None)
     fig.tight_layout()
     path = out / "fig6_localisation_perturbation.png"
-    fig.savefig(path, dpi=150)
+    atomic_io.write_figure(path, fig, dpi=150)
     plt.close(fig)
     return path
 
@@ -120,7 +103,7 @@ def plot_curves(curves: pd.DataFrame, out: Path) -> Path | None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "perturbation_curves.png"
-    fig.savefig(path, dpi=150)
+    atomic_io.write_figure(path, fig, dpi=150)
     plt.close(fig)
     return path
 
@@ -166,7 +149,7 @@ def plot_grid_examples(examples: dict, info: dict, out: Path) -> list[Path]:
         fig.suptitle(f"{model}: one grid explained for each of its four classes", fontsize=9)
         fig.tight_layout()
         path = out / f"fig7_grid_{file_safe(model)}.png"
-        fig.savefig(path, dpi=150)
+        atomic_io.write_figure(path, fig, dpi=150)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -206,10 +189,11 @@ def plot_run(run_dir, out=None) -> list[Path]:
     """Write every figure and the summary for one run directory; returns the paths."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "plots"
-    out.mkdir(parents=True, exist_ok=True)
     records, curves, info = read_records(run_dir), read_curves(run_dir), read_run_info(run_dir)
+    examples = read_examples(run_dir)  # every input is read (and checked) before any output
+    atomic_io.ensure_dir(out)
     written = [plot_fig6(records, out), plot_curves(curves, out),
-               *plot_grid_examples(read_examples(run_dir), info, out)]
+               *plot_grid_examples(examples, info, out)]
     summary = out / "summary.md"
-    summary.write_text(summary_markdown(records, info), encoding="utf-8")
+    atomic_io.write_text(summary, summary_markdown(records, info))
     return [p for p in written if p is not None] + [summary]

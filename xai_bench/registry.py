@@ -29,6 +29,7 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
+import inspect
 
 from xai_bench.errors import XaiBenchError
 
@@ -55,6 +56,25 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _first_sentence(text: str) -> str:
+    text = _one_line(text)
+    for end in (". ", ".\n"):
+        if end in text:
+            return text.split(end, 1)[0] + "."
+    return text
+
+
+def _distribution(ep) -> str:
+    """``name version`` of the distribution that declares entry point ``ep``."""
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "an unknown distribution"
+    try:
+        return f"{dist.metadata['Name']} {dist.version}"
+    except Exception:
+        return "an unknown distribution"
+
+
 def _quote_list(names) -> str:
     quoted = [f"'{n}'" for n in names]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
@@ -68,6 +88,7 @@ class Registry:
         self.group = group
         self.builtin_modules = tuple(builtin_modules)
         self.problems: list[str] = []  # human-readable warnings / plugin load failures
+        self.failures: dict[str, str] = {}  # plugin name -> why it failed to load
         self._builtins: dict[str, object] = {}
         self._meta: dict[str, dict] = {}
         self._plugins = None  # name -> EntryPoint; None until discovered
@@ -236,8 +257,9 @@ class Registry:
             try:
                 self._loaded[name] = ep.load()
             except Exception as e:  # any failure inside third-party code is reported, not fatal
-                message = (f"{self.kind} plugin '{name}' ({ep.value}) failed to load: "
-                           f"{type(e).__name__}: {_one_line(e)}")
+                message = (f"{self.kind} plugin '{name}' ({ep.value}, from {_distribution(ep)}) "
+                           f"failed to load: {type(e).__name__}: {_one_line(e)}")
+                self.failures[name] = message
                 self._problem(message)
                 raise RegistryError(message) from e
         return self._loaded[name]
@@ -257,6 +279,29 @@ class Registry:
         if name in self._builtins or name in self:
             return dict(self._meta.get(name, {}))
         raise UnknownNameError(self._unknown_message(name))
+
+    def description(self, name: str) -> str:
+        """One sentence about entry ``name``: its registered description, else the first
+        sentence of its docstring (plugins are loaded for this); for a plugin that fails to
+        load, why."""
+        meta = self.meta(name)
+        if meta.get("description"):
+            return _first_sentence(meta["description"])
+        try:
+            obj = self.get(name)
+        except RegistryError as e:
+            return f"FAILED TO LOAD: {e}"
+        doc = inspect.getdoc(obj) or ""
+        if not doc and not inspect.isclass(obj) and not inspect.isfunction(obj):
+            doc = inspect.getdoc(type(obj)) or ""
+        return _first_sentence(doc) or "(no description)"
+
+    def source(self, name: str) -> str:
+        """Where entry ``name`` comes from: ``xai-bench`` or the plugin's distribution."""
+        if name in self._builtins:
+            return "xai-bench"
+        ep = self._entry_points().get(name)
+        return _distribution(ep) if ep is not None else "xai-bench"
 
     def load_all(self) -> list:
         """Import every plugin; failures are recorded in ``problems`` (and returned), not raised."""

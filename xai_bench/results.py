@@ -10,8 +10,8 @@ A run directory holds
 - ``examples.npz`` — arrays some metrics keep for figures, keyed ``model/method/metric/name``
   (the grid pointing game keeps its first grid: ``image`` (3, H, W) in [0, 1], ``maps``
   (4, H, W) explaining each cell's class, ``targets`` (4,) those classes, row-major);
-- ``cells/`` — one finished (model, method, metric) cell per file pair, each written atomically;
-  the run is resumable because a cell whose file exists is complete.
+- ``cells/`` — one finished (model, method, metric) cell per file (with its identity and a
+  checksum; see :mod:`xai_bench.run_store`), written atomically.
 
 ``records.csv`` columns:
 
@@ -33,11 +33,9 @@ followed by what the metric reports about what was explained and how (``explaine
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
-import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,43 +54,16 @@ def file_safe(name: str) -> str:
     return re.sub(r'[:<>"/\\|?*]', "+", name)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and ``os.replace``: readers never see
-    a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_arrays(path: Path, arrays: dict) -> None:
-    """A compressed ``.npz`` of named arrays, written atomically."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def read_arrays(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
-def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """The arrays of an ``.npz`` file (no pickled objects); :class:`ResultsError` naming the
+    file when it is truncated or not an array archive."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ResultsError(f"{path} cannot be read ({type(e).__name__}): it is truncated or not "
+                           f"an xai-bench array file; delete it and rerun the command that "
+                           f"wrote it") from None
 
 
 def records_frame(rows: list[dict]) -> pd.DataFrame:
@@ -135,14 +106,27 @@ def read_run_info(run_dir) -> dict:
     if not path.exists():
         raise ResultsError(f"{path} not found: is '{run_dir}' a finished xai-bench run "
                            f"directory (made by `xai-bench run`)?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ResultsError(f"{path} cannot be read ({type(e).__name__}); rerun the "
+                           f"`xai-bench run` command that made it") from None
+    if not isinstance(info, dict):
+        raise ResultsError(f"{path} is not an xai-bench run.json; rerun `xai-bench run`")
+    return info
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.exists():
         raise ResultsError(f"{path} not found: is '{path.parent}' a finished xai-bench run "
                            f"directory (made by `xai-bench run`)?")
-    frame = pd.read_csv(path, dtype={"message": "string"} if "message" in columns else None)
+    try:
+        frame = pd.read_csv(path, dtype={"message": "string"} if "message" in columns else None)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as e:
+        raise ResultsError(f"{path} cannot be read as a table ({type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:120]}); rerun the `xai-bench run` "
+                           f"command that made it") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks the columns {', '.join(missing)}; it was not written "
@@ -150,6 +134,25 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if "message" in frame:
         frame["message"] = frame["message"].fillna("").astype(object)
     return frame
+
+
+def ok_values(records: pd.DataFrame) -> pd.DataFrame:
+    """ok rows, keeping for perturbation metrics only the paper's mean-curve statistic where a
+    metric reports both per-image and mean-curve values."""
+    ok = records[records["status"] == "ok"].copy()
+    if "statistic" in ok:
+        has_mean = ok.groupby("metric")["statistic"].transform(
+            lambda s: (s == "mean_curve").any())
+        ok = ok[~has_mean | (ok["statistic"] == "mean_curve")]
+    ok["value"] = ok["value"].astype(float)
+    return ok
+
+
+def mean_table(records: pd.DataFrame) -> pd.DataFrame:
+    """The one table of means: mean value per (metric, model, method) of the ok records
+    (:func:`ok_values`), long form with columns ``metric, model, method, value``."""
+    return (ok_values(records).groupby(["metric", "model", "method"], as_index=False)["value"]
+            .mean())
 
 
 def read_examples(run_dir) -> dict:

@@ -1,33 +1,57 @@
-"""The benchmark runner: crosses models × methods × metrics, batched, resumable.
+"""The benchmark runner: crosses models × methods × metrics, batched, resumable, and never
+reuses a stale result.
 
-Layout of a run directory (see :mod:`xai_bench.results`): every finished
-(model, method, metric) cell is committed atomically to ``cells/``; a rerun of the same
-command finds the same directory (its name is derived from the resolved configuration),
-skips finished cells and rebuilds ``records.csv`` / ``curves.csv`` / ``run.json`` from the cell
-files, so an interrupted run loses at most the cell in progress.
+A **cell** is one (model, method, metric). Its **identity** is everything that determines its
+numbers: the model (checkpoint SHA-256, or the weights' digest for a model object, or the seed
+of an untrained one, and the source of its code), the method and the metric (registered name,
+implementing class, parameters *after defaults*, the source digest of their xai-bench modules
+or, for plugins, their distribution and version and module file), the data set, the seed, the
+sample counts, the batch size, the device type and the versions of xai-bench and torch. Each
+finished cell is committed with its identity and a checksum (:mod:`xai_bench.run_store`). A
+rerun reuses exactly the cells whose stored identity equals the new one and recomputes the
+rest, saying why in one line per reason (``3 cells stale: intgrad parameters changed (n_steps
+50 → 20)``). Cells that ended in ``error`` are retried; garbled cell files are recomputed.
+
+Everything a run needs is checked before any file is created or any model is loaded or
+trained (:meth:`Runner.__init__`): unknown names, ``--method-arg`` keys and types, checkpoint
+paths, the run name. A plugin that fails to load or construct becomes ``error`` records for its
+own cells; a method that raises or violates its contract (shape, dtype, NaN) likewise.
+
+The run directory is locked while a process works in it; SIGINT/SIGTERM end the run with one
+line, keeping every committed cell.
 """
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from xai_bench.errors import ConfigError
-from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
-from xai_bench.results import (
-    atomic_write_arrays, atomic_write_csv, atomic_write_json, curves_frame, file_safe,
-    read_arrays, read_records, records_frame,
+from xai_bench import atomic_io
+from xai_bench.errors import ConfigError, ContractError, Interrupted, XaiBenchError, one_line
+from xai_bench.identity import (
+    source_digest, code_identity, dataset_spec_fingerprint, differences, digest, file_sha256,
+    module_closure, python_identity, weights_digest,
 )
+from xai_bench.interfaces import check_metric, check_method, check_model
+from xai_bench.interrupts import terminate_as_interrupt
+from xai_bench.parameters import build_entry, resolve_parameters
+from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
+from xai_bench.results import curves_frame, file_safe, records_frame
+from xai_bench.run_store import MemoryStore, RunStore
+from xai_bench.seeding import derive_seed
 
 #: The embedded default: the small B-cos ViT and its conventional twin on synthetic shapes.
 DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
 DEFAULT_DATASET = "shapes"
+#: options the runner passes to metric constructors that take them
+METRIC_RUN_OPTIONS = ("n_grids", "n_images", "seed")
 
 
 class RunError(ConfigError):
@@ -36,81 +60,96 @@ class RunError(ConfigError):
 
 @dataclass
 class RunConfig:
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    methods: list[str] = field(default_factory=lambda: ["all"])
-    metrics: list[str] = field(default_factory=lambda: ["all"])
-    dataset: str = DEFAULT_DATASET
+    """What to run. ``models``/``methods``/``metrics`` hold names, globs, ``all``, metric
+    categories or (through :func:`xai_bench.evaluate`) objects; ``dataset`` a spec or a data
+    set object."""
+
+    models: list = field(default_factory=lambda: list(DEFAULT_MODELS))
+    methods: list = field(default_factory=lambda: ["all"])
+    metrics: list = field(default_factory=lambda: ["all"])
+    dataset: object = DEFAULT_DATASET
     checkpoints: dict = field(default_factory=dict)
     n_grids: int = 24
     n_images: int = 24
     batch_size: int = 32
     device: str = "auto"
     seed: int = 0
-    out: str = "results"
+    out: str | None = "results"
     name: str | None = None
     untrained: bool = False
     train_epochs: int | None = None
     method_params: dict = field(default_factory=dict)
 
-    def resolved(self) -> "RunConfig":
-        """Names, globs, ``all`` and metric categories expanded to registered names."""
-        models = MODELS.resolve(self.models)
-        if not self.untrained and "all" in _parts(self.models):
-            # `all` means every model that can run here: those given a checkpoint, and the
-            # default pair on the embedded data (trained on first use). Named models still
-            # fail loudly without a checkpoint.
-            models = [m for m in models if m in self.checkpoints or
-                      (m in DEFAULT_MODELS and self.dataset == DEFAULT_DATASET)]
-            if not models:
-                raise RegistryError(f"--models all found no model to run on '{self.dataset}': "
-                                    f"pass --checkpoint NAME=PATH for the models to "
-                                    f"benchmark, or --untrained")
-        methods = METHODS.resolve(self.methods)
-        metrics = resolve_metrics(self.metrics)
-        return RunConfig(**{**asdict(self), "models": models, "methods": methods,
-                            "metrics": metrics, "device": resolve_device(self.device)})
-
-    def identity(self) -> dict:
-        """What determines the results (not where they go or on which device)."""
-        d = asdict(self)
-        for key in ("out", "name", "device", "batch_size"):
-            d.pop(key)
-        return d
+    def spec(self) -> dict:
+        """The configuration as plain JSON (objects by name): what names the run directory."""
+        return {"models": [_label(m) for m in self.models],
+                "methods": [_label(m) for m in self.methods],
+                "metrics": [_label(m) for m in self.metrics],
+                "dataset": _label(self.dataset), "checkpoints": dict(self.checkpoints),
+                "n_grids": self.n_grids, "n_images": self.n_images, "seed": self.seed,
+                "untrained": self.untrained, "train_epochs": self.train_epochs,
+                "method_params": self.method_params}
 
     def run_name(self) -> str:
         if self.name:
             return self.name
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode())
-        return f"run-{digest.hexdigest()[:10]}"
+        return f"run-{digest(self.spec())[:10]}"
 
 
-def _parts(spec) -> list[str]:
+def _label(obj) -> str:
+    if isinstance(obj, str):
+        return obj
+    return str(getattr(obj, "name", None) or getattr(obj, "__name__", None)
+               or type(obj).__name__)
+
+
+def _parts(spec) -> list:
+    """Comma-separated strings split; objects kept."""
     items = [spec] if isinstance(spec, str) else list(spec)
-    return [p.strip() for item in items for p in str(item).split(",")]
-
-
-def resolve_metrics(spec) -> list[str]:
-    """Metric names, globs, ``all``, or a category (e.g. ``localisation``)."""
-    items = [p for p in _parts(spec) if p]
-    categories = {METRICS.meta(n).get("category") for n in METRICS.list()}
-    out: list[str] = []
+    out = []
     for item in items:
-        if item in categories:
-            names = [n for n in METRICS.list() if METRICS.meta(n).get("category") == item]
+        if isinstance(item, str):
+            out += [p.strip() for p in item.split(",")]
         else:
-            names = METRICS.resolve([item])
-        out += [n for n in names if n not in out]
+            out.append(item)
     return out
+
+
+def _names_or_objects(kind: str, registry, spec) -> list:
+    parts = _parts(spec)
+    if not [p for p in parts if not isinstance(p, str) or p]:
+        raise RunError(f"no {kind}s given; pass names, globs or 'all' "
+                       f"(`xai-bench list {kind}s`)")
+    out: list = []
+    for part in parts:
+        if isinstance(part, str):
+            if part:
+                out += [n for n in registry.resolve([part]) if n not in out]
+        else:
+            out.append(part)
+    return out
+
+
+def resolve_metrics(spec) -> list:
+    """Metric names, globs, ``all``, a category (e.g. ``localisation``) or metric objects."""
+    categories = {METRICS.meta(n).get("category") for n in METRICS.list()}
+    expanded: list = []
+    for part in _parts(spec):
+        if isinstance(part, str) and part in categories:
+            expanded += [n for n in METRICS.list() if METRICS.meta(n).get("category") == part]
+        else:
+            expanded.append(part)
+    return _names_or_objects("metric", METRICS, expanded)
 
 
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise RunError(f"unknown device '{device}'; use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("--device cuda requested but no CUDA device is available; "
                        "use --device cpu or auto")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise RunError(f"unknown device '{device}'; use auto, cpu or cuda")
     return device
 
 
@@ -118,236 +157,582 @@ def cell_key(model: str, method: str, metric: str) -> str:
     return f"{model}__{method}__{metric}"
 
 
-def cell_seed(seed: int, key: str) -> int:
-    """Per-cell seed: a cell's results do not depend on which cells ran before it."""
-    return (seed * 1_000_003 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)) % 2**31
+def check_run_name(name: str) -> str:
+    """A run name is one path component inside ``--out``."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".")
+            or file_safe(name) != name or name != name.strip()):
+        raise RunError(f"run name {name!r} is not a plain directory name; use letters, digits, "
+                       f"'-' and '_' (the run directory stays inside --out)")
+    return name
 
 
-class FiniteCheck:
-    """Wraps a method so that non-finite maps become an error for that cell."""
+# ------------------------------------------------------------------------ resolved parts
+@dataclass
+class MethodEntry:
+    name: str
+    method: object = None          # a CheckedMethod, or None when it failed to load
+    params: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
+    error: str | None = None       # why it could not be loaded or constructed
 
-    def __init__(self, method):
-        self.method = method
-        self.name, self.params = method.name, method.params
 
-    def applies_to(self, model):
-        return self.method.applies_to(model)
+@dataclass
+class MetricEntry:
+    name: str
+    metric: object
+    params: dict
+    identity: dict
 
-    def __call__(self, model, x, targets):
-        maps = self.method(model, x, targets)
-        if not torch.isfinite(maps).all():
-            raise FloatingPointError(f"method '{self.name}' returned non-finite maps")
-        return maps
 
-    def __getattr__(self, item):
-        return getattr(self.method, item)
+def _plugin(identity: dict) -> dict | None:
+    code = identity.get("code") or {}
+    if code.get("package") == "xai-bench" or not code:
+        return None
+    return {"distribution": code.get("distribution"), "version": code.get("version"),
+            "class": code.get("class")}
 
 
 class Runner:
+    """Validates a :class:`RunConfig` at construction (nothing is written or loaded), then
+    :meth:`run` computes the cells that are missing or stale."""
+
     def __init__(self, config: RunConfig, progress: bool = True, log=print):
+        self.config = config
+        self.progress, self.log = progress, log
+        self._datasets: dict = {}
+        self._models: dict = {}
         try:
-            self.config = config.resolved()
+            self._resolve()
         except RegistryError as e:
             raise RunError(str(e)) from None
-        self.progress, self.log = progress, log
-        self.run_dir = Path(config.out) / self.config.run_name()
-        self.cells_dir = self.run_dir / "cells"
-        self._datasets: dict = {}
+        self.run_name = check_run_name(config.run_name())
+        if config.out is None:
+            self.store, self.run_dir = MemoryStore(), None
+        else:
+            out = Path(config.out)
+            if out.exists() and not out.is_dir():
+                raise RunError(f"--out {out} is a file; give a directory for the results")
+            self.run_dir = out / self.run_name
+            self.store = RunStore(self.run_dir)
 
-    # ---- helpers -----------------------------------------------------------------------
-    def _cell_path(self, key: str) -> Path:
-        return self.cells_dir / f"{file_safe(key)}.json"
+    # ---- validation ----------------------------------------------------------------------
+    def _resolve(self):
+        cfg = self.config
+        for key in ("n_grids", "n_images", "batch_size"):
+            value = getattr(cfg, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RunError(f"{key} must be a positive integer, got {value!r}")
+        self.device = resolve_device(cfg.device)
+        self.model_specs = self._resolve_models()
+        model_names = [name for name, _ in self.model_specs]
+        if len(set(model_names)) != len(model_names):
+            raise RunError(f"two models share a name in {model_names}; give each a distinct "
+                           f"`name` attribute")
+        stray = sorted(set(cfg.checkpoints) - set(model_names))
+        if stray:
+            raise RunError(f"--checkpoint given for {', '.join(stray)}, which this run does not "
+                           f"benchmark (models: {', '.join(model_names)}); add it to --models "
+                           f"or drop the checkpoint")
+        for name, path in cfg.checkpoints.items():
+            p = Path(path).expanduser()
+            if not p.exists():
+                raise RunError(f"checkpoint {p} (for {name}) does not exist; check the path or "
+                               f"train one with `xai-bench train {name} --out {p}`")
+            if not p.is_file():
+                raise RunError(f"checkpoint {p} (for {name}) is not a file")
+        self.dataset()  # an unknown spec or a missing path fails here, before any work
+        self.methods = self._resolve_methods()
+        self.metrics = self._resolve_metrics()
+        for name, spec in self.model_specs:
+            if spec is None:
+                self._check_model_source(name)
 
-    def _examples_path(self, key: str) -> Path:
-        return self.cells_dir / f"{file_safe(key)}.npz"
+    def _resolve_models(self) -> list:
+        cfg = self.config
+        parts = _parts(cfg.models)
+        names = _names_or_objects("model", MODELS, parts)
+        if not cfg.untrained and "all" in [p for p in parts if isinstance(p, str)]:
+            # `all` means every model that can run here: those given a checkpoint, and the
+            # default pair on the embedded data (trained on first use).
+            names = [m for m in names if not isinstance(m, str) or m in cfg.checkpoints or
+                     (m in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET)]
+            if not names:
+                raise RunError(f"--models all found no model to run on '{_label(cfg.dataset)}': "
+                               f"pass --checkpoint NAME=PATH for the models to benchmark, or "
+                               f"--untrained")
+        return [(m, None) if isinstance(m, str) else (_label(m), m) for m in names]
 
-    def _model_info_path(self, model: str) -> Path:
-        return self.cells_dir / f"model__{file_safe(model)}.json"
+    def _check_model_source(self, name: str):
+        cfg = self.config
+        if name in cfg.checkpoints or cfg.untrained:
+            return
+        if name in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET:
+            return
+        data = _label(cfg.dataset)
+        raise RunError(f"model '{name}' needs weights to be benchmarked on '{data}': pass "
+                       f"--checkpoint {name}=PATH (train one with `xai-bench train {name} "
+                       f"--dataset {data} --out PATH`) or --untrained")
 
+    def _resolve_methods(self) -> list:
+        cfg = self.config
+        chosen = _names_or_objects("method", METHODS, cfg.methods)
+        names = [m for m in chosen if isinstance(m, str)]
+        for method in cfg.method_params:
+            if method not in names:
+                if method in METHODS:
+                    raise RunError(f"--method-arg for '{method}', which this run does not use "
+                                   f"(methods: {', '.join(names)}); add it to --methods")
+                raise RunError(f"--method-arg: {METHODS._unknown_message(method)}")
+        entries = []
+        for item in chosen:
+            if not isinstance(item, str):
+                checked = check_method(item)
+                entries.append(MethodEntry(checked.name, checked, dict(checked.params),
+                                           {"name": checked.name, "params": checked.params,
+                                            "code": code_identity(checked.method)}))
+                continue
+            given = cfg.method_params.get(item, {})
+            try:
+                entry = METHODS.get(item)
+            except RegistryError as e:  # a plugin that fails to import: its own cells fail
+                entries.append(MethodEntry(item, error=str(e),
+                                           identity={"name": item, "load_error": str(e)}))
+                continue
+            resolve_parameters("method", item, entry, given)  # usage errors before any work
+            try:
+                obj, params = build_entry("method", item, entry, given)
+                checked = check_method(obj, name=item)
+            except XaiBenchError as e:
+                if isinstance(e, ConfigError):
+                    raise
+                entries.append(MethodEntry(item, error=one_line(e),
+                                           identity={"name": item, "load_error": one_line(e)}))
+                continue
+            except Exception as e:  # a plugin whose constructor raises
+                message = f"method '{item}' failed to construct: {type(e).__name__}: {one_line(e)}"
+                entries.append(MethodEntry(item, error=message,
+                                           identity={"name": item, "load_error": message}))
+                continue
+            checked.params = params
+            entries.append(MethodEntry(item, checked, params,
+                                       {"name": item, "params": params,
+                                        "code": code_identity(entry)}))
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            raise RunError(f"two methods share a name in {names}; give each a distinct `name`")
+        return entries
+
+    def _resolve_metrics(self) -> list:
+        cfg = self.config
+        entries = []
+        for item in resolve_metrics(cfg.metrics):
+            if isinstance(item, str):
+                cls = METRICS.get(item)
+                known = inspect.signature(cls.__init__).parameters
+                given = {k: getattr(cfg, k) for k in METRIC_RUN_OPTIONS if k in known}
+                metric, params = build_entry("metric", item, cls, given)
+                name = item
+            else:
+                metric, name = item, _label(item)
+                params = dict(getattr(item, "params", {}) or {})
+            check_metric(metric, name)
+            entries.append(MetricEntry(name, metric, params,
+                                       {"name": name, "params": params,
+                                        "code": code_identity(metric)}))
+        return entries
+
+    # ---- data and models -----------------------------------------------------------------
     def dataset(self, image_size=None):
-        """The test split, at ``image_size`` (a model's input size) where the data set can be
-        resized (ImageNet/ImageFolder: resize + centre crop; shapes: drawn at that size), else
-        at its native size; one instance per size."""
+        """The test split at ``image_size`` (a model's input size) where the data set can be
+        resized; one instance per size. A data set object is used as it is."""
+        spec = self.config.dataset
+        if not isinstance(spec, str):
+            return spec
         key = None if image_size is None else tuple(image_size)
         if key not in self._datasets:
             from xai_bench.data import get_dataset
 
-            self._datasets[key] = get_dataset(self.config.dataset, split="test",
-                                              image_size=key)
+            self._datasets[key] = get_dataset(spec, split="test", image_size=key)
         return self._datasets[key]
 
-    def load_model(self, name: str):
+    def _data_identity(self) -> dict:
+        spec = self.config.dataset
+        if isinstance(spec, str):
+            return {"spec": spec, "content": dataset_spec_fingerprint(spec),
+                    "code": source_digest(module_closure("xai_bench.data"))}
+        images = getattr(spec, "images", None)
+        if isinstance(images, torch.Tensor):
+            labels = getattr(spec, "labels", None)
+            h = digest([weights_digest(_TensorBag(images=images, labels=labels))])
+            return {"object": type(spec).__qualname__, "tensors": h}
+        return {"object": type(spec).__qualname__, "length": len(spec), "repr": repr(spec)[:200]}
+
+    def _model_identity(self, name: str, obj) -> dict:
         cfg = self.config
-        ckpt = cfg.checkpoints.get(name)
-        if ckpt is not None:
+        if obj is not None:
+            return {"name": name, "weights": weights_digest(obj), "code": code_identity(obj)}
+        builder = MODELS.get(name)
+        ident = {"name": name, "code": code_identity(builder)}
+        if name in cfg.checkpoints:
+            ident["checkpoint_sha256"] = file_sha256(cfg.checkpoints[name])
+        elif cfg.untrained:
+            ident["untrained_seed"] = cfg.seed
+        else:  # the cached default model: trained on first use, then identified by its file
+            self.load_model(name)
+            ident["checkpoint_sha256"] = file_sha256(self._models[name][1]["checkpoint"])
+        return ident
+
+    def load_model(self, name: str, obj=None):
+        """``(model, info)``: from its checkpoint, the default-model cache (trained on first
+        use) or, with ``untrained``, seeded random weights; moved to the run's device."""
+        if name in self._models:
+            return self._models[name]
+        cfg = self.config
+        if obj is not None:
+            model, info = obj, {"checkpoint": None, "object": type(obj).__qualname__}
+        elif name in cfg.checkpoints:
             import xai_bench
 
-            model = xai_bench.get_model(name, checkpoint=ckpt)
-            info = {"checkpoint": str(ckpt), **getattr(model, "checkpoint_info", {}).get(
-                "metrics", {})}
+            model = xai_bench.get_model(name, checkpoint=cfg.checkpoints[name])
+            info = {"checkpoint": str(cfg.checkpoints[name]),
+                    **(getattr(model, "checkpoint_info", None) or {}).get("metrics", {})}
         elif name in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET and not cfg.untrained:
-            from xai_bench.train import cached_default_model
+            from xai_bench.training import cached_default_model
 
             model, info = cached_default_model(name, DEFAULT_DATASET, epochs=cfg.train_epochs,
                                                progress=self.progress, log=self.log,
-                                               device=cfg.device)
-        elif cfg.untrained:
-            # seeded, so that a resumed run explains the same random model
-            torch.manual_seed(cell_seed(cfg.seed, f"model__{name}"))
-            model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
+                                               device=self.device)
         else:
-            raise RunError(f"model '{name}' has no checkpoint for dataset '{cfg.dataset}': pass "
-                           f"--checkpoint {name}=PATH (train one with `xai-bench train "
-                           f"{name} --dataset {cfg.dataset} --out PATH`) or --untrained")
-        model.name = name
-        return model.to(cfg.device).eval(), info
+            # seeded, so that a resumed run explains the same random model
+            torch.manual_seed(derive_seed(cfg.seed, "model", name))
+            model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
+        info = {k: v for k, v in info.items() if k != "history"}
+        try:
+            model.name = name
+        except (AttributeError, TypeError):
+            pass
+        if isinstance(model, torch.nn.Module):
+            model = model.to(self.device).eval()
+        self._models[name] = (model, info)
+        return self._models[name]
 
-    # ---- the run -----------------------------------------------------------------------
+    # ---- identities ----------------------------------------------------------------------
+    def _run_identity(self) -> dict:
+        import xai_bench
+
+        return {"seed": self.config.seed, "batch_size": self.config.batch_size,
+                "device": torch.device(self.device).type, "xai_bench": xai_bench.__version__,
+                **python_identity(),
+                "harness": source_digest(sorted(set(module_closure("xai_bench.seeding")) |
+                                                 set(module_closure("xai_bench.inference"))))}
+
+    # ---- the run -------------------------------------------------------------------------
     def run(self) -> dict:
-        cfg = self.config
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        """Compute what is missing or stale, then assemble the tables; returns run.json's
+        content. Raises :class:`~xai_bench.errors.Interrupted` on SIGINT/SIGTERM."""
         started = time.time()
-        todo = [(mo, me, mt) for mo in cfg.models for mt in cfg.metrics for me in cfg.methods]
-        done = sum(self._cell_path(cell_key(*t)).exists() for t in todo)
-        self.log(f"run directory: {self.run_dir} ({done}/{len(todo)} cells already done)")
-        bar = _progress(total=len(todo), initial=done, enabled=self.progress)
-        for model_name in cfg.models:
-            pending = [(me, mt) for mt in cfg.metrics for me in cfg.methods
-                       if not self._cell_path(cell_key(model_name, me, mt)).exists()]
-            if not pending and self._model_info_path(model_name).exists():
-                continue
-            model, info = self.load_model(model_name)
-            if not self._model_info_path(model_name).exists():
-                info = {**info, **self._model_summary(model)}
-                atomic_write_json(self._model_info_path(model_name), info)
-            for metric_name in cfg.metrics:
-                methods = [me for me, mt in pending if mt == metric_name]
-                if methods:
-                    self._run_metric(model, model_name, metric_name, methods, bar)
-        bar.close()
-        return self.finish(time.time() - started)
+        with self.store.lock(), terminate_as_interrupt():
+            try:
+                self._run_cells()
+            except KeyboardInterrupt as e:
+                stop = Interrupted(f"interrupted: {self._kept}/{self._total} cells kept; rerun "
+                                   f"the same command to resume")
+                stop.signal_name = getattr(e, "signal_name", "SIGINT")
+                raise stop from None
+            return self.finish(time.time() - started)
 
-    def _model_summary(self, model) -> dict:
-        from xai_bench.train import evaluate
+    def _run_cells(self):
+        self._total, self._kept = 0, 0
+        run_ident, data_ident = self._run_identity(), self._data_identity()
+        todo = [(mo, me, mt) for mo, _ in self.model_specs for mt in self.metrics
+                for me in self.methods]
+        self._total, self._kept = len(todo), 0
+        self._cells: dict = {}
+        reasons: Counter = Counter()
+        plan = []  # per model: (name, obj, identity, pending cells)
+        for name, obj in self.model_specs:
+            model_ident = self._model_identity(name, obj)
+            pending = []
+            for metric in self.metrics:
+                for method in self.methods:
+                    key = cell_key(name, method.name, metric.name)
+                    ident = _as_json({"model": model_ident, "method": method.identity,
+                                      "metric": metric.identity, "data": data_ident,
+                                      "run": run_ident})
+                    entry, problem = self.store.read(key)
+                    why = self._stale_reason(entry, problem, ident, name, method.name,
+                                             metric.name)
+                    if why is None:
+                        self._cells[key] = entry
+                        self._kept += 1
+                    else:
+                        if why:
+                            reasons[why] += 1
+                        pending.append((method, metric, key, ident))
+            plan.append((name, obj, model_ident, pending))
+        where = self.run_dir if self.run_dir is not None else "(in memory)"
+        self.log(f"run directory: {where} ({self._kept}/{self._total} cells already done)")
+        for why, n in reasons.items():
+            self.log(f"{n} cell{'s' if n > 1 else ''} {why}")
+        from tqdm.auto import tqdm
 
-        t = time.time()
-        acc = evaluate(model, self.dataset(model.image_size),
-                       batch_size=max(self.config.batch_size, 128), device=self.config.device)
-        return {"family": model.family, "parameters": model.num_parameters(),
-                "test_accuracy": acc, "eval_time_s": round(time.time() - t, 3),
-                "config": getattr(model, "config", {})}
+        import sys
 
-    def _run_metric(self, model, model_name, metric_name, methods, bar):
+        bar = tqdm(total=self._total, initial=self._kept, unit="cell", dynamic_ncols=True,
+                   disable=not (self.progress and sys.stderr.isatty()))
+        try:
+            for name, obj, model_ident, pending in plan:
+                info_key = f"model__{name}"
+                info_ident = _as_json({"model": model_ident, "data": data_ident,
+                                       "run": run_ident})
+                entry, _ = self.store.read(info_key)
+                if not pending and entry is not None and entry["identity"] == info_ident:
+                    self._cells[info_key] = entry
+                    continue
+                self._run_model(name, obj, info_key, info_ident, entry, pending, bar)
+        finally:
+            bar.close()
+
+    def _stale_reason(self, entry, problem, ident, model, method, metric):
+        """None to reuse the stored cell, else why it is recomputed ('' for a new cell)."""
+        if problem:
+            return f"recomputed: {problem}"
+        if entry is None:
+            return ""
+        if entry["identity"] != ident:
+            return "stale: " + "; ".join(_describe(d, model, method, metric)
+                                         for d in differences(entry["identity"], ident)[:3])
+        if any(r.get("status") == "error" for r in entry.get("records", [])):
+            return "retried: ended in an error last time"
+        return None
+
+    def _run_model(self, name, obj, info_key, info_ident, entry, pending, bar):
+        try:
+            model, info = self.load_model(name, obj)
+            card = check_model(model, name)
+        except ContractError as e:  # every cell of this model is an error
+            for method, metric, key, ident in pending:
+                self._commit(key, ident, self._failed(name, method.name, metric, "error",
+                                                      str(e)), [], {}, 0.0, 0.0)
+                bar.update(1)
+            self._cells[info_key] = self.store.write(info_key, {"identity": info_ident,
+                                                                "info": {"error": str(e)}})
+            return
+        if entry is not None and entry["identity"] == info_ident:
+            self._cells[info_key] = entry
+        else:
+            from xai_bench.inference import predict
+
+            t = time.time()
+            accuracy = predict(model, self.dataset(card["image_size"]), device=self.device,
+                               batch_size=self.config.batch_size).accuracy
+            summary = {**info, **card, "test_accuracy": accuracy,
+                       "eval_time_s": round(time.time() - t, 3)}
+            self._cells[info_key] = self.store.write(info_key, {"identity": info_ident,
+                                                                "info": summary})
+        for metric in self.metrics:
+            cells = [(me, key, ident) for me, mt, key, ident in pending if mt is metric]
+            if cells:
+                self._run_metric(model, name, card, metric, cells, bar)
+
+    def _failed(self, model, method, metric, status, message):
+        return [dict(model=model, method=method, metric=metric.name,
+                     category=metric.metric.category,
+                     higher_is_better=metric.metric.higher_is_better, sample_id="-",
+                     target=-1, value=math.nan, status=status, message=message)]
+
+    def _run_metric(self, model, model_name, card, metric, cells, bar):
         cfg = self.config
-        metric = METRICS.get(metric_name)(**self._metric_params(metric_name))
-        prepared, prepare_error, prepare_time = None, None, 0.0
+        prepared, prepare_error = None, None
         t = time.time()
         try:
-            prepared = metric.prepare(model, self.dataset(model.image_size), device=cfg.device,
-                                      batch_size=cfg.batch_size, seed=cfg.seed)
+            prepared = metric.metric.prepare(model, self.dataset(card["image_size"]),
+                                             device=self.device, batch_size=cfg.batch_size,
+                                             seed=cfg.seed)
+        except XaiBenchError:
+            raise
         except Exception as e:  # recorded per cell: skipped if not applicable, else error
             prepare_error = e
         prepare_time = time.time() - t
-        for method_name in methods:
-            key = cell_key(model_name, method_name, metric_name)
+        for method, key, ident in cells:
             bar.set_description(key)
-            method = METHODS.get(method_name)(**cfg.method_params.get(method_name, {}))
-            base = dict(model=model_name, method=method_name, metric=metric_name,
-                        category=metric.category, higher_is_better=metric.higher_is_better)
             t = time.time()
-            curves, examples = [], {}
-            if prepare_error is not None:
+            curves, examples, notes = [], {}, {}
+            if method.error is not None:
+                records = self._failed(model_name, method.name, metric, "error", method.error)
+            elif prepare_error is not None:
                 status = "skipped" if _not_applicable(prepare_error) else "error"
-                records = [dict(base, sample_id="-", target=-1, value=math.nan, status=status,
-                                message=_one_line(prepare_error))]
-            elif not method.applies_to(model):
-                records = [dict(base, sample_id="-", target=-1, value=math.nan,
-                                status="skipped",
-                                message=f"method '{method_name}' does not apply to "
-                                        f"{model.family} model '{model_name}'")]
+                records = self._failed(model_name, method.name, metric, status,
+                                       _one_line(prepare_error))
+            elif not method.method.applies_to(model):
+                records = self._failed(model_name, method.name, metric, "skipped",
+                                       f"method '{method.name}' does not apply to "
+                                       f"{card['family']} model '{model_name}'")
             else:
-                torch.manual_seed(cell_seed(cfg.seed, key))
+                torch.manual_seed(derive_seed(cfg.seed, key))
+                base = dict(model=model_name, method=method.name, metric=metric.name,
+                            category=metric.metric.category,
+                            higher_is_better=metric.metric.higher_is_better)
                 try:
-                    result = metric.evaluate(model, FiniteCheck(method), prepared,
-                                             device=cfg.device, batch_size=cfg.batch_size)
+                    result = metric.metric.evaluate(model, method.method, prepared,
+                                                    device=self.device,
+                                                    batch_size=cfg.batch_size)
                     records = [dict(base, **r, status="ok", message="") for r in result.records]
-                    curves = [dict(model=model_name, method=method_name, metric=metric_name,
+                    curves = [dict(model=model_name, method=method.name, metric=metric.name,
                                    **c) for c in result.curves]
                     examples = result.examples
+                    notes = _shortfall(result.summary)
+                except (KeyboardInterrupt, XaiBenchError) as e:
+                    if not isinstance(e, ContractError):
+                        raise
+                    records = self._failed(model_name, method.name, metric, "error",
+                                           _one_line(e))
                 except Exception as e:
-                    records = [dict(base, sample_id="-", target=-1, value=math.nan,
-                                    status="error", message=_one_line(e))]
-            if examples:  # written before the cell file, whose existence marks completion
-                atomic_write_arrays(self._examples_path(key), examples)
-            cell = dict(key=key, records=records, curves=curves,
-                        method_params=dict(method.params), metric_params=dict(metric.params),
-                        time_s=round(time.time() - t, 4),
-                        prepare_time_s=round(prepare_time, 4))
-            atomic_write_json(self._cell_path(key), cell)
+                    records = self._failed(model_name, method.name, metric, "error",
+                                           _one_line(e))
+            self._commit(key, ident, records, curves, examples, time.time() - t, prepare_time,
+                         notes)
             bar.update(1)
+        shortfalls = {k: v for k, v in _shortfall_of(self._cells, cells).items()}
+        for what, (n, requested) in shortfalls.items():
+            self.log(f"{metric.name} on {model_name}: {n} of the {requested} requested {what} "
+                     f"could be used (the test set has too few correctly classified images)")
 
-    def _metric_params(self, metric_name: str) -> dict:
-        cls = METRICS.get(metric_name)
-        import inspect
+    def _commit(self, key, ident, records, curves, examples, time_s, prepare_time_s,
+                notes=None):
+        entry = {"identity": ident, "key": key, "records": records, "curves": curves,
+                 "time_s": round(time_s, 4), "prepare_time_s": round(prepare_time_s, 4),
+                 "notes": notes or {}}
+        self._cells[key] = self.store.write(key, entry, examples)
+        self._kept += 1
 
-        sig = inspect.signature(cls.__init__)
-        params = {}
-        for key in ("n_grids", "n_images"):
-            if key in sig.parameters:
-                params[key] = getattr(self.config, key)
-        if "seed" in sig.parameters:
-            params["seed"] = self.config.seed
-        return params
-
+    # ---- assembling ----------------------------------------------------------------------
     def finish(self, wall_s: float) -> dict:
-        """Assemble the tables and run.json from the cell files of this configuration."""
+        """Assemble records, curves, examples and run.json from this run's cells."""
         from xai_bench.provenance import collect_provenance
 
         cfg = self.config
         rows, curves, timings, examples = [], [], {}, {}
-        for mo in cfg.models:
-            for mt in cfg.metrics:
-                for me in cfg.methods:
-                    key = cell_key(mo, me, mt)
-                    cell = json.loads(self._cell_path(key).read_text(encoding="utf-8"))
+        for mo, _ in self.model_specs:
+            for mt in self.metrics:
+                for me in self.methods:
+                    key = cell_key(mo, me.name, mt.name)
+                    cell = self._cells[key]
                     rows += cell["records"]
-                    if self._examples_path(key).exists():
-                        for name, value in read_arrays(self._examples_path(key)).items():
-                            examples[f"{mo}/{me}/{mt}/{name}"] = value
                     curves += cell["curves"]
+                    if cell.get("arrays_sha256") or isinstance(self.store, MemoryStore):
+                        for name, value in self.store.read_arrays(key).items():
+                            examples[f"{mo}/{me.name}/{mt.name}/{name}"] = value
                     timings[key] = {"time_s": cell["time_s"],
                                     "prepare_time_s": cell["prepare_time_s"],
-                                    "method_params": cell["method_params"],
-                                    "metric_params": cell["metric_params"]}
-        models = {mo: json.loads(self._model_info_path(mo).read_text(encoding="utf-8"))
-                  for mo in cfg.models}
+                                    "method_params": cell["identity"]["method"].get("params"),
+                                    "metric_params": cell["identity"]["metric"].get("params")}
+        models = {mo: self._cells[f"model__{mo}"]["info"] for mo, _ in self.model_specs}
         records = records_frame(rows)
-        atomic_write_csv(self.run_dir / "records.csv", records)
-        atomic_write_csv(self.run_dir / "curves.csv", curves_frame(curves))
-        if examples:
-            atomic_write_arrays(self.run_dir / "examples.npz", examples)
+        curves_table = curves_frame(curves)
         dataset = self.dataset()
-        info = dict(config=asdict(cfg), seeds={"seed": cfg.seed}, models=models,
-                    dataset=dict(name=cfg.dataset, classes=list(dataset.classes),
-                                 image_size=list(dataset.image_size)),
+        plugins = {}
+        for entry in list(self.methods) + list(self.metrics):
+            found = _plugin(entry.identity)
+            if found:
+                plugins[entry.name] = found
+        info = dict(config={**cfg.spec(), "batch_size": cfg.batch_size, "device": self.device,
+                            "out": None if cfg.out is None else str(cfg.out),
+                            "name": self.run_name},
+                    method_params={m.name: m.params for m in self.methods},
+                    metric_params={m.name: m.params for m in self.metrics},
+                    plugins=plugins, seeds={"seed": cfg.seed}, models=models,
+                    dataset=dict(name=_label(cfg.dataset),
+                                 classes=list(getattr(dataset, "classes", []) or []),
+                                 image_size=list(getattr(dataset, "image_size", []) or [])),
                     timings=dict(last_invocation_wall_s=round(wall_s, 3),
                                  cells_total_s=round(sum(t["time_s"] for t in timings.values()),
                                                      3),
                                  cells=timings),
-                    provenance=collect_provenance(cfg.device),
-                    counts=records["status"].value_counts().to_dict())
-        atomic_write_json(self.run_dir / "run.json", info)
+                    provenance=collect_provenance(self.device),
+                    counts={str(k): int(v) for k, v in
+                            records["status"].value_counts().to_dict().items()})
+        self.records, self.curves, self.examples, self.info = records, curves_table, examples, info
+        if self.run_dir is not None:
+            atomic_io.write_csv(self.run_dir / "records.csv", records)
+            atomic_io.write_csv(self.run_dir / "curves.csv", curves_table)
+            if examples:
+                atomic_io.write_arrays(self.run_dir / "examples.npz", examples)
+            atomic_io.write_json(self.run_dir / "run.json", info)
         return info
 
 
-def summary_table(run_dir) -> "object":
-    """Mean value per (metric, model, method) of the ok records: a pandas pivot table."""
-    frame = read_records(run_dir)
-    ok = frame[frame["status"] == "ok"]
-    if "statistic" in ok:  # perturbation metrics: report the paper's mean-curve quantity
-        ok = ok[(ok["statistic"].isna()) | (ok["statistic"] != "per_image")]
-    return ok.pivot_table(index=["metric", "model"], columns="method", values="value",
-                          aggfunc="mean")
+class _TensorBag(torch.nn.Module):
+    """Named tensors, for :func:`weights_digest` of a data set's tensors."""
+
+    def __init__(self, **tensors):
+        super().__init__()
+        for k, v in tensors.items():
+            if isinstance(v, torch.Tensor):
+                self.register_buffer(k, v)
+
+
+def _as_json(obj):
+    """``obj`` as it reads back from a JSON file (tuples become lists, keys strings), so a
+    stored identity compares equal to a freshly computed one."""
+    return json.loads(json.dumps(obj, default=repr))
+
+
+def _short(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
+                                                           for c in value):
+        return value[:10]  # a sha256
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _describe(diff, model, method, metric) -> str:
+    """One phrase for one changed identity leaf."""
+    path, old, new = diff
+    head = path[0]
+    who = {"model": f"model {model}", "method": method, "metric": metric}.get(head, head)
+    leaf = path[-1]
+    change = f"({_short(old)} → {_short(new)})"
+    if head in ("method", "metric") and len(path) > 2 and path[1] == "params":
+        return f"{who} parameters changed ({'.'.join(map(str, path[2:]))} {_short(old)} → " \
+               f"{_short(new)})"
+    if head == "model" and leaf == "checkpoint_sha256":
+        return f"checkpoint of {model} changed (sha256 {_short(old)} → {_short(new)})"
+    if head == "model" and leaf == "weights":
+        return f"weights of {model} changed"
+    if len(path) > 1 and path[1] == "code":
+        if leaf == "version":
+            return f"{who} version changed {change}"
+        if leaf == "source":
+            return f"{who} source changed"
+        return f"{who} implementation changed ({leaf} {_short(old)} → {_short(new)})"
+    if head == "method" and leaf == "load_error":
+        return f"{method} plugin load state changed"
+    if head == "data":
+        return "data set changed"
+    if head == "run":
+        if leaf == "harness":
+            return "xai-bench's seeding/inference code changed"
+        return f"{leaf.replace('_', ' ')} changed {change}"
+    return f"{'.'.join(map(str, path))} changed {change}"
+
+
+def _shortfall(summary: dict) -> dict:
+    """``{what: [used, requested]}`` where a metric used fewer samples than requested."""
+    out = {}
+    for what in ("grids", "images"):
+        n, requested = summary.get(f"n_{what}"), summary.get(f"n_{what}_requested")
+        if isinstance(n, int) and isinstance(requested, int) and n < requested:
+            out[what] = [n, requested]
+    return out
+
+
+def _shortfall_of(cells: dict, computed) -> dict:
+    found = {}
+    for _, key, _ in computed:
+        for what, pair in (cells.get(key, {}).get("notes") or {}).items():
+            found[what] = tuple(pair)
+    return found
 
 
 def _not_applicable(error: Exception) -> bool:
@@ -355,26 +740,16 @@ def _not_applicable(error: Exception) -> bool:
 
 
 def _one_line(error: Exception) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return " ".join(text.split())[:500]
+    return one_line(f"{type(error).__name__}: {error}")[:500]
 
 
-class _NoBar:
-    def update(self, n=1):
-        pass
+def summary_table(source) -> "object":
+    """Mean value per (metric, model, method) of the ok records (a run directory or a
+    records DataFrame): a pandas pivot table."""
+    from xai_bench.results import mean_table, read_records
 
-    def set_description(self, text):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total, initial, enabled):
-    import sys
-
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="cell", dynamic_ncols=True)
+    frame = source if hasattr(source, "columns") else read_records(source)
+    means = mean_table(frame)
+    if means.empty:
+        return means
+    return means.pivot_table(index=["metric", "model"], columns="method", values="value")

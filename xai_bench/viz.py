@@ -79,8 +79,9 @@ def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, metho
         ax.set_yticks([])
     fig.tight_layout()
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=150)
+        from xai_bench import atomic_io
+
+        atomic_io.write_figure(out, fig, dpi=150)
         plt.close(fig)
     return fig
 

@@ -34,7 +34,8 @@ DATASET_SPECS = {
 }
 SPLITS = ("train", "test")
 
-__all__ = ["DataError", "SyntheticShapes", "get_dataset", "list_datasets", "load_batch"]
+__all__ = ["DataError", "SyntheticShapes", "get_dataset", "iter_batches", "list_datasets",
+           "load_batch"]
 
 
 def list_datasets() -> dict:
@@ -97,9 +98,11 @@ def get_dataset(spec: str, split: str = "test", image_size=None, **kwargs):
 
 
 def load_batch(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (float (B, 3, H, W) in [0, 1]) and labels (int64 (B,)) of ``indices``. Indexes
-    the in-memory ``images``/``labels`` tensors when the data set has them (also through a
-    ``torch.utils.data.Subset``), else stacks items."""
+    """Images (float (B, 3, H, W) in [0, 1]) and labels (int64 (B,)) of ``indices``, as
+    ``dataset[i]`` gives them (the data set's ``transform``, if any, applied). Indexes the
+    in-memory ``images``/``labels`` tensors (uint8, or float in [0, 1]) when the data set has
+    them (also through a ``torch.utils.data.Subset``), else stacks items. The one image loader
+    of xai-bench: training, inference and the metrics all load through it."""
     indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
     base = dataset
     while isinstance(base, torch.utils.data.Subset):
@@ -118,5 +121,13 @@ def load_batch(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
     if not items:
         raise ValueError("load_batch needs at least one index for a data set without "
                          "in-memory tensors")
-    return torch.stack([im for im, _ in items]), torch.tensor([int(y) for _, y in items],
-                                                              dtype=torch.int64)
+    return (torch.stack([torch.as_tensor(im).float() for im, _ in items]),
+            torch.tensor([int(y) for _, y in items], dtype=torch.int64))
+
+
+def iter_batches(dataset, batches, num_workers: int | None = None):
+    """``(images, labels)`` of each index tensor in ``batches``: tensor indexing for in-memory
+    data sets, else a DataLoader with worker processes (see :mod:`xai_bench.data.loader`)."""
+    from xai_bench.data.loader import iter_batches as _iter_batches
+
+    return _iter_batches(dataset, batches, num_workers=num_workers)

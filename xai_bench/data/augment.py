@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xai_bench.data.grids import make_grids
+
 KINDS = ("shapes", "randaugment", "none")
 
 
@@ -151,12 +153,11 @@ def train_augmentation(image_size=None, kind: str | None = None):
 def mosaic_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, fraction: float,
                  generator: torch.Generator | None = None):
     """Replace the first ``round(fraction · B)`` images of a batch by 2×2 mosaics of four
-    random images of the batch, built exactly like the grid pointing game's grids (row-major,
-    scaled down ×2). Returns the images and per-class target counts ``(B, C)``: a one-hot row
-    per plain image, the number of cells of each class per mosaic. Lets the small default
-    models recognise objects at half size in any cell, which the grid pointing game needs."""
-    from xai_bench.metrics.localisation import make_grids
-
+    random images of the batch, built exactly like the grid pointing game's grids
+    (:func:`xai_bench.data.grids.make_grids`: row-major, scaled down ×2). Returns the images
+    and per-class target counts ``(B, C)``: a one-hot row per plain image, the number of cells
+    of each class per mosaic. Lets the small default models recognise objects at half size in
+    any cell, which the grid pointing game needs."""
     counts = F.one_hot(labels, num_classes).to(images.dtype)
     k = int(round(float(fraction) * len(images)))
     if k == 0:

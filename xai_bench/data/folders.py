@@ -201,12 +201,25 @@ def _class_files(root: Path):
 
 
 def read_rgb(path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB of an image file (Pillow: any format, any colour mode)."""
-    import numpy as np
-    from PIL import Image
+    """uint8 (3, H, W) RGB of an image file (Pillow: any format, any colour mode).
 
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    A file that cannot be read or decoded (truncated, not an image, gone) is a one-line
+    :class:`DataError` naming it and the fix."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise DataError(f"image {path} cannot be read ({e.strerror or type(e).__name__}): "
+                        f"check the data set's files and permissions") from None
+    except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
+        # PIL.UnidentifiedImageError and "image file is truncated" are OSErrors
+        reason = "not a recognised image format" if isinstance(e, UnidentifiedImageError) \
+            else " ".join(str(e).split())[:120] or type(e).__name__
+        raise DataError(f"image {path} cannot be decoded (truncated or not an image: "
+                        f"{reason}): remove or replace it") from None
 
 
 def _decode_many(paths, chunk: int = 4096) -> list[torch.Tensor]:

@@ -25,18 +25,19 @@ down by 2).
 
 Generation is deterministic: the same ``(n, image_size, seed)`` gives identical tensors
 (NumPy's PCG64 ``Generator``, all parameters drawn in bulk in a fixed order; the train/test
-seeds are derived from ``(seed, split)`` by SHA-256). It is vectorised over images (about
-2 s for 10k 32×32 images on one CPU core).
+seeds are ``derive_seed("shapes", seed, split)``, see :mod:`xai_bench.seeding`). It is
+vectorised over images (about 2 s for 10k 32×32 images on one CPU core).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from xai_bench.seeding import derive_seed, numpy_rng
 
 SHAPES = ("disc", "square", "triangle", "plus", "ring")
 CLASS_COLOURS = {"red": (0.86, 0.15, 0.12), "blue": (0.12, 0.30, 0.90)}
@@ -164,7 +165,7 @@ def render_shapes(n: int, image_size: int = 32, seed: int = 0):
 def _render_cached(n: int, size: int, seed: int):
     if n < 0 or size < 8:
         raise ValueError(f"need n >= 0 and image_size >= 8, got n={n}, image_size={size}")
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     ns, nd, tries = len(SHAPES), 3, 12
     # --- all random parameters, drawn in bulk (fixed order => deterministic) ---
     labels = rng.permutation(np.arange(n) % len(CLASSES))
@@ -222,8 +223,9 @@ def _render_cached(n: int, size: int, seed: int):
 
 
 def split_seed(seed: int, split: str) -> int:
-    """Different, stable seeds per split (no overlap between train and test)."""
-    return int(hashlib.sha256(f"shapes/{seed}/{split}".encode()).hexdigest()[:8], 16)
+    """Different, stable seeds per split (train and test never share a seed, so their images
+    are independent draws): ``derive_seed("shapes", seed, split)``."""
+    return derive_seed("shapes", int(seed), str(split))
 
 
 class SyntheticShapes(Dataset):

@@ -9,14 +9,14 @@ on the token grid. The token×token matrices themselves (and rollout's products)
 tokens, prefix tokens included.
 For the B-cos ViT the attention matrix used is the one actually applied to the values (after
 the positional prior). These methods run the model's *plain* forward (never explanation mode),
-in eval mode (see :func:`xai_bench.methods.gradient.evaluating`).
+in eval mode (see :func:`xai_bench.modes.eval_mode`).
 
 ``start_layer`` (rollout here, CheferLRP in :mod:`~xai_bench.methods.lrp`) is a **0-based
 block index**, exactly as in the reference implementation of Chefer et al.
 (``compute_rollout_attention(..., start_layer=0)`` starts at the first block), so parameter
 values carry over unchanged. The default ``start_layer=1`` is the value of the reference's
-evaluation scripts and of DESIGN.md: the product starts at the *second* block (the first
-block's attention is left out). ``start_layer=0`` uses every block.
+evaluation scripts (see docs/definitions.md, 'rollout'): the product starts at the *second*
+block (the first block's attention is left out). ``start_layer=0`` uses every block.
 
 Costs (in forward passes): FinAtt and Rollout need one forward without gradients; GradSAM and
 GradCAM one forward and one backward to the attention maps only (the backward stops at the
@@ -30,12 +30,12 @@ import torch
 from xai_bench.methods.base import (
     AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
 )
-from xai_bench.methods.gradient import evaluating
+from xai_bench.modes import eval_mode
 
 
 def attention_maps(model, x):
     """Per-block applied attention (B, heads, N, N) from one forward without gradients."""
-    with evaluating(model), torch.no_grad(), model.record_attention() as maps:
+    with eval_mode(model), torch.no_grad(), model.record_attention() as maps:
         model(x)
     return list(maps)
 
@@ -46,7 +46,7 @@ def attention_and_gradients(model, x, targets, blocks=None):
     sample's own gradients. ``blocks``: indices of the blocks whose gradients are wanted
     (default all; others get ``None``)."""
     x = x.detach().clone().requires_grad_(True)  # keeps a graph even for frozen parameters
-    with evaluating(model), torch.enable_grad(), model.record_attention() as maps:
+    with eval_mode(model), torch.enable_grad(), model.record_attention() as maps:
         logits = model(x)
         maps = list(maps)
         wanted = range(len(maps)) if blocks is None else sorted({b % len(maps) for b in blocks})

@@ -1,4 +1,5 @@
-"""The call contract shared by every attribution method (DESIGN.md section 2).
+"""The call contract shared by every attribution method (see docs/definitions.md, 'Shared
+conventions and the token readout').
 
 Like captum, construction binds the *how* (parameters with the papers' defaults) and the call
 supplies the data::
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from xai_bench.seeding import content_seed  # noqa: F401  (moved; importable here as before)
 
 
 class MethodNotApplicable(ValueError):
@@ -97,15 +100,6 @@ def token_readout(matrix: torch.Tensor, model=None) -> torch.Tensor:
     if prefix:
         return matrix[..., prefix:, prefix:].mean(dim=-2)
     return matrix.mean(dim=-2)
-
-
-def content_seed(tensor: torch.Tensor, seed: int) -> int:
-    """A seed derived from ``seed`` and a tensor's bytes: per-sample randomness that does not
-    depend on the sample's position in a batch (so batched calls equal per-image calls)."""
-    import hashlib
-
-    digest = hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).digest()
-    return (int.from_bytes(digest[:8], "little") + int(seed)) % 2**63
 
 
 def is_vit(model) -> bool:

@@ -2,7 +2,7 @@
 and Integrated Gradients (the latter two through captum). All sum the per-channel attributions
 and take gradients of the target *logit*.
 
-Shared conventions of every method in this package (see :func:`evaluating`):
+Shared conventions of every method in this package (see :func:`xai_bench.modes.eval_mode`):
 
 - the model is explained in eval mode (no batch-norm statistics updates, no dropout, so a
   batched call equals the per-image calls); each module's train/eval flag is restored after;
@@ -13,29 +13,10 @@ Shared conventions of every method in this package (see :func:`evaluating`):
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from xai_bench.methods.base import AttributionMethod, register_method
-
-
-@contextlib.contextmanager
-def evaluating(model):
-    """Put ``model`` in eval mode for the duration, restoring every submodule's own
-    ``training`` flag afterwards (a model may mix frozen eval-mode parts with trained ones).
-    Objects that are not ``nn.Module`` (e.g. test doubles) pass through unchanged."""
-    modules = model.modules() if isinstance(model, torch.nn.Module) else ()
-    training = [m for m in modules if m.training]
-    if not training:  # the usual case: already in eval mode, nothing to change or restore
-        yield model
-        return
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m in training:
-            m.training = True
+from xai_bench.modes import eval_mode
 
 
 def input_gradient(model, x, targets):
@@ -64,7 +45,7 @@ class Inherent(AttributionMethod):
 
     def attribute(self, model, x, targets):
         # In explanation mode the gradient of logit c w.r.t. x *is* row c of W(x).
-        with evaluating(model), model.explanation_mode():
+        with eval_mode(model), model.explanation_mode():
             weights = input_gradient(model, x, targets)
         return (weights * x).sum(1)
 
@@ -79,7 +60,7 @@ class InputXGradient(AttributionMethod):
     def attribute(self, model, x, targets):
         from captum.attr import InputXGradient as CaptumIxG
 
-        with evaluating(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             attr = CaptumIxG(model).attribute(x.clone().requires_grad_(True), target=targets)
         return attr.sum(1)
 
@@ -116,7 +97,7 @@ class IntegratedGradients(AttributionMethod):
         from captum.attr import IntegratedGradients as CaptumIG
 
         p = self.params
-        with evaluating(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             attr = CaptumIG(model).attribute(
                 x.clone(), baselines=torch.zeros_like(x), target=targets, n_steps=p["n_steps"],
                 method=p["method"], internal_batch_size=self.chunk_for(x))

@@ -32,7 +32,7 @@ from xai_bench.methods.attention import check_start_layer
 from xai_bench.methods.base import (
     AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
 )
-from xai_bench.methods.gradient import evaluating
+from xai_bench.modes import eval_mode
 
 
 class _StopRelevance(Exception):
@@ -77,7 +77,7 @@ def attention_relevance(model, x, targets, with_gradients: bool, blocks=None):
     depth = len(model.blocks)
     wanted = sorted({b % depth for b in (range(depth) if blocks is None else blocks)})
     x = x.detach().clone().requires_grad_(with_gradients)
-    with evaluating(model):
+    with eval_mode(model):
         with torch.set_grad_enabled(with_gradients), model.record_attention() as maps, \
                 model.lrp_recording():
             logits = model(x)

@@ -29,13 +29,15 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   and uses that one draw for both perturbed images of the mask, exactly as above. That is the
   default here (``shared_noise=False``); ``shared_noise=True`` uses one draw per image for all
   of its masks. The reference's draws are unseeded; here every draw is seeded by ``seed``, the
-  image's own bytes and the mask's index, so a batched call equals the per-image calls.
+  image's own bytes and the mask's index (:mod:`xai_bench.seeding`; drawn on the CPU), so a
+  batched call equals the per-image calls and CPU and GPU runs use the same noise.
 - Delta correction: identical — ``p_final = p_masked − p_noisy + class_p`` with ``class_p``
   the clean image's probability of the explained class, then ``masks / Σ masks`` and ``/ N``.
 - Input space: the reference perturbs the *model input* (the mean/std-normalised image, so
-  masked-out pixels become the dataset mean plus noise). DESIGN.md puts the noise on the RGB
-  image before encoding (masked-out pixels become black plus noise); that is what we do, for
-  both the conventional (mean/std) and the B-cos (``[r, g, b, 1−r, 1−g, 1−b]``) encodings.
+  masked-out pixels become the dataset mean plus noise). We put the noise on the RGB image
+  before encoding (masked-out pixels become black plus noise; see docs/definitions.md,
+  'vit_cx'), for both the conventional (mean/std) and the B-cos (``[r, g, b, 1−r, 1−g, 1−b]``)
+  encodings.
   Perturbed RGB values are not clipped (neither does the reference).
 - Clustering: the reference uses scikit-learn's ``AgglomerativeClustering`` on a precomputed
   cosine-distance matrix; we use scipy's complete linkage on the same float64 distances and cut
@@ -58,10 +60,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xai_bench.methods.base import AttributionMethod, content_seed, is_vit, register_method
-from xai_bench.methods.gradient import evaluating
-
-_MASK64 = (1 << 64) - 1
+from xai_bench.methods.base import AttributionMethod, is_vit, register_method
+from xai_bench.modes import eval_mode
+from xai_bench.seeding import content_seed, cpu_generator, derive_seed
 
 
 def decode(model, x: torch.Tensor) -> torch.Tensor:
@@ -153,26 +154,15 @@ def cluster_masks(maps: torch.Tensor, threshold: float) -> torch.Tensor:
     return masks[masks.flatten(1).amax(1) > 0]
 
 
-def _splitmix64(v: int) -> int:
-    v = (v + 0x9E3779B97F4A7C15) & _MASK64
-    v = ((v ^ (v >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    v = ((v ^ (v >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return v ^ (v >> 31)
-
-
 def mask_noise(image_seed: int, mask_index: int, shape, sd: float, device, dtype,
                shared: bool = False) -> torch.Tensor:
     """The noise ``ε`` of mask ``mask_index`` of an image whose content seed is ``image_seed``
-    (``shared``: one draw for all of the image's masks), drawn on ``device``."""
-    key = _splitmix64(int(image_seed) ^ _splitmix64(0 if shared else int(mask_index) + 1))
-    key %= 2 ** 63
-    try:
-        gen = torch.Generator(device=device).manual_seed(key)
-    except (RuntimeError, TypeError):  # devices without their own generator
-        gen, device_for_draw = torch.Generator().manual_seed(key), "cpu"
-        return (torch.randn(shape, generator=gen, dtype=dtype, device=device_for_draw)
-                * sd).to(device)
-    return torch.randn(shape, generator=gen, dtype=dtype, device=device) * sd
+    (``shared``: one draw for all of the image's masks): drawn on the CPU from
+    ``cpu_generator(derive_seed(image_seed, mask_index))`` (``"shared"`` instead of the index
+    for shared noise), then moved to ``device`` — the same numbers on every device."""
+    key = derive_seed(int(image_seed), "shared" if shared else int(mask_index))
+    eps = torch.randn(tuple(shape), generator=cpu_generator(key), dtype=dtype) * sd
+    return eps.to(device)
 
 
 @register_method
@@ -227,7 +217,7 @@ class ViTCX(AttributionMethod):
     @torch.no_grad()
     def attribute(self, model, x, targets):
         bsz, (h, w) = x.shape[0], x.shape[-2:]
-        with evaluating(model):
+        with eval_mode(model):
             tokens, logits = self.features(model, x)
             p_clean = model.confidence(logits).gather(1, targets[:, None])[:, 0]
             masks = self.masks(model, tokens, (h, w))

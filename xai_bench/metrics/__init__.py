@@ -1,4 +1,5 @@
-"""Metrics (DESIGN.md section 6). Each module registers its metrics in ``xai_bench.METRICS``.
+"""Metrics (see docs/definitions.md, 'Metrics'). Each module registers its metrics in
+``xai_bench.METRICS``.
 
 - ``grid_pointing_game`` (localisation, higher is better): positive attribution inside the
   explained cell of 2x2 grids of four classes (row-major cells);
@@ -18,7 +19,8 @@ Usage::
 from xai_bench.metrics import localisation, perturbation  # noqa: F401
 from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
 from xai_bench.metrics.common import ImageSelection, select_confident
-from xai_bench.metrics.localisation import GridSet, cell_masks, make_grids, make_mosaic
+from xai_bench.data.grids import cell_masks, make_grids, make_mosaic
+from xai_bench.metrics.localisation import GridSet
 from xai_bench.metrics.perturbation import ABC_FRACTIONS
 
 __all__ = ["Metric", "MetricNotApplicable", "MetricResult", "register_metric", "ImageSelection",

@@ -1,4 +1,4 @@
-"""The interface shared by every metric (DESIGN.md sections 2, 6 and 7).
+"""The interface shared by every metric (definitions: docs/definitions.md, 'Metrics').
 
 A metric works in two steps so that the expensive, model-dependent part is computed once and
 shared by every attribution method evaluated on that model::
@@ -28,7 +28,6 @@ runner records the cells as ``skipped`` with the message.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 __all__ = ["Metric", "MetricResult", "MetricNotApplicable", "register_metric"]
@@ -119,16 +118,3 @@ def register_metric(cls):
     METRICS.add(cls.name, cls, category=cls.category, higher_is_better=cls.higher_is_better,
                 description=description)
     return cls
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """Put ``model`` in eval mode for the duration (restoring its previous mode)."""
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        yield model
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train(True)

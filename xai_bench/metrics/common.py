@@ -10,12 +10,14 @@ items ``dataset[i] -> (image float (3, H, W), label)`` are stacked.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import torch
 
-from xai_bench.metrics.base import MetricNotApplicable, eval_mode
+from xai_bench.data import load_batch
+from xai_bench.inference import log_confidence  # noqa: F401  (re-exported: moved there)
+from xai_bench.metrics.base import MetricNotApplicable
+from xai_bench.modes import eval_mode
 
 
 def confidence_name(model) -> str:
@@ -28,17 +30,10 @@ def model_name(model) -> str:
 
 
 def load_images(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float RGB images in [0, 1] ``(B, 3, H, W)`` and labels ``(B,)`` of ``indices`` (CPU)."""
-    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-    images = getattr(dataset, "images", None)
-    labels = getattr(dataset, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        batch = images[indices]
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        return batch, torch.as_tensor(labels)[indices].long()
-    items = [dataset[int(i)] for i in indices]
-    return (torch.stack([torch.as_tensor(im).float() for im, _ in items]),
-            torch.tensor([int(lab) for _, lab in items], dtype=torch.long))
+    """Float RGB images in [0, 1] ``(B, 3, H, W)`` and labels ``(B,)`` of ``indices`` (CPU):
+    :func:`xai_bench.data.load_batch` (the one image loader; the data set's ``transform``, if
+    any, is applied, as ``dataset[i]`` does)."""
+    return load_batch(dataset, indices)
 
 
 def has_masks(dataset) -> bool:
@@ -60,36 +55,6 @@ def check_size(model, images: torch.Tensor, what: str = "data set images") -> No
                          f"model's image size")
 
 
-def log_confidence(model, logits: torch.Tensor) -> torch.Tensor:
-    """log of ``model.confidence(logits)`` in float64, computed stably: saturated sigmoids
-    (exactly 1.0 in float32 above a logit of ~17) still differ, so rankings by confidence
-    do not collapse into ties."""
-    logits = logits.double()
-    kind = getattr(model, "training_loss", None)
-    if kind == "bce":
-        return torch.nn.functional.logsigmoid(logits)
-    if kind == "ce":
-        return torch.log_softmax(logits, dim=-1)
-    return model.confidence(logits).double().log()
-
-
-# (model -> {(id(dataset), device, batch_size): (dataset weakref, fingerprint, result)})
-_PREDICTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _fingerprint(model, dataset) -> tuple:
-    """Changes whenever the model's parameters/buffers or the data set's tensors are replaced
-    or modified in place (PyTorch bumps a tensor's version on every in-place write)."""
-    tensors = list(model.parameters()) + list(model.buffers()) if isinstance(
-        model, torch.nn.Module) else []
-    for attr in ("images", "labels"):
-        value = getattr(dataset, attr, None)
-        if isinstance(value, torch.Tensor):
-            tensors.append(value)
-    return (len(dataset),) + tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
-
-
-@torch.no_grad()
 def predict(model, dataset, *, device="cpu", batch_size: int = 32, cache: bool = True):
     """Predictions over the whole data set in batches of ``batch_size``.
 
@@ -97,42 +62,21 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 32, cache: bool =
     ``log_confidence`` is the float64 log of the true class's confidence (sigmoid for
     BCE-trained models, softmax otherwise; see :func:`log_confidence`).
 
-    The metrics of one model share this pass: the result is cached per (model, data set,
-    device, batch size) and recomputed when the model's weights or the data set's tensors
-    change (``cache=False`` always recomputes).
+    The pass is :func:`xai_bench.inference.predict`: the metrics of one model (and the
+    runner's accuracy figure, at the same device and batch size) share it; it is cached per
+    (model, data set, device, batch size) and recomputed when the model's weights or the data
+    set's tensors change (``cache=False`` always recomputes).
     """
-    key = (id(dataset), str(device), int(batch_size))
-    fingerprint = _fingerprint(model, dataset) if cache else None
-    try:
-        per_model = _PREDICTIONS.setdefault(model, {}) if cache else None
-    except TypeError:  # not weak-referenceable: no cache
-        per_model = None
-    if per_model is not None and key in per_model:
-        ref, fp, result = per_model[key]
-        if ref() is dataset and fp == fingerprint:
-            return result
-    n = len(dataset)
-    confs, preds, labels = [], [], []
-    with eval_mode(model):
-        for start in range(0, n, batch_size):
-            images, y = load_images(dataset, torch.arange(start, min(start + batch_size, n)))
-            if start == 0:
-                check_size(model, images)
-            logits = model(model.encode(images.to(device))).float()
-            y = y.long()
-            confs.append(log_confidence(model, logits).cpu().gather(1, y[:, None])[:, 0])
-            preds.append(logits.argmax(1).cpu())
-            labels.append(y)
-    if not confs:
+    p = _inference_pass(model, dataset, device=device, batch_size=batch_size, cache=cache)
+    return p.log_confidence, p.predicted, p.labels
+
+
+def _inference_pass(model, dataset, *, device, batch_size, cache=True):
+    from xai_bench.inference import predict as inference_predict
+
+    if len(dataset) == 0:
         raise MetricNotApplicable("the data set is empty")
-    result = (torch.cat(confs), torch.cat(preds), torch.cat(labels))
-    if per_model is not None:
-        try:
-            per_model.clear()  # one data set per model at a time is enough
-            per_model[key] = (weakref.ref(dataset), fingerprint, result)
-        except TypeError:
-            pass
-    return result
+    return inference_predict(model, dataset, device=device, batch_size=batch_size, cache=cache)
 
 
 def confident_order(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -176,14 +120,14 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
     if with_masks and not has_masks(dataset):
         raise MetricNotApplicable(
             f"data set '{getattr(dataset, 'name', type(dataset).__name__)}' has no object masks")
-    log_conf, pred, labels = predict(model, dataset, device=device, batch_size=batch_size)
-    correct = pred == labels
-    order = confident_order(log_conf, correct)
+    predictions = _inference_pass(model, dataset, device=device, batch_size=batch_size)
+    log_conf = predictions.log_confidence
+    order = confident_order(log_conf, predictions.correct)
     if order.numel() == 0:
         raise MetricNotApplicable(f"model '{model_name(model)}' classifies no test image "
                                   f"correctly; nothing to explain")
     chosen = order[: int(n_images)]
-    images, y = load_images(dataset, chosen)
+    images, y = load_batch(dataset, chosen)
     masks = load_masks(dataset, chosen) if with_masks else None
     if masks is not None and tuple(masks.shape[-2:]) != tuple(images.shape[-2:]):
         raise ValueError(f"object masks are {tuple(masks.shape[-2:])} but images are "

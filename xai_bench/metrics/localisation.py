@@ -1,21 +1,10 @@
-"""Localisation metrics: the grid pointing game (DESIGN.md section 6) and, for data sets with
-object masks, the share of positive attribution on the object.
+"""Localisation metrics: the grid pointing game (see docs/definitions.md, 'grid_pointing_game')
+and, for data sets with object masks, the share of positive attribution on the object.
 
-Grid layout. A grid is a 2×2 mosaic of four test images of four *distinct* classes, cells in
-**row-major** order::
-
-    +--------+--------+
-    | cell 0 | cell 1 |      cell 0: top-left     cell 1: top-right
-    +--------+--------+      cell 2: bottom-left  cell 3: bottom-right
-    | cell 2 | cell 3 |
-    +--------+--------+
-
-i.e. cell ``c`` occupies rows ``c // 2`` and columns ``c % 2`` of the mosaic. The mosaic is
-twice the model's input size and is scaled down by 2 (the paper's 448 → 224) with
-``F.interpolate(scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)``
-(an anti-aliased triangle filter: pixels on the boundary between two cells mix a little of
-both). At model resolution, cell ``c`` is the pixels whose centres lie in its quadrant (for
-odd sizes the middle row/column belongs to the lower/right cells).
+Grids are 2×2 mosaics of four test images of four *distinct* classes, cells in row-major
+order (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right), scaled down by 2 to the model's
+input size. The geometry (mosaic, resize, cell masks at model resolution) is documented and
+implemented in :mod:`xai_bench.data.grids`; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,45 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from xai_bench.metrics.base import (
-    Metric, MetricNotApplicable, MetricResult, eval_mode, register_metric,
+from xai_bench.data.grids import (  # noqa: F401  (re-exported)
+    GRID_LAYOUT, GRID_RESIZE, cell_masks, make_grids, make_mosaic,
 )
+from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
+from xai_bench.data import load_batch
 from xai_bench.metrics.common import (
-    attribute, check_size, confidence_name, confident_order, load_images, model_name,
-    positive_share, predict, select_confident,
+    attribute, check_size, confidence_name, confident_order, model_name, positive_share,
+    predict, select_confident,
 )
-
-GRID_LAYOUT = "2x2 row-major (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)"
-GRID_RESIZE = "bilinear, antialias, align_corners=False, scale 0.5"
-
-
-def make_mosaic(cells: torch.Tensor) -> torch.Tensor:
-    """Four images ``(..., 4, C, h, w)`` -> mosaics ``(..., C, 2h, 2w)``, cells row-major."""
-    top = torch.cat([cells[..., 0, :, :, :], cells[..., 1, :, :, :]], dim=-1)
-    bottom = torch.cat([cells[..., 2, :, :, :], cells[..., 3, :, :, :]], dim=-1)
-    return torch.cat([top, bottom], dim=-2)
-
-
-def make_grids(cells: torch.Tensor, size=None) -> torch.Tensor:
-    """Cells ``(G, 4, C, h, w)`` -> grids ``(G, C, H, W)`` scaled to ``size`` (default
-    ``(h, w)``, i.e. the mosaic scaled down by exactly 2)."""
-    mosaic = make_mosaic(cells.float())
-    h, w = cells.shape[-2:]
-    size = (h, w) if size is None else tuple(int(s) for s in size)
-    if size == (h, w):
-        return F.interpolate(mosaic, scale_factor=0.5, mode="bilinear", antialias=True,
-                             align_corners=False, recompute_scale_factor=False)
-    return F.interpolate(mosaic, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def cell_masks(size) -> torch.Tensor:
-    """``(4, H, W)`` bool: the region of each cell (row-major) at model resolution."""
-    height, width = (int(s) for s in size)
-    top = (2 * torch.arange(height) + 1 < height)[:, None]  # pixel centre above the middle
-    left = (2 * torch.arange(width) + 1 < width)[None, :]
-    return torch.stack([top & left, top & ~left, ~top & left, ~top & ~left])
+from xai_bench.modes import eval_mode
+from xai_bench.seeding import numpy_rng
 
 
 @dataclass
@@ -88,11 +50,12 @@ def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
     """Choose the cells of up to ``n_grids`` grids.
 
     per_class: class -> list of dataset indices, most confident first. For each grid, four
-    distinct classes are drawn uniformly without replacement (``numpy.random.default_rng(seed)``)
+    distinct classes are drawn uniformly without replacement (``numpy_rng(seed)``, i.e.
+    ``numpy.random.default_rng``)
     among the classes that still have unused images, in draw order = cell order; each takes its
     most confident not-yet-used image. Stops early when fewer than four classes have unused
     images. Returns (labels (G, 4), indices (G, 4)) as int64 numpy arrays."""
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     next_pos = {c: 0 for c in per_class}
     labels, indices = [], []
     for _ in range(int(n_grids)):
@@ -136,7 +99,7 @@ class GridPointingGame(Metric):
                 f"model '{model_name(model)}' classifies test images of only {len(per_class)} "
                 f"class(es) correctly; a grid needs 4 distinct classes")
         flat = torch.from_numpy(grid_indices.reshape(-1))
-        images, _ = load_images(dataset, flat)
+        images, _ = load_batch(dataset, flat)
         check_size(model, images)
         size = tuple(model.image_size)
         cells = images.view(len(grid_labels), 4, *images.shape[1:])

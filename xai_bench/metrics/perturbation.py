@@ -1,5 +1,6 @@
-"""Perturbation metrics (DESIGN.md section 6): the paper's pixel perturbation / area between
-curves (ABC) and RISE's deletion / insertion AUC.
+"""Perturbation metrics: the paper's pixel perturbation / area between curves (ABC) and RISE's
+deletion / insertion AUC (see docs/definitions.md, 'pixel_perturbation', 'deletion',
+'insertion').
 
 All three share ``prepare``: the ``n_images`` most confidently *and correctly* classified
 test images, ranked globally (not per class) by the model's confidence in the true class
@@ -33,11 +34,12 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.metrics.base import Metric, MetricResult, eval_mode, register_metric
+from xai_bench.metrics.base import Metric, MetricResult, register_metric
 from xai_bench.metrics.common import (
     ImageSelection, attribute, gaussian_blur, n_pixels, perturbed_confidences, pixel_ranks,
     select_confident, trapezoid,
 )
+from xai_bench.modes import eval_mode
 
 ZERO_ENCODING = "zero encoding"
 ABC_FRACTIONS = tuple(i / 32 for i in range(9))  # 0, 1/32, ..., 8/32 (up to 25 %)

@@ -1,4 +1,5 @@
-"""The explainable-model interface shared by every built-in ViT (DESIGN.md section 2).
+"""The explainable-model interface shared by every built-in ViT (conventions in
+docs/definitions.md, 'Notation and conventions').
 
 A model exposes ``image_size``, ``num_classes``, ``encode(images)``, ``forward(x)``,
 ``logit_bias``, ``explanation_mode()``, ``is_dynamic_linear``, ``training_loss``,

@@ -1,0 +1,79 @@
+"""The Python entry point of a benchmark run: :func:`evaluate`.
+
+``xai-bench run`` is a thin layer over it. Models, methods, metrics and the data set may be
+given by name (as on the command line) or as objects::
+
+    import torch, xai_bench
+
+    def edges(model, x, targets):             # a plain function is a method
+        return x.diff(dim=-1, append=x[..., -1:]).abs().sum(1)
+
+    results = xai_bench.evaluate(models=["vit_nano"], methods=["rollout", edges],
+                                 metrics="grid_pointing_game", untrained=True, n_grids=4)
+    results.records                            # tidy DataFrame (see xai_bench.results)
+    results.summary()                          # mean per (metric, model) × method
+
+With ``out=None`` (the default) everything stays in memory; with ``out=DIR`` the run is
+written under ``DIR/<run name>/`` and resumable exactly as from the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["evaluate", "Results"]
+
+
+@dataclass
+class Results:
+    """What :func:`evaluate` returns: the tidy tables and the run's facts."""
+
+    records: "object"                 # pandas DataFrame, schema xai_bench.results.RECORD_COLUMNS
+    curves: "object"                  # pandas DataFrame, schema CURVE_COLUMNS
+    info: dict                        # what run.json holds
+    examples: dict = field(default_factory=dict)  # "model/method/metric/name" -> array
+    run_dir: Path | None = None
+
+    def summary(self):
+        """Mean value per (metric, model) and method of the ok records (a pivot table)."""
+        from xai_bench.runner import summary_table
+
+        return summary_table(self.records)
+
+    @property
+    def counts(self) -> dict:
+        """Records per status (``ok``, ``skipped``, ``error``)."""
+        return dict(self.info.get("counts", {}))
+
+
+def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
+             dataset="shapes", out=None, *, checkpoints=None, n_grids: int = 24,
+             n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
+             name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
+             method_params: dict | None = None, progress: bool = False, log=None) -> Results:
+    """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
+
+    models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
+    (:mod:`xai_bench.interfaces`); methods: names, globs or method objects / plain functions
+    ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
+    dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
+    are those of ``xai-bench run`` under their own names (``method_params`` is
+    ``{method: {key: value}}``, ``checkpoints`` ``{model: path}``). Invalid input raises a
+    one-line :class:`~xai_bench.errors.XaiBenchError` before any work."""
+    from xai_bench.runner import RunConfig, Runner
+
+    def listed(value):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            return [value]
+        return list(value)
+
+    config = RunConfig(models=listed(models), methods=listed(methods), metrics=listed(metrics),
+                       dataset=dataset, checkpoints=dict(checkpoints or {}), n_grids=n_grids,
+                       n_images=n_images, batch_size=batch_size, device=device, seed=seed,
+                       out=None if out is None else str(out), name=name, untrained=untrained,
+                       train_epochs=train_epochs, method_params=dict(method_params or {}))
+    runner = Runner(config, progress=progress, log=log or (lambda *_: None))
+    info = runner.run()
+    return Results(records=runner.records, curves=runner.curves, info=info,
+                   examples=runner.examples, run_dir=runner.run_dir)

@@ -1,0 +1,84 @@
+"""The one seeding scheme of xai-bench.
+
+Every seed in the package is *derived*, never counted or hand-hashed:
+
+- :func:`derive_seed` ``(*parts) -> int`` — a stable 63-bit seed (``0 <= s < 2**63``) from any
+  parts (ints, strings, floats, ...). Each part is normalised (integers — including NumPy and
+  0-d torch integers — become ``int``, other reals ``float``), encoded with ``repr`` and the
+  encodings are joined by the unit separator ``"\\x1f"``; the seed is the first 8 bytes
+  (little endian) of the SHA-256 of that UTF-8 string, top bit cleared. ``repr`` makes the
+  encoding unambiguous: ``derive_seed(1)``, ``derive_seed("1")`` and ``derive_seed(1.0)``
+  differ, and ``derive_seed("a", "b") != derive_seed("a\\x1fb")`` (``repr`` escapes the
+  separator). The value is identical on every platform, Python and library version.
+- :func:`content_seed` ``(tensor, seed) -> int`` — a seed from a tensor's exact bytes (on the
+  CPU, contiguous; with its dtype and shape) and ``seed``: per-sample randomness that depends
+  on the sample itself, not on its position in a batch, so a batched call equals the
+  per-image calls.
+- :func:`cpu_generator` ``(seed) -> torch.Generator`` — always a **CPU** generator. Callers
+  draw on the CPU and move the result with ``.to(device)``, so CPU and GPU runs draw exactly
+  the same numbers (device generators use different algorithms).
+- :func:`numpy_rng` ``(seed) -> numpy.random.Generator`` — NumPy's PCG64 generator.
+
+Typical use: ``cpu_generator(derive_seed(seed, "what", index))`` for a stream that is
+independent of everything else, ``cpu_generator(content_seed(image, seed))`` for one image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["derive_seed", "content_seed", "cpu_generator", "numpy_rng", "SEP"]
+
+#: separator between the encoded parts (the ASCII unit separator)
+SEP = "\x1f"
+_MASK63 = (1 << 63) - 1
+_MASK64 = (1 << 64) - 1
+
+
+def _normalise(part):
+    """Numbers of any library as plain ``int`` / ``float`` (so ``np.int64(3)`` and ``3`` give
+    the same seed); ``bool`` is kept (``repr(True) != repr(1)``), everything else as is."""
+    if isinstance(part, torch.Tensor) and part.dim() == 0:
+        part = part.item()
+    if isinstance(part, (bool, np.bool_)):
+        return bool(part)
+    if isinstance(part, numbers.Integral):
+        return int(part)
+    if isinstance(part, numbers.Real):
+        return float(part)
+    return part
+
+
+def _digest_seed(text: str) -> int:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & _MASK63
+
+
+def derive_seed(*parts) -> int:
+    """A stable 63-bit seed from ``parts`` (see the module docstring for the encoding)."""
+    return _digest_seed(SEP.join(repr(_normalise(p)) for p in parts))
+
+
+def content_seed(tensor: torch.Tensor, seed: int) -> int:
+    """A seed derived from ``seed`` and a tensor's exact bytes (moved to the CPU, made
+    contiguous; its dtype and shape are part of the key): per-sample randomness that does not
+    depend on the sample's position in a batch, and the same on CPU and GPU."""
+    t = tensor.detach().to("cpu").contiguous()
+    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return derive_seed("content", str(t.dtype).removeprefix("torch."), tuple(t.shape),
+                       hashlib.sha256(raw).hexdigest(), int(seed))
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (reduced mod 2**64). Always the CPU, so
+    CPU and GPU runs draw the same numbers: draw on the CPU, then ``.to(device)``."""
+    return torch.Generator(device="cpu").manual_seed(int(seed) & _MASK64)
+
+
+def numpy_rng(seed: int) -> np.random.Generator:
+    """``numpy.random.default_rng`` seeded with ``seed`` (reduced mod 2**64)."""
+    return np.random.default_rng(int(seed) & _MASK64)

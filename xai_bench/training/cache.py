@@ -1,0 +1,106 @@
+"""The default-model cache: :func:`cached_default_model` trains a model with its default
+recipe on first use (through :func:`~xai_bench.training.save.train_and_save`) and loads the
+checkpoint afterwards.
+
+Files live in ``cache_dir``, else ``$XAI_BENCH_CACHE/models``, else
+``~/.cache/xai_bench/models``, named by model, data set and a hash of everything that decides
+the weights (:func:`cache_path`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from xai_bench.training.recipes import Recipe, default_recipe
+
+__all__ = ["DEFAULT_MODELS", "DEFAULT_DATASET", "is_default_model", "model_cache_dir",
+           "cache_key", "cache_path", "seeded_model", "cached_default_model"]
+
+#: the models that are trained (once, cached) on demand on :data:`DEFAULT_DATASET`
+DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
+DEFAULT_DATASET = "shapes"
+
+
+def is_default_model(name: str, dataset_spec: str = DEFAULT_DATASET) -> bool:
+    """Whether ``name`` on ``dataset_spec`` is a default model (trained and cached on demand
+    when no checkpoint is given)."""
+    return name in DEFAULT_MODELS and str(dataset_spec) == DEFAULT_DATASET
+
+
+def model_cache_dir(cache_dir=None) -> Path:
+    """``cache_dir`` if given, else ``$XAI_BENCH_CACHE/models``, else
+    ``~/.cache/xai_bench/models``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    root = os.environ.get("XAI_BENCH_CACHE")
+    root = Path(root).expanduser() if root else Path.home() / ".cache" / "xai_bench"
+    return root / "models"
+
+
+def cache_key(name: str, config: dict, dataset_spec: str, recipe: Recipe) -> str:
+    """Short hash of everything that decides the trained weights."""
+    import xai_bench
+
+    payload = json.dumps(dict(model=name, config=config, dataset=dataset_spec,
+                              recipe=recipe.to_dict(), version=xai_bench.__version__),
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def cache_path(name: str, config: dict, dataset_spec: str, recipe: Recipe,
+               cache_dir=None) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(dataset_spec))
+    return model_cache_dir(cache_dir) / \
+        f"{name}-{safe}-{cache_key(name, config, dataset_spec, recipe)}.pt"
+
+
+def seeded_model(name: str, seed: int, **kwargs):
+    """``get_model(name, **kwargs)`` with its random initialisation drawn from ``seed`` (the
+    recipe's), so that a recipe trains the same model whatever ran before in the process."""
+    import xai_bench
+
+    torch.manual_seed(int(seed))
+    return xai_bench.get_model(name, **kwargs)
+
+
+def _info(path: Path, cached: bool, metrics: dict) -> dict:
+    # the per-epoch history stays in the checkpoint; the info is a flat summary
+    return {"checkpoint": str(path), "cached": cached,
+            **{k: v for k, v in (metrics or {}).items() if k != "history"}}
+
+
+def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe | None = None,
+                         epochs: int | None = None, cache_dir=None, progress: bool = True,
+                         log=None, device: str = "cpu", **model_kwargs):
+    """``(model, info)``: model ``name`` trained on ``dataset_spec`` with its default recipe
+    (or ``recipe``; ``epochs`` overrides its epochs). Trained on first use and saved in the
+    cache (file keyed by model, config, data set, recipe and xai_bench version), loaded from
+    there afterwards. ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without
+    the per-epoch history). The model is returned on the CPU in eval mode."""
+    import xai_bench
+    from xai_bench.checkpoint import load_model_from_checkpoint
+    from xai_bench.training.save import train_and_save
+
+    model = xai_bench.get_model(name, **model_kwargs)
+    recipe_name, default = default_recipe(model, dataset_spec)
+    if recipe is None:
+        recipe = default
+    else:
+        recipe_name = "custom"
+    if epochs is not None:
+        recipe = recipe.replace(epochs=int(epochs))
+    path = cache_path(name, model.config, dataset_spec, recipe, cache_dir)
+    if path.exists():
+        model = load_model_from_checkpoint(path, name=name)
+        return model, _info(path, True, model.checkpoint_info.get("metrics", {}))
+    if log:
+        log(f"training {name} on {dataset_spec} ({recipe_name}, {recipe.epochs} epochs) on "
+            f"{device}; cached at {path} for later runs")
+    trained = train_and_save(name, dataset_spec, path, recipe=recipe, recipe_name=recipe_name,
+                             model_kwargs=model_kwargs, device=device, progress=progress)
+    return trained.model, _info(path, False, trained.metrics)
