@@ -153,12 +153,12 @@ def test_wrong_model_and_mismatched_weights(tmp_path, good, tiny_model):
 def test_save_is_atomic(tmp_path, good, monkeypatch):
     before = good.read_bytes()
 
-    def failing_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoint")
+    import xai_bench.atomic_io as atomic_io
+
+    def killed_while_flushing(fd):  # the bytes are in the temporary file, not yet renamed
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(atomic_io.os, "fsync", killed_while_flushing)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(good, TinyLinear(pool=4), "x", "shapes", Recipe(), {})
     assert good.read_bytes() == before  # the old file is untouched

@@ -129,27 +129,28 @@ def test_interrupted_run_resumes_to_identical_records(tmp_path, checkpoints, mon
     Runner(RunConfig(out=str(tmp_path / "full"), **cfg), progress=False, log=lambda *_: None).run()
     full = read_records(tmp_path / "full" / "x")
 
-    import xai_bench.runner as runner_mod
+    from xai_bench.errors import Interrupted
+    from xai_bench.run_store import RunStore
 
-    real, calls = runner_mod.atomic_write_json, []
+    real, calls = RunStore.write, []
 
-    def crash_on_third_cell(path, data):
-        if "cells" in str(path) and "__" in path.name and not path.name.startswith("model__"):
-            calls.append(path)
+    def crash_on_third_cell(self, key, entry, arrays=None):
+        if not key.startswith("model__"):
+            calls.append(key)
             if len(calls) == 3:
-                raise KeyboardInterrupt  # killed while committing the third cell
-        return real(path, data)
+                raise KeyboardInterrupt  # Ctrl-C while computing the third cell
+        return real(self, key, entry, arrays)
 
-    monkeypatch.setattr(runner_mod, "atomic_write_json", crash_on_third_cell)
+    monkeypatch.setattr(RunStore, "write", crash_on_third_cell)
     partial = Runner(RunConfig(out=str(tmp_path / "part"), **cfg), progress=False,
                      log=lambda *_: None)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="interrupted: 2/8 cells kept; rerun the same"):
         partial.run()
     run_dir = tmp_path / "part" / "x"
     assert not (run_dir / "records.csv").exists()  # nothing looks complete
     assert len(list((run_dir / "cells").glob("*__*__*.json"))) == 2
     assert not list((run_dir / "cells").glob(".*"))  # no temporary files left behind
-    monkeypatch.setattr(runner_mod, "atomic_write_json", real)
+    monkeypatch.setattr(RunStore, "write", real)
     Runner(RunConfig(out=str(tmp_path / "part"), **cfg), progress=False,
            log=lambda *_: None).run()
     resumed = read_records(run_dir)
@@ -256,22 +257,28 @@ def test_explain_draws_every_applicable_method(tmp_path, checkpoints):
 
 def test_models_all_means_the_models_that_can_run_here(tmp_path):
     # the default pair on the embedded data, plus whatever has a checkpoint
-    cfg = RunConfig(models=["all"], out=str(tmp_path)).resolved()
-    assert cfg.models == ["bcos_vit_nano", "vit_nano"]
-    cfg = RunConfig(models=["all"], checkpoints={"vit_micro": "x.pt"}, out=str(tmp_path))
-    assert set(cfg.resolved().models) == {"bcos_vit_nano", "vit_nano", "vit_micro"}
-    assert "bcos_vit_b" in RunConfig(models=["all"], untrained=True).resolved().models
+    def models(**kw):
+        return [name for name, _ in Runner(RunConfig(models=["all"], out=str(tmp_path), **kw),
+                                           progress=False).model_specs]
+
+    assert models() == ["bcos_vit_nano", "vit_nano"]
+    (tmp_path / "x.pt").write_bytes(b"")
+    assert set(models(checkpoints={"vit_micro": str(tmp_path / "x.pt")})) == \
+        {"bcos_vit_nano", "vit_nano", "vit_micro"}
+    assert "bcos_vit_b" in models(untrained=True)
     result = CliRunner().invoke(main, ["run", "--models", "all", "--dataset", "cifar10",
                                        "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "--models all found no model" in result.output
 
 
 def test_untrained_models_are_the_same_on_every_invocation(tmp_path):
-    runner = Runner(RunConfig(models=["vit_nano"], untrained=True, out=str(tmp_path)),
-                    progress=False, log=lambda *_: None)
+    def runner():
+        return Runner(RunConfig(models=["vit_nano"], untrained=True, out=str(tmp_path)),
+                      progress=False, log=lambda *_: None)
+
     torch.manual_seed(1)
-    a, _ = runner.load_model("vit_nano")
+    a, _ = runner().load_model("vit_nano")
     torch.manual_seed(2)
-    b, _ = runner.load_model("vit_nano")
+    b, _ = runner().load_model("vit_nano")
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)

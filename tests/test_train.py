@@ -290,3 +290,42 @@ def test_quick_recipes_train_on_mosaics(shapes_1k):
     assert math.isfinite(result.history[-1]["loss"]) and result.steps == 3
     with pytest.raises(ValueError, match="mosaic"):
         Recipe(mosaic=1.5)
+
+
+# ---- train_and_save: one checkpoint format for `xai-bench train` and the cache ---------------
+
+def test_train_and_save_and_the_cache_record_the_same_metadata(tmp_path, monkeypatch,
+                                                               tiny_model):
+    import xai_bench.data as data_mod
+    from xai_bench.checkpoint import checkpoint_info
+    from xai_bench.errors import ConfigError, OutputError
+    from xai_bench.training import train_and_save
+
+    monkeypatch.setattr(data_mod, "get_dataset",
+                        lambda spec, split, **kw: SyntheticShapes(split, n=128, seed=0))
+    _, info = cached_default_model(tiny_model, epochs=1, cache_dir=tmp_path / "cache",
+                                   progress=False)
+    assert "history" not in info and {"test_accuracy", "train_images"} <= set(info)
+    trained = train_and_save(tiny_model, "shapes", tmp_path / "out.pt",
+                             recipe=get_recipe("conventional-quick").replace(epochs=1),
+                             recipe_name="conventional-quick", progress=False)
+    cached, saved = checkpoint_info(info["checkpoint"]), checkpoint_info(trained.path)
+    assert set(cached) == set(saved) and set(cached["metrics"]) == set(saved["metrics"])
+    assert set(saved["metrics"]) == {"test_accuracy", "train_time_s", "eval_time_s",
+                                     "images_per_s", "epochs", "steps", "train_images",
+                                     "history"}
+    assert cached["recipe_name"] == saved["recipe_name"] == "conventional-quick"
+    assert cached["classes"] == saved["classes"] and saved["provenance"]["device"] == "cpu"
+    assert saved["metrics"]["train_images"] == 128 and len(saved["metrics"]["history"]) == 1
+    assert trained.model.checkpoint_info["path"] == str(trained.path)
+    assert trained.metrics["test_accuracy"] == trained.result.accuracy
+    # the same recipe and seed: the same weights as the cached model
+    torch.testing.assert_close(trained.model.linear.weight,
+                               xai_bench.get_model(tiny_model, checkpoint=info["checkpoint"])
+                               .linear.weight, rtol=0, atol=0)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="not a directory"):
+        train_and_save(tiny_model, "shapes", blocker / "x.pt", progress=False)
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("nope")

@@ -165,7 +165,8 @@ class FakeViT(nn.Module):
     identity), whose last attention-input norm sees fixed feature maps, and whose logits are
     affine in the input: ``logit_c = Σ W_c ⊙ x + b_c``. ``confidence`` is a given function."""
 
-    record_attention = None  # marks the explainable-ViT interface for applies_to
+    def record_attention(self):  # the attention capability (ViT-CX itself never calls it)
+        raise NotImplementedError
 
     def __init__(self, feature_maps, weight, bias, confidence=lambda z: z):
         super().__init__()

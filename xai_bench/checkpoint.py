@@ -17,6 +17,7 @@ file and the fix.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -97,8 +98,11 @@ def _read_error(path: Path, error: Exception) -> CheckpointError:
         return CheckpointError(f"checkpoint {path} is a directory; pass the checkpoint file")
     if isinstance(error, PermissionError):
         return CheckpointError(f"checkpoint {path} cannot be read: permission denied")
-    if "Unsupported global" in text or "not an allowed global" in text:
-        found = text.split("GLOBAL ", 1)[1].split(" ", 1)[0] if "GLOBAL " in text else "?"
+    lowered = text.lower()
+    if "unsupported global" in lowered or "not an allowed global" in lowered:
+        match = re.search(r"global:?\s+global\s+(\S+)", text, re.IGNORECASE) or \
+            re.search(r"global\s+(\S+)\s+was not an allowed global", text, re.IGNORECASE)
+        found = match.group(1) if match else "?"
         return CheckpointError(f"checkpoint {path} holds pickled Python objects ({found}), not "
                                f"an xai-bench checkpoint (only weights-only files are loaded); "
                                f"write it with `xai-bench train` or `save_checkpoint`")

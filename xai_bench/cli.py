@@ -335,11 +335,13 @@ def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch
     import xai_bench.api
 
     method_params: dict = {}
-    for key, value in parse_key_values(method_args, "--method-arg").items():
-        method, dot, param = key.partition(".")
-        if not dot or not method or not param:
-            raise UsageError(f"--method-arg expects METHOD.KEY=VALUE, got '{key}'")
-        method_params.setdefault(method, {})[param] = value
+    for item in method_args:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.strip().partition(".")
+        if not sep or not dot or not method or not param:
+            raise UsageError(f"--method-arg expects METHOD.KEY=VALUE (e.g. intgrad.n_steps=20), "
+                             f"got '{item}'")
+        method_params.setdefault(method, {})[param.strip()] = _parse_value(value.strip())
     checkpoint_paths = parse_key_values(checkpoints, "--checkpoint", parse=False)
     results = xai_bench.api.evaluate(
         models=[models], methods=[methods], metrics=[metrics], dataset=dataset, out=out,

@@ -145,6 +145,11 @@ def _distributions() -> dict:
         return {}
 
 
+def forget_distributions():
+    """Drop the cached module -> distribution map (after installing or upgrading a plugin)."""
+    _distributions.cache_clear()
+
+
 def distribution_of(module: str) -> tuple[str | None, str | None]:
     """``(distribution name, version)`` that provides top-level package of ``module``."""
     top = module.split(".")[0]

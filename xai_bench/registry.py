@@ -226,8 +226,16 @@ class Registry:
         return self._plugins
 
     def refresh(self):
-        """Forget discovered (not yet loaded) plugins, e.g. after installing one."""
+        """Forget discovered and loaded plugins (and their load failures), e.g. after
+        installing or upgrading one; they are found and imported again on next use."""
+        from xai_bench.identity import forget_distributions
+
         self._plugins = None
+        self._loaded.clear()
+        forget_distributions()
+        failed = set(self.failures.values())
+        self.problems = [p for p in self.problems if p not in failed]
+        self.failures.clear()
 
     def _all_names(self) -> set:
         self._ensure_builtins()

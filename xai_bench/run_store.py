@@ -63,6 +63,9 @@ class MemoryStore:
     def lock(self):
         yield self
 
+    def discard_if_empty(self):
+        pass
+
 
 class RunStore:
     """Entries as checked files under ``run_dir/cells/``."""
@@ -118,12 +121,32 @@ class RunStore:
         atomic_io.write_text(self.path(key), json.dumps(entry, indent=1, default=str) + "\n")
         return entry
 
+    def discard_if_empty(self):
+        """Remove the run directory if it holds nothing but the lock (and an empty
+        ``cells/``): a run that failed before committing anything leaves no trace."""
+        try:
+            if self.cells_dir.is_dir() and not any(self.cells_dir.iterdir()):
+                self.cells_dir.rmdir()
+            if self.run_dir.is_dir() and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+                (self.run_dir / LOCK_NAME).unlink()
+                self.run_dir.rmdir()
+                for parent in getattr(self, "_created", []):  # --out, if this run made it
+                    if parent != self.run_dir and parent.is_dir() and not any(parent.iterdir()):
+                        parent.rmdir()
+        except OSError:
+            pass
+
     @contextlib.contextmanager
     def lock(self):
         """Hold ``run_dir/.lock`` (an advisory ``flock``; released by the OS when the process
         dies, so a killed run never leaves a stale lock). A second process gets
         :class:`RunLocked` naming the holder's pid."""
+        missing, probe = [], self.run_dir
+        while not probe.exists() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
         atomic_io.ensure_dir(self.run_dir)
+        self._created = missing  # innermost first
         path = self.run_dir / LOCK_NAME
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, atomic_io.file_mode())

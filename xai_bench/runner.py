@@ -240,6 +240,11 @@ class Runner:
                                f"train one with `xai-bench train {name} --out {p}`")
             if not p.is_file():
                 raise RunError(f"checkpoint {p} (for {name}) is not a file")
+            # a corrupt, foreign or wrong-architecture checkpoint fails now, before any work
+            # (CheckpointError, one line); the model is loaded again when its cells run
+            import xai_bench
+
+            xai_bench.get_model(name, checkpoint=str(p))
         self.dataset()  # an unknown spec or a missing path fails here, before any work
         self.methods = self._resolve_methods()
         self.metrics = self._resolve_metrics()
@@ -435,20 +440,26 @@ class Runner:
             try:
                 self._run_cells()
             except KeyboardInterrupt as e:
+                self.store.discard_if_empty()
                 stop = Interrupted(f"interrupted: {self._kept}/{self._total} cells kept; rerun "
                                    f"the same command to resume")
                 stop.signal_name = getattr(e, "signal_name", "SIGINT")
                 raise stop from None
+            except BaseException:
+                self.store.discard_if_empty()  # a run that failed before any work leaves nothing
+                raise
             return self.finish(time.time() - started)
 
     def _run_cells(self):
         self._total, self._kept = 0, 0
+        #: keys of the cells computed by this invocation, and why they were (not reused)
+        self.computed, self.reasons = [], Counter()
         run_ident, data_ident = self._run_identity(), self._data_identity()
         todo = [(mo, me, mt) for mo, _ in self.model_specs for mt in self.metrics
                 for me in self.methods]
         self._total, self._kept = len(todo), 0
         self._cells: dict = {}
-        reasons: Counter = Counter()
+        reasons = self.reasons
         plan = []  # per model: (name, obj, identity, pending cells)
         for name, obj in self.model_specs:
             model_ident = self._model_identity(name, obj)
@@ -605,6 +616,7 @@ class Runner:
                  "notes": notes or {}}
         self._cells[key] = self.store.write(key, entry, examples)
         self._kept += 1
+        self.computed.append(key)
 
     # ---- assembling ----------------------------------------------------------------------
     def finish(self, wall_s: float) -> dict:

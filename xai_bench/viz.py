@@ -52,7 +52,9 @@ def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, metho
     x = model.encode(images)
     applicable = [m for m in methods if m.applies_to(model)]
     maps = {m.name: m(model, x, targets).cpu() for m in applicable}
-    show_colour = getattr(model, "family", None) == "bcos" and model.in_channels == 6
+    from xai_bench.interfaces import model_attr
+
+    show_colour = model_attr(model, "family") == "bcos" and model_attr(model, "in_channels") == 6
     weights = dynamic_weights(model, x, targets).cpu() if show_colour else None
     cols = 1 + int(show_colour) + len(applicable)
     fig, axes = plt.subplots(len(images), cols, figsize=(1.9 * cols, 2.0 * len(images)),

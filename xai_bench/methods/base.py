@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xai_bench.interfaces import model_attr, model_name
+
 from xai_bench.seeding import content_seed  # noqa: F401  (moved; importable here as before)
 
 
@@ -50,7 +52,7 @@ class AttributionMethod:
         if not self.applies_to(model):
             raise MethodNotApplicable(
                 f"method '{self.name}' does not apply to model "
-                f"'{getattr(model, 'name', type(model).__name__)}'")
+                f"'{model_name(model)}'")
         targets = torch.as_tensor(targets, device=x.device).long().reshape(-1)
         if x.dim() != 4 or targets.shape[0] != x.shape[0]:
             raise ValueError(f"expected x (B, C, H, W) and targets (B,), got {tuple(x.shape)} "
@@ -90,10 +92,10 @@ def token_readout(matrix: torch.Tensor, model=None) -> torch.Tensor:
 
     ``model=None`` (or a model without ``num_prefix_tokens``) is the mean readout over all rows
     and columns, unchanged from earlier versions."""
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    if getattr(model, "pooling", "mean") == "cls":
+    prefix = int(model_attr(model, "num_prefix_tokens") or 0) if model is not None else 0
+    if model is not None and model_attr(model, "pooling") == "cls":
         if prefix < 1:
-            raise ValueError(f"model '{getattr(model, 'name', type(model).__name__)}' has "
+            raise ValueError(f"model '{model_name(model)}' has "
                              f"pooling='cls' but num_prefix_tokens={prefix}: a CLS readout "
                              f"needs the CLS token at position 0")
         return matrix[..., 0, prefix:]
@@ -103,8 +105,10 @@ def token_readout(matrix: torch.Tensor, model=None) -> torch.Tensor:
 
 
 def is_vit(model) -> bool:
-    """Models exposing the attention interface of :class:`xai_bench.models.ExplainableViT`."""
-    return hasattr(model, "record_attention") and hasattr(model, "token_grid")
+    """Models with the attention capability (:func:`xai_bench.interfaces.has_attention`)."""
+    from xai_bench.interfaces import has_attention
+
+    return has_attention(model)
 
 
 def register_method(cls):

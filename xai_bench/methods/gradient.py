@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from xai_bench.interfaces import is_dynamic_linear
 from xai_bench.methods.base import AttributionMethod, register_method
 from xai_bench.modes import eval_mode
 
@@ -39,9 +40,7 @@ class Inherent(AttributionMethod):
     name, kind = "inherent", "model-inherent"
 
     def applies_to(self, model):
-        return hasattr(model, "explanation_mode") and (
-            getattr(model, "family", None) == "bcos"
-            or bool(getattr(model, "is_dynamic_linear", False)))
+        return is_dynamic_linear(model)
 
     def attribute(self, model, x, targets):
         # In explanation mode the gradient of logit c w.r.t. x *is* row c of W(x).

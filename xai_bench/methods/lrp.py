@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from xai_bench.methods.attention import check_start_layer
+from xai_bench.interfaces import has_lrp
 from xai_bench.methods.base import (
     AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
 )
@@ -109,7 +110,7 @@ class _LRPMethod(AttributionMethod):
     kind = "lrp"
 
     def applies_to(self, model):
-        return is_vit(model) and hasattr(model, "relprop") and hasattr(model, "lrp_recording")
+        return has_lrp(model)
 
 
 def relevance_paths(mats: list[torch.Tensor]) -> torch.Tensor:

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xai_bench.interfaces import model_attr
 from xai_bench.methods.base import AttributionMethod, is_vit, register_method
 from xai_bench.modes import eval_mode
 from xai_bench.seeding import content_seed, cpu_generator, derive_seed
@@ -71,7 +72,7 @@ def decode(model, x: torch.Tensor) -> torch.Tensor:
     B-cos models (``in_channels == 6``) carry RGB in the first three channels of
     ``[r, g, b, 1−r, 1−g, 1−b]``; conventional models use mean/std normalisation
     (``model.mean``, ``model.std``); a 3-channel model without them takes RGB directly."""
-    if getattr(model, "in_channels", x.shape[1]) == 6:
+    if model_attr(model, "in_channels") == 6:
         return x[:, :3]
     if hasattr(model, "mean") and hasattr(model, "std"):
         return x * model.std.to(x) + model.mean.to(x)
@@ -185,9 +186,8 @@ class ViTCX(AttributionMethod):
         self.last_forward_passes = float("nan")
 
     def applies_to(self, model) -> bool:
-        blocks = getattr(model, "blocks", None)
-        return (is_vit(model) and blocks is not None and len(blocks) > 0
-                and attention_input_norm(blocks[-1]) is not None)
+        return (is_vit(model) and len(model.blocks) > 0
+                and attention_input_norm(model.blocks[-1]) is not None)
 
     # -- steps -----------------------------------------------------------------------------
     def features(self, model, x):
