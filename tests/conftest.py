@@ -97,3 +97,32 @@ def tiny_model():
     yield TINY_MODEL
     if added:
         xai_bench.MODELS.unregister(TINY_MODEL)
+
+
+class ItemsOnly(torch.utils.data.Dataset):
+    """The items of ``base`` without its in-memory tensors, so loaders take the
+    ``dataset[i]`` / DataLoader path."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+@pytest.fixture(scope="module")
+def pair_checkpoints(trained_pair, tmp_path_factory):
+    """The trained pair saved as xai-bench checkpoints: ``{name: path}``."""
+    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.training import RECIPES
+
+    root = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for name, model in trained_pair.items():
+        recipe = RECIPES["bcos-quick" if name.startswith("bcos") else "conventional-quick"]
+        paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
+                                          {"test_accuracy": 0.0}))
+    return paths

@@ -58,12 +58,39 @@ def _headings() -> set[str]:
     return set(re.findall(r"^### `([^`]+)`\s*$", text, flags=re.MULTILINE))
 
 
-@pytest.mark.parametrize("kind, names", [
-    ("method", xai_bench.list_methods()),
-    ("metric", xai_bench.list_metrics()),
+def _builtins(registry) -> list[str]:
+    """The names xai-bench itself registers (installed plugins document themselves)."""
+    return [n for n in registry.list() if registry.source(n) == "xai-bench"]
+
+
+@pytest.mark.parametrize("kind, registry", [
+    ("method", xai_bench.METHODS),
+    ("metric", xai_bench.METRICS),
 ])
-def test_every_registered_name_is_defined(kind, names):
+def test_every_builtin_name_is_defined(kind, registry):
+    names = _builtins(registry)
     assert names, f"no {kind}s registered"
     missing = sorted(set(names) - _headings())
     assert not missing, (f"docs/definitions.md has no '### `name`' section for the {kind}(s) "
                          f"{', '.join(missing)}")
+
+
+def test_the_contract_tables_in_the_docs_are_generated_from_the_protocols():
+    from xai_bench.interfaces import contract_markdown
+
+    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    start, end = text.index("<!-- contract -->\n"), text.index("\n<!-- /contract -->")
+    assert text[start + len("<!-- contract -->\n"):end] == contract_markdown(), (
+        "docs/models.md is out of date: paste xai_bench.interfaces.contract_markdown() "
+        "between its contract markers")
+
+
+def test_the_readme_names_every_member_of_the_model_contract():
+    from xai_bench.interfaces import CAPABILITY_MEMBERS, MODEL_MEMBERS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("The model contract"):readme.index("docs/scales.md")]
+    named = set(re.findall(r"`(\w+)(?:\([^`]*\))?`", section))
+    members = {m.name for m in MODEL_MEMBERS} | {m.name for ms in CAPABILITY_MEMBERS.values()
+                                                  for m in ms}
+    assert members <= named, f"README does not name {sorted(members - named)}"

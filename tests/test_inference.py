@@ -4,24 +4,14 @@ shared with the metrics' image selection, and its errors."""
 import pytest
 import torch
 
-from conftest import TinyLinear
+from conftest import ItemsOnly, TinyLinear
 from xai_bench.data import DataError, SyntheticShapes, load_batch
 from xai_bench.errors import ConfigError
 from xai_bench.inference import Predictions, clear_cache, log_confidence, predict
 from xai_bench.metrics.common import select_confident
 
 
-class Lazy(torch.utils.data.Dataset):
-    """The same items without in-memory tensors: the DataLoader path."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return self.base[i]
+Lazy = ItemsOnly
 
 
 class Counting(TinyLinear):

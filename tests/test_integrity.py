@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pandas as pd
@@ -26,14 +25,8 @@ QUIET = dict(progress=False, log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")
-def ckpts(trained_pair, tmp_path_factory):
-    root = tmp_path_factory.mktemp("integrity-ckpt")
-    paths = {}
-    for name, model in trained_pair.items():
-        recipe = RECIPES["bcos-quick" if name.startswith("bcos") else "conventional-quick"]
-        paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
-                                          {"test_accuracy": 0.0}))
-    return paths
+def ckpts(pair_checkpoints):
+    return pair_checkpoints
 
 
 def config(out, ckpts, **kw):
@@ -380,17 +373,22 @@ def cli_args(out, ckpts, name="k"):
     return args
 
 
-def start_and_stop(args, cells_dir, after_cells: int, sig):
-    """Start a run and send ``sig`` once ``after_cells`` cell files exist; returns the
-    process after it ended."""
+def start_and_stop(args, cells_dir, new_cells: int, sig):
+    """Start a run and send ``sig`` once it has committed ``new_cells`` more cell files (so the
+    signal always comes while it works); returns the process after it ended."""
+
+    def count():
+        return len(list(cells_dir.glob("*__*__*.json"))) if cells_dir.exists() else 0
+
+    before = count()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if cells_dir.exists() and len(list(cells_dir.glob("*__*__*.json"))) >= after_cells:
+        if count() >= before + new_cells:
             proc.send_signal(sig)
             break
         time.sleep(0.005)
-    proc.communicate(timeout=120)
+    _, proc.err_text = proc.communicate(timeout=120)
     return proc
 
 
@@ -400,13 +398,13 @@ def test_kill_9_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, ckp
     assert reference.returncode == 0, reference.stderr
     expected = read_records(tmp_path / "ref" / "k")
     out, cells = tmp_path / "killed", tmp_path / "killed" / "k" / "cells"
-    for after in (1, 4, 7):  # several points of the run
-        start_and_stop(cli_args(out, ckpts), cells, after, signal.SIGKILL)
-    stopped = start_and_stop(cli_args(out, ckpts), cells, 8, signal.SIGTERM)
-    if stopped.returncode != 0:  # it was still running when the signal came
-        assert stopped.returncode == 143, stopped.stderr
-        assert "cells kept; rerun the same command to resume" in stopped.stderr
-        assert "Traceback" not in stopped.stderr
+    for new in (1, 2, 3):  # several points of the run: after 1, about 3 and about 6 cells
+        start_and_stop(cli_args(out, ckpts), cells, new, signal.SIGKILL)
+    stopped = start_and_stop(cli_args(out, ckpts), cells, 1, signal.SIGTERM)
+    if not (out / "k" / "records.csv").exists():  # the signal came while it was working
+        assert stopped.returncode == 143, stopped.err_text
+        assert "cells kept; rerun the same command to resume" in stopped.err_text
+        assert "Traceback" not in stopped.err_text
     resumed = subprocess.run(cli_args(out, ckpts), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     got = read_records(out / "k")
@@ -442,3 +440,34 @@ def test_validation_happens_before_anything_is_written(tmp_path, ckpts):
     with pytest.raises(ConfigError, match="not a plain directory name"):
         Runner(config(tmp_path, ckpts, name="../escaped"), **QUIET)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_ends_the_run_with_one_line_and_keeps_finished_cells(tmp_path, ckpts,
+                                                                      monkeypatch):
+    from click.testing import CliRunner
+
+    from xai_bench.cli import main
+
+    real, writes = RunStore.write, []
+
+    def terminated_on_third_cell(self, key, entry, arrays=None):
+        if not key.startswith("model__"):
+            writes.append(key)
+            if len(writes) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would send it
+        return real(self, key, entry, arrays)
+
+    monkeypatch.setattr(RunStore, "write", terminated_on_third_cell)
+    args = ["run", "--models", "vit_nano", "--checkpoint", f"vit_nano={ckpts['vit_nano']}",
+            "--methods", "uniform,centre,random,rollout", "--metric", "mask_localisation",
+            "--n-images", "3", "--out", str(tmp_path), "--name", "t", "--quiet", "--no-plots"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 143, result.output
+    lines = [ln for ln in result.output.splitlines() if "interrupted" in ln]
+    assert lines == ["interrupted: 2/4 cells kept; rerun the same command to resume"]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "t" / "records.csv").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+    monkeypatch.setattr(RunStore, "write", real)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "(2/4 cells already done)" in again.output

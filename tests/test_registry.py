@@ -215,7 +215,8 @@ def test_broken_plugin_raises_one_line_registry_error(plugin_dist):
     with pytest.raises(RegistryError) as info:
         r.get("broken")
     msg = str(info.value)
-    assert msg == ("method plugin 'broken' (fakeplugin_broken:thing) failed to load: "
+    assert msg == ("method plugin 'broken' (fakeplugin_broken:thing, from fakeplugin 0.1) failed "
+                   "to load: "
                    "ImportError: needs the optional dependency frobnicate")
     assert isinstance(info.value.__cause__, ImportError)
 

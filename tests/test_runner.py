@@ -11,7 +11,6 @@ import torch
 from click.testing import CliRunner
 
 import xai_bench
-from xai_bench.checkpoint import save_checkpoint
 from xai_bench.cli import main
 from xai_bench.methods.base import AttributionMethod
 from xai_bench.results import (
@@ -19,20 +18,13 @@ from xai_bench.results import (
 )
 from xai_bench.runner import RunConfig, Runner, resolve_metrics
 from xai_bench.data.synthetic import CLASSES
-from xai_bench.training import RECIPES
 
 METHODS = "inherent,rollout,chefer_lrp,uniform"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(trained_pair, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    paths = {}
-    for name, model in trained_pair.items():
-        recipe = RECIPES["bcos-quick" if name.startswith("bcos") else "conventional-quick"]
-        paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
-                                          {"test_accuracy": 0.0}))
-    return paths
+def checkpoints(pair_checkpoints):
+    return pair_checkpoints
 
 
 def run_args(out, checkpoints, methods=METHODS, extra=()):
@@ -225,7 +217,7 @@ def test_entry_point_method_runs_like_a_builtin(tmp_path, checkpoints, monkeypat
 @pytest.mark.parametrize("args, message", [
     (["run", "--models", "bcos_vit_nanoo"], "did you mean 'bcos_vit_nano'"),
     (["run", "--metric", "localization"], "localization"),
-    (["run", "--models", "vit_ti"], "has no checkpoint"),
+    (["run", "--models", "vit_ti"], "needs weights"),
     (["run", "--checkpoint", "vit_nano=/does/not/exist.pt", "--models", "vit_nano"],
      "does not exist"),
     (["run", "--device", "tpu"], "unknown device"),
@@ -262,7 +254,10 @@ def test_models_all_means_the_models_that_can_run_here(tmp_path):
                                            progress=False).model_specs]
 
     assert models() == ["bcos_vit_nano", "vit_nano"]
-    (tmp_path / "x.pt").write_bytes(b"")
+    from xai_bench.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "x.pt", xai_bench.get_model("vit_micro"), "vit_micro", "shapes",
+                    {}, {})
     assert set(models(checkpoints={"vit_micro": str(tmp_path / "x.pt")})) == \
         {"bcos_vit_nano", "vit_nano", "vit_micro"}
     assert "bcos_vit_b" in models(untrained=True)

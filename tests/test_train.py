@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xai_bench
-from conftest import TINY, TinyLinear
+from conftest import TINY, ItemsOnly, TinyLinear
 from xai_bench.data import SyntheticShapes
 from xai_bench.inference import predict
 from xai_bench.training import (
@@ -161,17 +161,7 @@ def test_training_is_deterministic_and_limits(shapes_1k):
     assert tiny.steps == 2  # a batch larger than the data: one step of 10 per epoch
 
 
-class _Lazy(torch.utils.data.Dataset):
-    """The same images without in-memory tensors: the DataLoader path."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        return self.base[i]
+_Lazy = ItemsOnly
 
 
 def test_dataloader_path_matches_in_memory_path(shapes_1k):

@@ -67,7 +67,9 @@ def save_checkpoint(path, model, model_name: str, dataset: str, recipe, metrics:
     from xai_bench.provenance import collect_provenance
 
     path = Path(path)
-    config = getattr(model, "config", None)
+    from xai_bench.interfaces import model_attr
+
+    config = getattr(model, "config", None)  # no default: a checkpoint must rebuild the model
     if not isinstance(config, dict):
         raise CheckpointError(f"model '{model_name}' has no `config` dict of constructor "
                               f"arguments, so a checkpoint could not rebuild it")
@@ -75,7 +77,7 @@ def save_checkpoint(path, model, model_name: str, dataset: str, recipe, metrics:
         classes = getattr(model, "classes", None)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": model_name,
-        "model_config": dict(config), "family": getattr(model, "family", None),
+        "model_config": dict(config), "family": model_attr(model, "family"),
         "dataset": str(dataset), "num_classes": getattr(model, "num_classes", None),
         "image_size": list(getattr(model, "image_size", ()) or ()) or None,
         "classes": list(classes) if classes is not None else None,

@@ -145,8 +145,9 @@ def list_cmd(what, pattern):
 
 
 def _num_parameters(model) -> int:
-    count = getattr(model, "num_parameters", None)
-    return count() if callable(count) else sum(p.numel() for p in model.parameters())
+    from xai_bench.interfaces import parameter_count
+
+    return parameter_count(model)
 
 
 @main.command()

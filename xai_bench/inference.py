@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from xai_bench.errors import ConfigError
+from xai_bench.interfaces import model_name
 
 __all__ = ["Predictions", "predict", "log_confidence", "check_image_size", "clear_cache"]
 
@@ -29,7 +30,7 @@ def log_confidence(model, logits: torch.Tensor) -> torch.Tensor:
     (exactly 1.0 in float32 above a logit of ~17) still differ, so rankings by confidence
     do not collapse into ties."""
     logits = logits.double()
-    kind = getattr(model, "training_loss", None)
+    kind = model.training_loss
     if kind == "bce":
         return torch.nn.functional.logsigmoid(logits)
     if kind == "ce":
@@ -79,13 +80,11 @@ class Predictions:
 
 def check_image_size(model, images: torch.Tensor, what: str = "data set images") -> None:
     """:class:`ConfigError` when ``images`` are not at the model's ``image_size``."""
-    size = getattr(model, "image_size", None)
-    if size is None:
-        return
+    size = model.image_size
     size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
     if tuple(images.shape[-2:]) != size:
-        name = getattr(model, "name", type(model).__name__)
-        raise ConfigError(f"{what} are {tuple(images.shape[-2:])} but model '{name}' expects "
+        raise ConfigError(f"{what} are {tuple(images.shape[-2:])} but model "
+                          f"'{model_name(model)}' expects "
                           f"{size}; build the data set at the model's image size")
 
 

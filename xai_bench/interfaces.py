@@ -384,3 +384,21 @@ def callable_parameters(fn: Callable, skip: int = 0) -> dict:
             continue
         out[p.name] = REQUIRED if p.default is p.empty else p.default
     return out
+
+
+def contract_markdown() -> str:
+    """The contract tables of ``docs/models.md`` (between its ``contract`` markers); a test
+    keeps the page equal to this."""
+    parts = ["**Every model** (`xai_bench.interfaces.ExplainableModel`; optional members take "
+             "their default):", "", members_table(MODEL_MEMBERS), ""]
+    titles = {"attention": "**Attention** (`AttentionModel`: rollout, finatt, gradsam, gradcam, "
+                           "vit_cx)",
+              "lrp": "**LRP** (`LRPModel`, on top of attention: chefer_lrp, plrp)",
+              "dynamic_linear": "**Dynamic linear** (`DynamicLinearModel`: inherent)"}
+    for name, members in CAPABILITY_MEMBERS.items():
+        parts += [titles[name] + ":", "", members_table(members), ""]
+    parts += ["**Every method** (`AttributionMethod`; a plain function qualifies):", "",
+              members_table(METHOD_MEMBERS), "",
+              "**Every metric** (`Metric`; subclass `xai_bench.metrics.Metric`):", "",
+              members_table(METRIC_MEMBERS)]
+    return "\n".join(parts)

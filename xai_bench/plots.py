@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from xai_bench import atomic_io  # noqa: E402
 from xai_bench.results import (  # noqa: E402
-    file_safe, mean_table, ok_values, read_curves, read_examples, read_records, read_run_info,
+    file_safe, mean_table, read_curves, read_examples, read_records, read_run_info,
 )
 
 ABC_METRIC = "pixel_perturbation"

@@ -201,6 +201,9 @@ class Runner:
         self.progress, self.log = progress, log
         self._datasets: dict = {}
         self._models: dict = {}
+        self._total = self._kept = 0
+        self.computed: list = []
+        self.reasons: Counter = Counter()
         try:
             self._resolve()
         except RegistryError as e:
@@ -439,6 +442,7 @@ class Runner:
         with self.store.lock(), terminate_as_interrupt():
             try:
                 self._run_cells()
+                return self.finish(time.time() - started)
             except KeyboardInterrupt as e:
                 self.store.discard_if_empty()
                 stop = Interrupted(f"interrupted: {self._kept}/{self._total} cells kept; rerun "
@@ -448,7 +452,6 @@ class Runner:
             except BaseException:
                 self.store.discard_if_empty()  # a run that failed before any work leaves nothing
                 raise
-            return self.finish(time.time() - started)
 
     def _run_cells(self):
         self._total, self._kept = 0, 0

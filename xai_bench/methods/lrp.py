@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from xai_bench.methods.attention import check_start_layer
 from xai_bench.interfaces import has_lrp
 from xai_bench.methods.base import (
-    AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
+    AttributionMethod, register_method, token_readout, upsample_token_map,
 )
 from xai_bench.modes import eval_mode
 

@@ -16,7 +16,7 @@ Usage::
     result = metric.evaluate(model, method, prepared, device="cpu", batch_size=32)
 """
 
-from xai_bench.metrics import localisation, perturbation  # noqa: F401
+from xai_bench.metrics import localisation, perturbation, sanity  # noqa: F401
 from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
 from xai_bench.metrics.common import ImageSelection, select_confident
 from xai_bench.data.grids import cell_masks, make_grids, make_mosaic

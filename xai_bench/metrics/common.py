@@ -15,25 +15,20 @@ from dataclasses import dataclass
 import torch
 
 from xai_bench.data import load_batch
+from xai_bench.inference import check_image_size as check_size  # noqa: F401
 from xai_bench.inference import log_confidence  # noqa: F401  (re-exported: moved there)
 from xai_bench.metrics.base import MetricNotApplicable
-from xai_bench.modes import eval_mode
 
 
 def confidence_name(model) -> str:
     """How ``model.confidence`` turns logits into confidences, for the records."""
-    return "sigmoid" if getattr(model, "training_loss", "ce") == "bce" else "softmax"
+    return "sigmoid" if model.training_loss == "bce" else "softmax"
 
 
 def model_name(model) -> str:
-    return getattr(model, "name", type(model).__name__)
+    from xai_bench.interfaces import model_name as name
 
-
-def load_images(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float RGB images in [0, 1] ``(B, 3, H, W)`` and labels ``(B,)`` of ``indices`` (CPU):
-    :func:`xai_bench.data.load_batch` (the one image loader; the data set's ``transform``, if
-    any, is applied, as ``dataset[i]`` does)."""
-    return load_batch(dataset, indices)
+    return name(model)
 
 
 def has_masks(dataset) -> bool:
@@ -47,36 +42,15 @@ def load_masks(dataset, indices) -> torch.Tensor:
     return torch.as_tensor(dataset.masks)[indices].bool()
 
 
-def check_size(model, images: torch.Tensor, what: str = "data set images") -> None:
-    size = tuple(getattr(model, "image_size", images.shape[-2:]))
-    if tuple(images.shape[-2:]) != size:
-        raise ValueError(f"{what} are {tuple(images.shape[-2:])} but model "
-                         f"'{model_name(model)}' expects {size}; build the data set at the "
-                         f"model's image size")
-
-
-def predict(model, dataset, *, device="cpu", batch_size: int = 32, cache: bool = True):
-    """Predictions over the whole data set in batches of ``batch_size``.
-
-    Returns CPU tensors ``(log_confidence (N,), predicted (N,), labels (N,))`` where
-    ``log_confidence`` is the float64 log of the true class's confidence (sigmoid for
-    BCE-trained models, softmax otherwise; see :func:`log_confidence`).
-
-    The pass is :func:`xai_bench.inference.predict`: the metrics of one model (and the
-    runner's accuracy figure, at the same device and batch size) share it; it is cached per
-    (model, data set, device, batch size) and recomputed when the model's weights or the data
-    set's tensors change (``cache=False`` always recomputes).
-    """
-    p = _inference_pass(model, dataset, device=device, batch_size=batch_size, cache=cache)
-    return p.log_confidence, p.predicted, p.labels
-
-
-def _inference_pass(model, dataset, *, device, batch_size, cache=True):
-    from xai_bench.inference import predict as inference_predict
+def predictions(model, dataset, *, device="cpu", batch_size: int = 32):
+    """The one inference pass over ``dataset`` (:func:`xai_bench.inference.predict`, cached
+    per model, data set, device and batch size, so the metrics of a model and the runner's
+    accuracy figure share it); :class:`MetricNotApplicable` for an empty data set."""
+    from xai_bench.inference import predict
 
     if len(dataset) == 0:
         raise MetricNotApplicable("the data set is empty")
-    return inference_predict(model, dataset, device=device, batch_size=batch_size, cache=cache)
+    return predict(model, dataset, device=device, batch_size=batch_size)
 
 
 def confident_order(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -120,9 +94,9 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
     if with_masks and not has_masks(dataset):
         raise MetricNotApplicable(
             f"data set '{getattr(dataset, 'name', type(dataset).__name__)}' has no object masks")
-    predictions = _inference_pass(model, dataset, device=device, batch_size=batch_size)
-    log_conf = predictions.log_confidence
-    order = confident_order(log_conf, predictions.correct)
+    found = predictions(model, dataset, device=device, batch_size=batch_size)
+    log_conf = found.log_confidence
+    order = confident_order(log_conf, found.correct)
     if order.numel() == 0:
         raise MetricNotApplicable(f"model '{model_name(model)}' classifies no test image "
                                   f"correctly; nothing to explain")

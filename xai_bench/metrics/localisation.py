@@ -21,7 +21,7 @@ from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, re
 from xai_bench.data import load_batch
 from xai_bench.metrics.common import (
     attribute, check_size, confidence_name, confident_order, model_name, positive_share,
-    predict, select_confident,
+    predictions, select_confident,
 )
 from xai_bench.modes import eval_mode
 from xai_bench.seeding import numpy_rng
@@ -88,8 +88,9 @@ class GridPointingGame(Metric):
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None) -> GridSet:
         seed = self._seed(seed)
-        log_conf, pred, labels = predict(model, dataset, device=device, batch_size=batch_size)
-        order = confident_order(log_conf, pred == labels)  # correct ones, most confident first
+        found = predictions(model, dataset, device=device, batch_size=batch_size)
+        labels = found.labels
+        order = confident_order(found.log_confidence, found.correct)  # most confident first
         per_class: dict[int, list[int]] = {}
         for i in order.tolist():
             per_class.setdefault(int(labels[i]), []).append(i)

@@ -14,9 +14,8 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from xai_bench.training.recipes import Recipe, default_recipe
+from xai_bench.training.save import seeded_model, train_and_save
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_DATASET", "is_default_model", "model_cache_dir",
            "cache_key", "cache_path", "seeded_model", "cached_default_model"]
@@ -43,11 +42,20 @@ def model_cache_dir(cache_dir=None) -> Path:
 
 
 def cache_key(name: str, config: dict, dataset_spec: str, recipe: Recipe) -> str:
-    """Short hash of everything that decides the trained weights."""
+    """Short hash of everything that decides the trained weights: the model and its
+    arguments, the data set, the recipe, the xai-bench version and the source of the code that
+    builds the model, generates the data and trains (so an edit there retrains instead of
+    silently reusing a model trained by other code)."""
     import xai_bench
+    from xai_bench.identity import code_identity, module_closure, source_digest
 
+    code = source_digest(sorted(set(module_closure("xai_bench.training.loop"))
+                                | set(module_closure("xai_bench.data"))))
+    model_code = code_identity(xai_bench.MODELS.get(name)).get("source") \
+        if name in xai_bench.MODELS else None
     payload = json.dumps(dict(model=name, config=config, dataset=dataset_spec,
-                              recipe=recipe.to_dict(), version=xai_bench.__version__),
+                              recipe=recipe.to_dict(), version=xai_bench.__version__,
+                              code=code, model_code=model_code),
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -57,15 +65,6 @@ def cache_path(name: str, config: dict, dataset_spec: str, recipe: Recipe,
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(dataset_spec))
     return model_cache_dir(cache_dir) / \
         f"{name}-{safe}-{cache_key(name, config, dataset_spec, recipe)}.pt"
-
-
-def seeded_model(name: str, seed: int, **kwargs):
-    """``get_model(name, **kwargs)`` with its random initialisation drawn from ``seed`` (the
-    recipe's), so that a recipe trains the same model whatever ran before in the process."""
-    import xai_bench
-
-    torch.manual_seed(int(seed))
-    return xai_bench.get_model(name, **kwargs)
 
 
 def _info(path: Path, cached: bool, metrics: dict) -> dict:
@@ -84,7 +83,6 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
     the per-epoch history). The model is returned on the CPU in eval mode."""
     import xai_bench
     from xai_bench.checkpoint import load_model_from_checkpoint
-    from xai_bench.training.save import train_and_save
 
     model = xai_bench.get_model(name, **model_kwargs)
     recipe_name, default = default_recipe(model, dataset_spec)

@@ -21,6 +21,7 @@ from xai_bench.data import DataError, iter_batches
 from xai_bench.data.augment import mosaic_batch, train_augmentation
 from xai_bench.errors import ConfigError, TrainingError
 from xai_bench.training.recipes import LOSSES, Recipe
+from xai_bench.seeding import cpu_generator
 
 __all__ = ["TrainResult", "loss_fn", "lr_factor", "make_optimizer", "train_model"]
 
@@ -98,7 +99,7 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
 
     recipe.validate()
     torch.manual_seed(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen = cpu_generator(recipe.seed)
     model.to(device).train()
     n = len(train_set) if limit_train is None else min(int(limit_train), len(train_set))
     if n < 1:
@@ -109,7 +110,7 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
     if max_steps is not None:
         total = max(1, min(total, int(max_steps)))
     opt = make_optimizer(model, recipe)
-    augment = train_augmentation(getattr(model, "image_size", None), recipe.augmentation)
+    augment = train_augmentation(model.image_size, recipe.augmentation)
     history, step, seen = [], 0, 0
     bar = _bar(total, progress)
     start = time.perf_counter()

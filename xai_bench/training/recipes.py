@@ -125,7 +125,7 @@ def get_recipe(name: str) -> Recipe:
 def default_recipe(model, dataset_spec: str) -> tuple[str, Recipe]:
     """``(name, recipe)``: the quick recipe of the model's family on the embedded shapes data,
     the paper-style one elsewhere (a fresh copy: change its epochs freely)."""
-    family = "bcos" if getattr(model, "training_loss", "ce") == "bce" else "conventional"
+    family = "bcos" if model.training_loss == "bce" else "conventional"
     kind = str(dataset_spec).split(":")[0].strip().lower()
     speed = "quick" if kind in ("shapes", "synthetic") else "paper"
     name = f"{family}-{speed}"

@@ -35,6 +35,17 @@ class TrainedModel:
     recipe_name: str
 
 
+def seeded_model(name: str, seed: int, **kwargs):
+    """``get_model(name, **kwargs)`` with its random initialisation drawn from ``seed`` (the
+    recipe's), so that a recipe trains the same model whatever ran before in the process."""
+    import torch
+
+    import xai_bench
+
+    torch.manual_seed(int(seed))
+    return xai_bench.get_model(name, **kwargs)
+
+
 def check_output_file(path) -> Path:
     """Make sure a file can be written at ``path`` *before* spending time on training:
     :class:`OutputError` (one line) when ``path`` is a directory, or when its nearest existing
@@ -83,7 +94,6 @@ def train_and_save(name: str, dataset_spec: str, out, *, recipe: Recipe | None =
     before training (:class:`OutputError`)."""
     import xai_bench
     from xai_bench.checkpoint import load_checkpoint, save_checkpoint
-    from xai_bench.training.cache import seeded_model
 
     out = check_output_file(out)
     model_kwargs = dict(model_kwargs or {})
