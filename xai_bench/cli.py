@@ -298,8 +298,12 @@ def info(checkpoint, evaluate_on, device):
 @click.option("--metric", "--metrics", "metrics", default="all", show_default=True,
               help="names, globs, 'all' or a category (localisation, perturbation)")
 @click.option("--dataset", default="shapes", show_default=True)
-@click.option("--checkpoint", "checkpoints", multiple=True, metavar="MODEL=PATH",
-              help="checkpoint of a model (default models on shapes are trained and cached)")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="MODEL[@R]=PATH",
+              help="checkpoint of a model (default models on shapes are trained and cached); "
+              "MODEL@R=PATH for replicate R, or MODEL='GLOB' for one file per replicate")
+@click.option("--replicates", type=click.IntRange(min=1), default=1, show_default=True,
+              help="independently initialised copies of each model (default models: recipe "
+              "seed + replicate index)")
 @click.option("--n-grids", type=click.IntRange(min=1), default=24, show_default=True,
               help="2x2 grids for the grid pointing game (paper: 250)")
 @click.option("--n-images", type=click.IntRange(min=1), default=24, show_default=True,
@@ -320,8 +324,8 @@ def info(checkpoint, evaluate_on, device):
 @click.option("--no-plots", is_flag=True, help="do not write the figures")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @friendly_errors
-def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch_size, device,
-        seed, out, name, method_args, untrained, epochs, no_plots, quiet):
+def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_images,
+        batch_size, device, seed, out, name, method_args, untrained, epochs, no_plots, quiet):
     """Benchmark models x attribution methods x metrics; resumable.
 
     Writes records.csv, curves.csv and run.json under OUT/<run name>/ and the figures under
@@ -348,7 +352,8 @@ def run(models, methods, metrics, dataset, checkpoints, n_grids, n_images, batch
         models=[models], methods=[methods], metrics=[metrics], dataset=dataset, out=out,
         checkpoints=checkpoint_paths, n_grids=n_grids, n_images=n_images,
         batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
-        train_epochs=epochs, method_params=method_params, progress=not quiet, log=click.echo)
+        train_epochs=epochs, method_params=method_params, replicates=replicates,
+        progress=not quiet, log=click.echo)
     info = results.info
     table = results.summary()
     click.echo("")

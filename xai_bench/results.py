@@ -26,6 +26,7 @@ status        ``ok``, ``skipped`` (method does not apply / metric not applicable
 message       why a row is skipped or an error ('' for ok)
 category      metric category (localisation, perturbation)
 higher_is_better  whether larger values are better for this metric
+replicate     which independently trained copy of the model (0, 1, ...; ``--replicates``)
 ============  ===============================================================================
 followed by what the metric reports about what was explained and how (``explained``,
 ``confidence``, ``substrate``, ``statistic``, ...).
@@ -44,8 +45,8 @@ import pandas as pd
 from xai_bench.errors import XaiBenchError
 
 RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "status",
-                  "message", "category", "higher_is_better"]
-CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value"]
+                  "message", "category", "higher_is_better", "replicate"]
+CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value", "replicate"]
 STATUSES = ("ok", "skipped", "error")
 
 

@@ -79,6 +79,7 @@ class RunConfig:
     untrained: bool = False
     train_epochs: int | None = None
     method_params: dict = field(default_factory=dict)
+    replicates: int = 1
 
     def spec(self) -> dict:
         """The configuration as plain JSON (objects by name): what names the run directory."""
@@ -88,7 +89,8 @@ class RunConfig:
                 "dataset": _label(self.dataset), "checkpoints": dict(self.checkpoints),
                 "n_grids": self.n_grids, "n_images": self.n_images, "seed": self.seed,
                 "untrained": self.untrained, "train_epochs": self.train_epochs,
-                "method_params": self.method_params}
+                "method_params": self.method_params,
+                **({"replicates": self.replicates} if self.replicates != 1 else {})}
 
     def run_name(self) -> str:
         if self.name:
@@ -167,6 +169,20 @@ def check_run_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------ resolved parts
+def replicate_label(name: str, replicate: int) -> str:
+    """How a replicate is named in cell keys and run.json: ``name`` for replicate 0,
+    ``name@r`` otherwise (the records keep ``model`` and ``replicate`` apart)."""
+    return name if not replicate else f"{name}@{replicate}"
+
+
+@dataclass
+class ModelSpec:
+    label: str                     # cell-key name: "vit_nano" or "vit_nano@1"
+    name: str                      # registered name (the records' `model`)
+    obj: object = None             # a model object given through xai_bench.evaluate
+    replicate: int = 0
+
+
 @dataclass
 class MethodEntry:
     name: str
@@ -226,34 +242,32 @@ class Runner:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RunError(f"{key} must be a positive integer, got {value!r}")
         self.device = resolve_device(cfg.device)
-        self.model_specs = self._resolve_models()
-        model_names = [name for name, _ in self.model_specs]
+        if not isinstance(cfg.replicates, int) or isinstance(cfg.replicates, bool) or \
+                cfg.replicates < 1:
+            raise RunError(f"replicates must be a positive integer, got {cfg.replicates!r}")
+        models = self._resolve_models()
+        model_names = [name for name, _ in models]
         if len(set(model_names)) != len(model_names):
             raise RunError(f"two models share a name in {model_names}; give each a distinct "
                            f"`name` attribute")
-        stray = sorted(set(cfg.checkpoints) - set(model_names))
-        if stray:
-            raise RunError(f"--checkpoint given for {', '.join(stray)}, which this run does not "
-                           f"benchmark (models: {', '.join(model_names)}); add it to --models "
-                           f"or drop the checkpoint")
-        for name, path in cfg.checkpoints.items():
-            p = Path(path).expanduser()
-            if not p.exists():
-                raise RunError(f"checkpoint {p} (for {name}) does not exist; check the path or "
-                               f"train one with `xai-bench train {name} --out {p}`")
-            if not p.is_file():
-                raise RunError(f"checkpoint {p} (for {name}) is not a file")
+        if cfg.replicates > 1 and any(obj is not None for _, obj in models):
+            raise RunError("--replicates needs models given by name (objects are one replicate "
+                           "each); pass the copies as separate models instead")
+        self.checkpoints = self._resolve_checkpoints(model_names)
+        self.model_specs = [ModelSpec(replicate_label(name, r), name, obj, r)
+                            for name, obj in models for r in range(cfg.replicates)]
+        for label, path in self.checkpoints.items():
             # a corrupt, foreign or wrong-architecture checkpoint fails now, before any work
             # (CheckpointError, one line); the model is loaded again when its cells run
             import xai_bench
 
-            xai_bench.get_model(name, checkpoint=str(p))
+            xai_bench.get_model(label.partition("@")[0], checkpoint=path)
         self.dataset()  # an unknown spec or a missing path fails here, before any work
         self.methods = self._resolve_methods()
         self.metrics = self._resolve_metrics()
-        for name, spec in self.model_specs:
-            if spec is None:
-                self._check_model_source(name)
+        for spec in self.model_specs:
+            if spec.obj is None:
+                self._check_model_source(spec)
 
     def _resolve_models(self) -> list:
         cfg = self.config
@@ -262,7 +276,8 @@ class Runner:
         if not cfg.untrained and "all" in [p for p in parts if isinstance(p, str)]:
             # `all` means every model that can run here: those given a checkpoint, and the
             # default pair on the embedded data (trained on first use).
-            names = [m for m in names if not isinstance(m, str) or m in cfg.checkpoints or
+            given = {key.partition("@")[0] for key in cfg.checkpoints}
+            names = [m for m in names if not isinstance(m, str) or m in given or
                      (m in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET)]
             if not names:
                 raise RunError(f"--models all found no model to run on '{_label(cfg.dataset)}': "
@@ -270,9 +285,50 @@ class Runner:
                                f"--untrained")
         return [(m, None) if isinstance(m, str) else (_label(m), m) for m in names]
 
-    def _check_model_source(self, name: str):
+    def _resolve_checkpoints(self, model_names) -> dict:
+        """``{replicate label: path}`` from ``--checkpoint NAME[@R]=PATH`` (a glob gives one
+        file per replicate, in sorted order)."""
+        import glob as globbing
+
         cfg = self.config
-        if name in cfg.checkpoints or cfg.untrained:
+        out: dict = {}
+        for key, value in cfg.checkpoints.items():
+            name, at, rep = str(key).partition("@")
+            if name not in model_names:
+                raise RunError(f"--checkpoint given for {name}, which this run does not "
+                               f"benchmark (models: {', '.join(model_names)}); add it to "
+                               f"--models or drop the checkpoint")
+            if at and not (rep.isdigit() and int(rep) < cfg.replicates):
+                raise RunError(f"--checkpoint {key}: the replicate must be 0..."
+                               f"{cfg.replicates - 1} (--replicates {cfg.replicates})")
+            text = str(Path(value).expanduser())
+            if any(c in text for c in "*?[") and not at:
+                files = sorted(globbing.glob(text))
+                if len(files) != cfg.replicates:
+                    raise RunError(f"--checkpoint {name}={value} matches {len(files)} file(s); "
+                                   f"--replicates {cfg.replicates} needs exactly "
+                                   f"{cfg.replicates}")
+                out.update({replicate_label(name, r): f for r, f in enumerate(files)})
+                continue
+            p = Path(text)
+            if not p.exists():
+                raise RunError(f"checkpoint {p} (for {key}) does not exist; check the path or "
+                               f"train one with `xai-bench train {name} --out {p}`")
+            if not p.is_file():
+                raise RunError(f"checkpoint {p} (for {key}) is not a file")
+            out[replicate_label(name, int(rep) if at else 0)] = str(p)
+        for name in {k.partition("@")[0] for k in out}:
+            missing = [r for r in range(cfg.replicates) if replicate_label(name, r) not in out]
+            if missing:
+                raise RunError(f"model {name} has no checkpoint for replicate(s) "
+                               f"{', '.join(map(str, missing))} of --replicates "
+                               f"{cfg.replicates}: pass --checkpoint {name}@R=PATH for each, or "
+                               f"a glob (train them with `xai-bench train {name} --seed R`)")
+        return out
+
+    def _check_model_source(self, spec):
+        cfg, name = self.config, spec.name
+        if spec.label in self.checkpoints or cfg.untrained:
             return
         if name in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET:
             return
@@ -375,54 +431,62 @@ class Runner:
             return {"object": type(spec).__qualname__, "tensors": h}
         return {"object": type(spec).__qualname__, "length": len(spec), "repr": repr(spec)[:200]}
 
-    def _model_identity(self, name: str, obj) -> dict:
+    def _model_identity(self, spec) -> dict:
         cfg = self.config
-        if obj is not None:
-            return {"name": name, "weights": weights_digest(obj), "code": code_identity(obj)}
-        builder = MODELS.get(name)
-        ident = {"name": name, "code": code_identity(builder)}
-        if name in cfg.checkpoints:
-            ident["checkpoint_sha256"] = file_sha256(cfg.checkpoints[name])
+        if spec.obj is not None:
+            return {"name": spec.name, "weights": weights_digest(spec.obj),
+                    "code": code_identity(spec.obj)}
+        ident = {"name": spec.name, "code": code_identity(MODELS.get(spec.name))}
+        if spec.replicate:
+            ident["replicate"] = spec.replicate
+        if spec.label in self.checkpoints:
+            ident["checkpoint_sha256"] = file_sha256(self.checkpoints[spec.label])
         elif cfg.untrained:
             ident["untrained_seed"] = cfg.seed
         else:  # the cached default model: trained on first use, then identified by its file
-            self.load_model(name)
-            ident["checkpoint_sha256"] = file_sha256(self._models[name][1]["checkpoint"])
+            _, info = self.load_model(spec)
+            ident["checkpoint_sha256"] = file_sha256(info["checkpoint"])
         return ident
 
-    def load_model(self, name: str, obj=None):
-        """``(model, info)``: from its checkpoint, the default-model cache (trained on first
-        use) or, with ``untrained``, seeded random weights; moved to the run's device."""
-        if name in self._models:
-            return self._models[name]
-        cfg = self.config
-        if obj is not None:
-            model, info = obj, {"checkpoint": None, "object": type(obj).__qualname__}
-        elif name in cfg.checkpoints:
+    def load_model(self, spec):
+        """``(model, info)`` of a :class:`ModelSpec` (or a model name: replicate 0): from its
+        checkpoint, the default-model cache (trained on first use; replicate r with the
+        recipe's seed + r) or, with ``untrained``, seeded random weights; on the run's
+        device."""
+        if isinstance(spec, str):
+            spec = next(s for s in self.model_specs if s.label == spec)
+        if spec.label in self._models:
+            return self._models[spec.label]
+        cfg, name = self.config, spec.name
+        if spec.obj is not None:
+            model, info = spec.obj, {"checkpoint": None, "object": type(spec.obj).__qualname__}
+        elif spec.label in self.checkpoints:
             import xai_bench
 
-            model = xai_bench.get_model(name, checkpoint=cfg.checkpoints[name])
-            info = {"checkpoint": str(cfg.checkpoints[name]),
+            model = xai_bench.get_model(name, checkpoint=self.checkpoints[spec.label])
+            info = {"checkpoint": str(self.checkpoints[spec.label]),
                     **(getattr(model, "checkpoint_info", None) or {}).get("metrics", {})}
         elif name in DEFAULT_MODELS and cfg.dataset == DEFAULT_DATASET and not cfg.untrained:
             from xai_bench.training import cached_default_model
 
             model, info = cached_default_model(name, DEFAULT_DATASET, epochs=cfg.train_epochs,
                                                progress=self.progress, log=self.log,
-                                               device=self.device)
+                                               device=self.device, replicate=spec.replicate)
         else:
             # seeded, so that a resumed run explains the same random model
-            torch.manual_seed(derive_seed(cfg.seed, "model", name))
+            parts = (cfg.seed, "model", name) + ((spec.replicate,) if spec.replicate else ())
+            torch.manual_seed(derive_seed(*parts))
             model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
         info = {k: v for k, v in info.items() if k != "history"}
+        info["replicate"] = spec.replicate
         try:
             model.name = name
         except (AttributeError, TypeError):
             pass
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device).eval()
-        self._models[name] = (model, info)
-        return self._models[name]
+        self._models[spec.label] = (model, info)
+        return self._models[spec.label]
 
     # ---- identities ----------------------------------------------------------------------
     def _run_identity(self) -> dict:
@@ -458,23 +522,23 @@ class Runner:
         #: keys of the cells computed by this invocation, and why they were (not reused)
         self.computed, self.reasons = [], Counter()
         run_ident, data_ident = self._run_identity(), self._data_identity()
-        todo = [(mo, me, mt) for mo, _ in self.model_specs for mt in self.metrics
+        todo = [(mo, me, mt) for mo in self.model_specs for mt in self.metrics
                 for me in self.methods]
         self._total, self._kept = len(todo), 0
         self._cells: dict = {}
         reasons = self.reasons
-        plan = []  # per model: (name, obj, identity, pending cells)
-        for name, obj in self.model_specs:
-            model_ident = self._model_identity(name, obj)
+        plan = []  # per model: (spec, identity, pending cells)
+        for spec in self.model_specs:
+            model_ident = self._model_identity(spec)
             pending = []
             for metric in self.metrics:
                 for method in self.methods:
-                    key = cell_key(name, method.name, metric.name)
+                    key = cell_key(spec.label, method.name, metric.name)
                     ident = _as_json({"model": model_ident, "method": method.identity,
                                       "metric": metric.identity, "data": data_ident,
                                       "run": run_ident})
                     entry, problem = self.store.read(key)
-                    why = self._stale_reason(entry, problem, ident, name, method.name,
+                    why = self._stale_reason(entry, problem, ident, spec.label, method.name,
                                              metric.name)
                     if why is None:
                         self._cells[key] = entry
@@ -483,7 +547,7 @@ class Runner:
                         if why:
                             reasons[why] += 1
                         pending.append((method, metric, key, ident))
-            plan.append((name, obj, model_ident, pending))
+            plan.append((spec, model_ident, pending))
         where = self.run_dir if self.run_dir is not None else "(in memory)"
         self.log(f"run directory: {where} ({self._kept}/{self._total} cells already done)")
         for why, n in reasons.items():
@@ -495,15 +559,15 @@ class Runner:
         bar = tqdm(total=self._total, initial=self._kept, unit="cell", dynamic_ncols=True,
                    disable=not (self.progress and sys.stderr.isatty()))
         try:
-            for name, obj, model_ident, pending in plan:
-                info_key = f"model__{name}"
+            for spec, model_ident, pending in plan:
+                info_key = f"model__{spec.label}"
                 info_ident = _as_json({"model": model_ident, "data": data_ident,
                                        "run": run_ident})
                 entry, _ = self.store.read(info_key)
                 if not pending and entry is not None and entry["identity"] == info_ident:
                     self._cells[info_key] = entry
                     continue
-                self._run_model(name, obj, info_key, info_ident, entry, pending, bar)
+                self._run_model(spec, info_key, info_ident, entry, pending, bar)
         finally:
             bar.close()
 
@@ -520,9 +584,10 @@ class Runner:
             return "retried: ended in an error last time"
         return None
 
-    def _run_model(self, name, obj, info_key, info_ident, entry, pending, bar):
+    def _run_model(self, spec, info_key, info_ident, entry, pending, bar):
+        name = spec.name
         try:
-            model, info = self.load_model(name, obj)
+            model, info = self.load_model(spec)
             card = check_model(model, name)
         except ContractError as e:  # every cell of this model is an error
             for method, metric, key, ident in pending:
@@ -628,21 +693,22 @@ class Runner:
 
         cfg = self.config
         rows, curves, timings, examples = [], [], {}, {}
-        for mo, _ in self.model_specs:
+        for spec in self.model_specs:
+            which = dict(model=spec.name, replicate=spec.replicate)
             for mt in self.metrics:
                 for me in self.methods:
-                    key = cell_key(mo, me.name, mt.name)
+                    key = cell_key(spec.label, me.name, mt.name)
                     cell = self._cells[key]
-                    rows += cell["records"]
-                    curves += cell["curves"]
+                    rows += [dict(r, **which) for r in cell["records"]]
+                    curves += [dict(c, **which) for c in cell["curves"]]
                     if cell.get("arrays_sha256") or isinstance(self.store, MemoryStore):
                         for name, value in self.store.read_arrays(key).items():
-                            examples[f"{mo}/{me.name}/{mt.name}/{name}"] = value
+                            examples[f"{spec.label}/{me.name}/{mt.name}/{name}"] = value
                     timings[key] = {"time_s": cell["time_s"],
                                     "prepare_time_s": cell["prepare_time_s"],
                                     "method_params": cell["identity"]["method"].get("params"),
                                     "metric_params": cell["identity"]["metric"].get("params")}
-        models = {mo: self._cells[f"model__{mo}"]["info"] for mo, _ in self.model_specs}
+        models = {s.label: self._cells[f"model__{s.label}"]["info"] for s in self.model_specs}
         records = records_frame(rows)
         curves_table = curves_frame(curves)
         dataset = self.dataset()

@@ -75,9 +75,10 @@ def _info(path: Path, cached: bool, metrics: dict) -> dict:
 
 def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe | None = None,
                          epochs: int | None = None, cache_dir=None, progress: bool = True,
-                         log=None, device: str = "cpu", **model_kwargs):
+                         log=None, device: str = "cpu", replicate: int = 0, **model_kwargs):
     """``(model, info)``: model ``name`` trained on ``dataset_spec`` with its default recipe
-    (or ``recipe``; ``epochs`` overrides its epochs). Trained on first use and saved in the
+    (or ``recipe``; ``epochs`` overrides its epochs; replicate ``r`` trains with the recipe's
+    seed + r, an independently initialised copy). Trained on first use and saved in the
     cache (file keyed by model, config, data set, recipe and xai_bench version), loaded from
     there afterwards. ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without
     the per-epoch history). The model is returned on the CPU in eval mode."""
@@ -92,13 +93,16 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
         recipe_name = "custom"
     if epochs is not None:
         recipe = recipe.replace(epochs=int(epochs))
+    if replicate:
+        recipe = recipe.replace(seed=recipe.seed + int(replicate))
     path = cache_path(name, model.config, dataset_spec, recipe, cache_dir)
     if path.exists():
         model = load_model_from_checkpoint(path, name=name)
         return model, _info(path, True, model.checkpoint_info.get("metrics", {}))
     if log:
-        log(f"training {name} on {dataset_spec} ({recipe_name}, {recipe.epochs} epochs) on "
-            f"{device}; cached at {path} for later runs")
+        copy = f", replicate {replicate} (seed {recipe.seed})" if replicate else ""
+        log(f"training {name} on {dataset_spec} ({recipe_name}, {recipe.epochs} epochs{copy}) "
+            f"on {device}; cached at {path} for later runs")
     trained = train_and_save(name, dataset_spec, path, recipe=recipe, recipe_name=recipe_name,
                              model_kwargs=model_kwargs, device=device, progress=progress)
     return trained.model, _info(path, False, trained.metrics)
