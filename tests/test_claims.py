@@ -202,3 +202,12 @@ def test_unreadable_claim_files_are_a_config_error(tmp_path):
     bad.write_text(json.dumps({"claimz": []}))
     with pytest.raises(ConfigError, match="'claims' list"):
         cl.load_claims(bad)
+
+
+def test_write_statistics_adds_claims_csv(tmp_path):
+    records = records_for(dict(BASE, inherent=0.7), dict(BASE, rollout=0.4))
+    paths = st.write_statistics(records, tmp_path, n_resamples=R, claims=True)
+    assert sorted(paths) == ["agreement", "best", "claims", "comparisons", "ranks", "summary"]
+    claims = pd.read_csv(paths["claims"])
+    assert list(claims.columns) == cl.CLAIM_COLUMNS
+    assert claims.set_index("claim").loc["a", "outcome"] == "holds"

@@ -258,7 +258,7 @@ def test_objects_through_evaluate_and_contract_violations_are_errors(ckpts, trai
     clean = xai_bench.evaluate(methods=["uniform", NoParams(), "rollout"], **kwargs)
     assert (clean.records["status"] == "ok").all()
     assert set(clean.records["method"]) == {"uniform", "no_params", "rollout"}
-    assert clean.run_dir is None and "mask_localisation" in clean.summary().index.get_level_values(0)
+    assert clean.run_dir is None and "mask_localisation" in clean.means().index.get_level_values(0)
 
     broken = xai_bench.evaluate(methods=["uniform", nan_method, wrong_shape, integer_maps,
                                          raises, NoParams(), "rollout"], **kwargs)

@@ -344,7 +344,7 @@ def test_format_interval():
 def test_write_statistics_writes_the_four_tables(tmp_path):
     records = _margin_records()
     paths = st.write_statistics(records, tmp_path / "stats", n_resamples=R)
-    assert sorted(paths) == ["agreement", "comparisons", "ranks", "summary"]
+    assert sorted(paths) == ["agreement", "best", "comparisons", "ranks", "summary"]
     for name, path in paths.items():
         assert path.name == f"{name}.csv" and path.exists()
     summary = pd.read_csv(paths["summary"])

@@ -11,7 +11,8 @@ given by name (as on the command line) or as objects::
     results = xai_bench.evaluate(models=["vit_nano"], methods=["rollout", edges],
                                  metrics="grid_pointing_game", untrained=True, n_grids=4)
     results.records                            # tidy DataFrame (see xai_bench.results)
-    results.summary()                          # mean per (metric, model) × method
+    results.summary                            # n, mean, 95 % interval per cell
+    results.claims                             # the paper's claims, tested
 
 With ``out=None`` (the default) everything stays in memory; with ``out=DIR`` the run is
 written under ``DIR/<run name>/`` and resumable exactly as from the command line.
@@ -34,8 +35,26 @@ class Results:
     info: dict                        # what run.json holds
     examples: dict = field(default_factory=dict)  # "model/method/metric/name" -> array
     run_dir: Path | None = None
+    #: the statistical tables (xai_bench.statistics.analyse): summary, comparisons, ranks,
+    #: best, agreement, claims and, with replicates, stability
+    tables: dict = field(default_factory=dict)
 
+    @property
     def summary(self):
+        """Per (model, method, metric, replicate): n, mean and its 95 % bootstrap interval."""
+        return self.tables["summary"]
+
+    @property
+    def comparisons(self):
+        """Paired, Holm-corrected comparisons of every pair of methods."""
+        return self.tables["comparisons"]
+
+    @property
+    def claims(self):
+        """The paper's claims: holds / fails / inconclusive, with their numbers."""
+        return self.tables["claims"]
+
+    def means(self):
         """Mean value per (metric, model) and method of the ok records (a pivot table)."""
         from xai_bench.runner import summary_table
 
@@ -80,4 +99,4 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     runner = Runner(config, progress=progress, log=log or (lambda *_: None))
     info = runner.run()
     return Results(records=runner.records, curves=runner.curves, info=info,
-                   examples=runner.examples, run_dir=runner.run_dir)
+                   examples=runner.examples, run_dir=runner.run_dir, tables=runner.tables)

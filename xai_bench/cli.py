@@ -355,15 +355,10 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         train_epochs=epochs, method_params=method_params, replicates=replicates,
         progress=not quiet, log=click.echo)
     info = results.info
-    table = results.summary()
     click.echo("")
-    for model_name, m in info["models"].items():
-        click.echo(f"{model_name}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 30,
-                           "display.float_format", "{:.3f}".format):
-        click.echo(table.to_string() if not table.empty else "(no ok records)")
+    for label, m in info["models"].items():
+        click.echo(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
+    click.echo(summary_text(results.tables))
     if not no_plots:
         from xai_bench.plots import plot_run
 
@@ -375,6 +370,40 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
                    err=True)
         sys.exit(1)
+
+
+def summary_text(tables: dict) -> str:
+    """Per metric: each method's mean and 95 % interval per model (replicate 0), then the best
+    method per model, named only when it is significantly ahead of the runner-up."""
+    from xai_bench.statistics import format_interval
+
+    summary, best = tables["summary"], tables["best"]
+    if summary.empty:
+        return "(no ok records)"
+    lines = []
+    summary = summary[summary["replicate"] == 0]
+    for metric, block in summary.groupby("metric", sort=False):
+        direction = "higher" if bool(block["higher_is_better"].iloc[0]) else "lower"
+        models = list(dict.fromkeys(block["model"]))
+        cells = {(r.method, r.model): format_interval(r.mean, r.ci_low, r.ci_high)
+                 for r in block.itertuples()}
+        methods = list(dict.fromkeys(block["method"]))
+        width = max(len(m) for m in methods) + 2
+        col = max(24, max(len(v) for v in cells.values()) + 2)
+        lines += ["", f"{metric} ({direction} is better; mean [95% CI])",
+                  " " * width + "".join(f"{m:>{col}s}" for m in models)]
+        for method in methods:
+            lines.append(f"{method:{width}s}" + "".join(f"{cells.get((method, m), '–'):>{col}s}"
+                                                        for m in models))
+        for row in best[(best["metric"] == metric) & (best["replicate"] == 0)].itertuples():
+            if row.verdict == "best":
+                verdict = f"{row.best} (significantly ahead of {row.runner_up})"
+            elif row.verdict == "tie":
+                verdict = f"tie between {row.tied}"
+            else:
+                verdict = str(row.best)
+            lines.append(f"  best on {row.model}: {verdict}")
+    return "\n".join(lines)
 
 
 @main.command()

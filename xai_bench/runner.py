@@ -734,7 +734,15 @@ class Runner:
                     counts={str(k): int(v) for k, v in
                             records["status"].value_counts().to_dict().items()})
         self.records, self.curves, self.examples, self.info = records, curves_table, examples, info
+        from xai_bench.statistics import analyse, write_statistics
+
+        t = time.time()
+        # intervals, paired comparisons, rank groups, claims: seeded, so a rerun writes the
+        # same tables
+        self.tables = analyse(records, seed=cfg.seed, claims=True)
+        info["timings"]["statistics_s"] = round(time.time() - t, 3)
         if self.run_dir is not None:
+            write_statistics(records, self.run_dir, tables=self.tables)
             atomic_io.write_csv(self.run_dir / "records.csv", records)
             atomic_io.write_csv(self.run_dir / "curves.csv", curves_table)
             if examples:

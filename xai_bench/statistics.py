@@ -364,8 +364,13 @@ def _wilcoxon(d: np.ndarray) -> float:
         return math.nan
     if np.all(d == 0):
         return 1.0
+    magnitudes = np.abs(d)
+    # exact null distribution for small samples without zeros or ties; the normal
+    # approximation otherwise (scipy would fall back to a slow permutation test)
+    exact = d.size <= 50 and np.all(d != 0) and np.unique(magnitudes).size == d.size
     try:
-        return float(_stats.wilcoxon(d, zero_method="zsplit").pvalue)
+        return float(_stats.wilcoxon(d, zero_method="zsplit",
+                                     method="exact" if exact else "approx").pvalue)
     except ValueError:
         return math.nan
 
@@ -637,20 +642,21 @@ def format_interval(mean, low, high) -> str:
     return f"{_fmt(mean, d)} [{_fmt(low, d - 1)}, {_fmt(high, d - 1)}]"
 
 
-def write_statistics(records: pd.DataFrame, out_dir, *, confidence: float = 0.95,
-                     n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05,
-                     interval: str = "bca", claims=None, pairs=None) -> dict:
-    """Write ``summary.csv``, ``comparisons.csv``, ``ranks.csv`` and ``agreement.csv`` (and
-    ``claims.csv`` when ``claims`` is given: ``True``/``"paper"`` for the paper's claims, a
-    path or a list of claims; ``pairs`` as for :func:`xai_bench.claims.evaluate_claims`) into
-    ``out_dir`` atomically; returns ``{name: path}`` (names without ``.csv``)."""
-    from xai_bench.atomic_io import ensure_dir, write_csv
-
+def analyse(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000,
+            seed: int = 0, alpha: float = 0.05, interval: str = "bca", claims=None,
+            pairs=None) -> dict:
+    """Every statistical table of a run, as DataFrames: ``summary``, ``comparisons``,
+    ``ranks``, ``best``, ``agreement``, ``stability`` (when there are several replicates) and
+    ``claims`` (when ``claims`` is given: ``True``/``"paper"`` for the paper's claims, a path
+    or a list of claims; ``pairs`` as for :func:`xai_bench.claims.evaluate_claims`)."""
     opts = dict(confidence=confidence, n_resamples=n_resamples, seed=seed, interval=interval)
     summary = summarise(records, **opts)
     comparisons = compare(records, alpha=alpha, **opts)
     tables = dict(summary=summary, comparisons=comparisons,
-                  ranks=rank_groups(summary, comparisons), agreement=metric_agreement(summary))
+                  ranks=rank_groups(summary, comparisons),
+                  best=best_methods(summary, comparisons), agreement=metric_agreement(summary))
+    if len(summary) and summary["replicate"].nunique() > 1:
+        tables["stability"] = replicate_stability(summary)
     if claims is not None and claims is not False:
         from xai_bench.claims import evaluate_claims, load_claims
 
@@ -660,6 +666,16 @@ def write_statistics(records: pd.DataFrame, out_dir, *, confidence: float = 0.95
             claims = load_claims(claims)
         tables["claims"] = evaluate_claims(summary, comparisons, records, claims, pairs=pairs,
                                            **opts)
+    return tables
+
+
+def write_statistics(records: pd.DataFrame, out_dir, tables: dict | None = None,
+                     **options) -> dict:
+    """Write the tables of :func:`analyse` (computed with ``options`` unless given) as
+    ``NAME.csv`` into ``out_dir`` atomically; returns ``{name: path}``."""
+    from xai_bench.atomic_io import ensure_dir, write_csv
+
+    tables = analyse(records, **options) if tables is None else tables
     out_dir = ensure_dir(out_dir)
     return {name: write_csv(Path(out_dir) / f"{name}.csv", table)
             for name, table in tables.items()}
