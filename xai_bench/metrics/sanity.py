@@ -7,6 +7,8 @@
   from the last to the first — and after each stage the maps of the true class are compared
   with those of the trained model by the Spearman rank correlation of their absolute values.
   A method that explains the model gives low correlations; a model-independent one gives 1.
+  The cascade always runs to the end; by default the maps are compared at 3 of its stages
+  (head, the middle, everything randomised) to bound the cost (``max_stages=None``: all).
 - ``random_target`` (lower is better): the Spearman rank correlation (absolute values) between
   the map of the true class and that of a random other class of the same image. Class-agnostic
   methods give exactly 1.
@@ -235,7 +237,7 @@ class ParameterRandomisation(Metric):
                    "Spearman correlation of |map| with the trained model's (lower: more "
                    "model-sensitive)")
 
-    def __init__(self, n_images: int = 8, max_stages: int | None = None, seed: int = 0):
+    def __init__(self, n_images: int = 8, max_stages: int | None = 3, seed: int = 0):
         if max_stages is not None and int(max_stages) < 1:
             raise ValueError(f"max_stages must be >= 1 or None, got {max_stages}")
         super().__init__(n_images=_check_n_images(n_images),
