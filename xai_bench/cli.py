@@ -296,7 +296,7 @@ def info(checkpoint, evaluate_on, device):
 @click.option("--methods", default="all", show_default=True,
               help="names, globs or 'all', comma-separated")
 @click.option("--metric", "--metrics", "metrics", default="all", show_default=True,
-              help="names, globs, 'all' or a category (localisation, perturbation)")
+              help="names, globs, 'all' or a category (localisation, perturbation, sanity)")
 @click.option("--dataset", default="shapes", show_default=True)
 @click.option("--checkpoint", "checkpoints", multiple=True, metavar="MODEL[@R]=PATH",
               help="checkpoint of a model (default models on shapes are trained and cached); "

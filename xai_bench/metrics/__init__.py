@@ -8,6 +8,8 @@
 - ``pixel_perturbation`` (perturbation, higher is better): the paper's area between the
   least-first and most-first removal curves (ABC);
 - ``deletion`` (lower is better) / ``insertion`` (higher is better): RISE's AUCs.
+- ``parameter_randomisation`` / ``random_target`` (sanity, lower is better): Spearman
+  correlation of a method's maps with those of a randomised model / of a random other class.
 
 Usage::
 
