@@ -43,6 +43,15 @@ def test_default_pair_with_two_replicates(tmp_path, quick_training):
         weights = [(a, b) for a, b in zip(first["state_dict"].values(),
                                           second["state_dict"].values()) if a.numel() > 1]
         assert any(not torch.equal(a, b) for a, b in weights)
+    import pandas as pd
+
+    stability = pd.read_csv(tmp_path / "r" / "stability.csv")
+    assert set(stability["family"]) == {"bcos_vit_nano", "vit_nano"}
+    assert (stability["n_replicates"] == 2).all()
+    firsts = stability.groupby(["family", "metric"])["n_first"].sum()
+    assert (firsts >= 2).all()  # each replicate has a method ranked first (ties count each)
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert set(summary["replicate"]) == {0, 1}
     again = Runner(cfg, **QUIET)
     again.run()
     assert again.computed == []  # a rerun reuses every replicate's cells

@@ -60,6 +60,15 @@ def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
     uniform = gpg[gpg["method"] == "uniform"]["value"]
     assert uniform.sub(0.25).abs().max() < 1e-6  # known answer through the whole pipeline
     assert set(curves["order"]) >= {"most_first", "least_first"}
+    for table in ("summary", "comparisons", "ranks", "best", "agreement", "claims"):
+        assert (run_dir / f"{table}.csv").exists(), table
+    summary = pd.read_csv(run_dir / "summary.csv")
+    ok = summary[summary["n"] > 0]
+    assert ((ok["ci_low"] <= ok["mean"] + 1e-12) & (ok["mean"] <= ok["ci_high"] + 1e-12)).all()
+    claims = pd.read_csv(run_dir / "claims.csv")
+    assert set(claims["claim"]) == {"a", "b", "c", "d"}
+    assert set(claims["outcome"]) <= {"holds", "fails", "inconclusive"}
+    assert "[" in result.output and "best on" in result.output  # intervals and verdicts
     info = json.loads((run_dir / "run.json").read_text())
     for key in ("config", "seeds", "models", "timings", "provenance"):
         assert key in info
@@ -89,8 +98,8 @@ def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
     plot = CliRunner().invoke(main, ["plot", str(run_dir), "--out", str(tmp_path / "fig")])
     assert plot.exit_code == 0, plot.output
     written = {p.name for p in (tmp_path / "fig").iterdir()}
-    assert {"fig6_localisation_perturbation.png", "perturbation_curves.png",
-            "fig7_grid_bcos_vit_nano.png", "fig7_grid_vit_nano.png", "summary.md"} <= written
+    assert {"fig6.png", "curves.png", "agreement.png", "fig7_grid_bcos_vit_nano.png",
+            "fig7_grid_vit_nano.png", "summary.md"} <= written
     summary = (tmp_path / "fig" / "summary.md").read_text()
     assert "grid_pointing_game" in summary and "vit_nano" in summary
 
