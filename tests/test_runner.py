@@ -259,7 +259,7 @@ def test_explain_draws_every_applicable_method(tmp_path, checkpoints):
 def test_models_all_means_the_models_that_can_run_here(tmp_path):
     # the default pair on the embedded data, plus whatever has a checkpoint
     def models(**kw):
-        return [name for name, _ in Runner(RunConfig(models=["all"], out=str(tmp_path), **kw),
+        return [spec.name for spec in Runner(RunConfig(models=["all"], out=str(tmp_path), **kw),
                                            progress=False).model_specs]
 
     assert models() == ["bcos_vit_nano", "vit_nano"]
