@@ -50,7 +50,7 @@ import pandas as pd
 
 from xai_bench.errors import ConfigError
 from xai_bench.statistics import (
-    _as_bool, _check_options, _pair_lookup, _rng, _significant, _two_sample, _with_replicate,
+    as_bool, _check_options, _pair_lookup, _rng, _significant, _two_sample, _with_replicate,
     compare, format_interval, sample_values, summarise,
 )
 
@@ -214,7 +214,7 @@ def _scores(summary, model, metric, replicate):
     if g.empty:
         raise _Inconclusive(f"{model} has no ok records of {metric}"
                             + (f" (replicate {replicate})" if replicate else ""))
-    hib = _as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
+    hib = as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
     return g.set_index("method"), hib
 
 

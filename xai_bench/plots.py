@@ -44,6 +44,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from xai_bench import atomic_io  # noqa: E402
 from xai_bench.errors import XaiBenchError  # noqa: E402
+from xai_bench.statistics import as_bool  # noqa: E402
 from xai_bench.results import (  # noqa: E402
     ResultsError, _read, file_safe, read_curves, read_examples, read_records, read_run_info,
 )
@@ -223,33 +224,22 @@ def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
     return tables
 
 
-def _truthy(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "")
-    try:
-        if pd.isna(value):
-            return True
-    except (TypeError, ValueError):
-        pass
-    return bool(value)
+def _first(metric: str, column: str, frames, default):
+    """The first recorded ``column`` of ``metric`` in any of ``frames``."""
+    for frame in frames:
+        if frame is not None and len(frame) and column in frame:
+            rows = frame.loc[frame["metric"] == metric, column].dropna()
+            if len(rows):
+                return rows.iloc[0]
+    return default
 
 
 def _higher_is_better(metric: str, *frames) -> bool:
-    for frame in frames:
-        if frame is not None and len(frame) and "higher_is_better" in frame:
-            rows = frame.loc[frame["metric"] == metric, "higher_is_better"].dropna()
-            if len(rows):
-                return _truthy(rows.iloc[0])
-    return True
+    return as_bool(_first(metric, "higher_is_better", frames, True))
 
 
 def _category(metric: str, *frames) -> str:
-    for frame in frames:
-        if frame is not None and len(frame) and "category" in frame:
-            rows = frame.loc[frame["metric"] == metric, "category"].dropna()
-            if len(rows):
-                return str(rows.iloc[0])
-    return ""
+    return str(_first(metric, "category", frames, ""))
 
 
 def _direction(metric: str, *frames) -> str:

@@ -103,7 +103,9 @@ def _check_frame(frame, what: str, columns) -> pd.DataFrame:
     return frame
 
 
-def _as_bool(value) -> bool:
+def as_bool(value) -> bool:
+    """A table cell as a bool: "false"/"0"/"no"/"" are False, a missing value is True (the
+    metrics' default direction)."""
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no", "")
     try:
@@ -325,7 +327,7 @@ def summarise(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: i
                                       float(confidence), interval)
         first = g.iloc[0]
         row = dict(zip(GROUP, key), n=len(g), mean=mean, ci_low=low, ci_high=high,
-                   higher_is_better=_as_bool(first.get("higher_is_better", True)),
+                   higher_is_better=as_bool(first.get("higher_is_better", True)),
                    category=first.get("category", ""), statistic=first["reported"],
                    estimator=first["estimator"])
         if "family" in g:
@@ -399,7 +401,7 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
         methods = list(dict.fromkeys(fam["method"]))
         by_method = {m: g.drop_duplicates(["sample_id", "target"]) for m, g in
                      fam.groupby("method", sort=False)}
-        hib = _as_bool(fam["higher_is_better"].iloc[0]) if "higher_is_better" in fam else True
+        hib = as_bool(fam["higher_is_better"].iloc[0]) if "higher_is_better" in fam else True
         rows = []
         for a, b in combinations(methods, 2):
             ga, gb = by_method[a], by_method[b]
@@ -479,7 +481,7 @@ def _ordered(summary: pd.DataFrame):
     summary = summary[np.isfinite(pd.to_numeric(summary["mean"], errors="coerce")
                                   .astype(float))]
     for key, g in summary.groupby(FAMILY, sort=False):
-        hib = _as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
+        hib = as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
         g = g.assign(_score=g["mean"].astype(float) * (1 if hib else -1))
         g = g.sort_values(["_score", "method"], ascending=[False, True], kind="stable")
         yield (key[0], key[1], int(key[2])), g.drop(columns="_score"), hib
@@ -557,7 +559,7 @@ def metric_agreement(summary: pd.DataFrame) -> pd.DataFrame:
     for (model, replicate), g in summary.groupby(["model", "replicate"], sort=False):
         scores = {}
         for metric, gm in g.groupby("metric", sort=False):
-            hib = _as_bool(gm["higher_is_better"].iloc[0]) if "higher_is_better" in gm else True
+            hib = as_bool(gm["higher_is_better"].iloc[0]) if "higher_is_better" in gm else True
             s = gm.set_index("method")["mean"].astype(float)
             scores[metric] = s[np.isfinite(s)] * (1 if hib else -1)
         for ma, mb in combinations(scores, 2):
@@ -601,7 +603,7 @@ def replicate_stability(summary: pd.DataFrame, families=None) -> pd.DataFrame:
     summary = summary[np.isfinite(summary["mean"])]
     rows = []
     for (family, metric), g in summary.groupby(["family", "metric"], sort=False):
-        hib = _as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
+        hib = as_bool(g["higher_is_better"].iloc[0]) if "higher_is_better" in g else True
         score = g["mean"] * (1 if hib else -1)
         top = score.groupby([g["model"], g["replicate"]]).transform("max")
         first = g.assign(_first=score >= top)
