@@ -74,3 +74,106 @@ def test_relprop_without_recording_is_a_clear_error():
     model = xai_bench.get_model("vit_nano").eval()
     with pytest.raises(RuntimeError, match="lrp_recording"):
         model.head.relprop(torch.ones(1, 10))
+
+
+# --------------------------------------------- plrp against the original LRP rules, independently
+
+
+def _grad_rule(z_fn, inputs, relevance):
+    """LRP-0 through ``z = z_fn(*inputs)`` the way the reference code computes it: ``S = R/z``,
+    ``C = ∂(z·S)/∂inputs`` by autograd, ``R_i = input_i ⊙ C_i``."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    with torch.enable_grad():
+        z = z_fn(*leaves)
+    s = torch.where(z.abs() > 1e-9, relevance / torch.where(z.abs() > 1e-9, z, torch.ones_like(z)),
+                    torch.zeros_like(z))
+    grads = torch.autograd.grad(z, leaves, s.detach())
+    return [leaf.detach() * g for leaf, g in zip(leaves, grads)]
+
+
+def _linear_original(x, weight, relevance):
+    """The original α1β0 rule: the x⁺w⁺ and x⁻w⁻ paths each normalised by their own sum."""
+    (rp,) = _grad_rule(lambda t: t @ weight.clamp(min=0).T, [x.clamp(min=0)], relevance)
+    (rn,) = _grad_rule(lambda t: t @ weight.clamp(max=0).T, [x.clamp(max=0)], relevance)
+    return rp + rn
+
+
+def _original_lrp_last_attention(model, x, onehot):
+    """An independent forward of our ViT (written out here from its parameters) and a
+    relevance pass with the original LRP rules down to the last block's attention matrix."""
+    t = model.tokeniser(x) + model.pos_embed
+    for blk in model.blocks[:-1]:
+        t = blk(t)
+    blk = model.blocks[-1]
+    attn = blk.attn
+    bsz, n, dim = t.shape
+    heads, dh = attn.num_heads, attn.head_dim
+    u = blk.norm1(t)
+    qkv = F.linear(u, attn.qkv.weight, attn.qkv.bias).reshape(bsz, n, 3, heads, dh)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    a_mat = (q @ k.transpose(-1, -2) / dh ** 0.5).softmax(-1)
+    o = (a_mat @ v).transpose(1, 2).reshape(bsz, n, dim)
+    a_out = F.linear(o, attn.proj.weight, attn.proj.bias)
+    h = t + a_out
+    hidden = F.linear(blk.norm2(h), blk.mlp.fc1.weight, blk.mlp.fc1.bias)
+    m = F.linear(F.gelu(hidden), blk.mlp.fc2.weight, blk.mlp.fc2.bias)
+    out = model.norm(h + m)
+    pooled = out.mean(1)
+
+    r = _linear_original(pooled, model.head.weight, onehot)                 # head
+    (r,) = _grad_rule(lambda z: z.mean(1), [out], r)                        # mean pool
+    r_h, r_m = _grad_rule(lambda p, q_: p + q_, [h, m], r)                  # plain LRP-0
+    r_m = _linear_original(F.gelu(hidden), blk.mlp.fc2.weight, r_m)         # fc2, GELU: id
+    r_h = r_h + _linear_original(blk.norm2(h), blk.mlp.fc1.weight, r_m)    # fc1, LN: id
+    _, r_a = _grad_rule(lambda p, q_: p + q_, [t, a_out], r_h)
+    r_o = _linear_original(o, attn.proj.weight, r_a)                        # proj
+    r_o = r_o.reshape(bsz, n, heads, dh).transpose(1, 2)
+    r_attn, _ = _grad_rule(lambda p, q_: p @ q_, [a_mat, v], r_o)
+    return r_attn / 2                                                       # each operand half
+
+
+def test_plrp_equals_an_independent_implementation_of_the_original_lrp_rules():
+    torch.manual_seed(0)
+    model = xai_bench.get_model("vit_nano").double().eval()
+    x = model.encode(torch.rand(3, 3, 32, 32, dtype=torch.float64))
+    t = torch.tensor([0, 3, 7])
+    with torch.no_grad():
+        r_attn = _original_lrp_last_attention(model, x, F.one_hot(t, 10).double())
+    last = r_attn.clamp(min=0).mean(1).mean(1).reshape(3, 1, *model.token_grid)
+    expected = F.interpolate(last, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    got = xai_bench.get_method("plrp")(model, x, t)
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-12)
+    # the two rule sets differ: the default is not the rules of Chefer's own method
+    other = xai_bench.get_method("plrp", rules="chefer")(model, x, t)
+    assert not torch.allclose(other / other.flatten(1).amax(1)[:, None, None],
+                              got / got.flatten(1).amax(1)[:, None, None], rtol=1e-3, atol=1e-4)
+
+
+def test_original_linear_rule_normalises_each_path_separately():
+    # z = 2·x0 + 1·x1 with x = (1, -1): the x⁺w⁺ path (2) and the x⁻w⁻ path (none: w⁻ = 0)…
+    x, w, r = torch.tensor([[1.0, -2.0]]), torch.tensor([[2.0, -1.0]]), torch.tensor([[3.0]])
+    # paths: x⁺w⁺ = 1·2 = 2 and x⁻w⁻ = (-2)(-1) = 2; joint rule: each gets 3·2/4 = 1.5;
+    # original rule: each path passes on the whole 3 (total 6)
+    torch.testing.assert_close(relprop_linear(x, w, r, rules="chefer"), torch.tensor([[1.5, 1.5]]))
+    torch.testing.assert_close(relprop_linear(x, w, r, rules="lrp"), torch.tensor([[3.0, 3.0]]))
+    a, b, rel = rand(2, 3, 4), rand(2, 3, 4, seed=1), rand(2, 3, 4, seed=2)
+    ra, rb = relprop_residual(a, b, rel, rules="lrp")
+    torch.testing.assert_close(ra, a * rel / (a + b))
+    torch.testing.assert_close(rb, b * rel / (a + b))
+
+
+@pytest.mark.parametrize("name", ["plrp", "chefer_lrp"])
+def test_lrp_maps_are_batch_invariant_in_float64(name):
+    """Batching changes nothing but rounding: in float64 a batched call equals the per-image
+    calls to ~1e-9 of the map's scale. (In float32 the forward's rounding differs with the batch
+    size and LRP's near-cancelling denominators amplify it: the tolerance is stated in
+    docs/definitions.md, 'plrp'.)"""
+    torch.manual_seed(2)
+    model = xai_bench.get_model("vit_nano").double().eval()
+    x = model.encode(torch.rand(6, 3, 32, 32, dtype=torch.float64))
+    t = torch.arange(6) % 10
+    method = xai_bench.get_method(name)
+    batched = method(model, x, t)
+    single = torch.cat([method(model, x[i:i + 1], t[i:i + 1]) for i in range(6)])
+    scale = single.abs().flatten(1).amax(1)[:, None, None]
+    assert ((batched - single).abs() / scale).max() < 1e-8

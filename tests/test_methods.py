@@ -310,7 +310,7 @@ class FakeViT(torch.nn.Module):
             self._record[:] = maps
         return torch.einsum("blhij,clhij->bc", torch.stack(maps, 1), self.weights)
 
-    def relprop(self, onehot, alpha=1.0):
+    def relprop(self, onehot, alpha=1.0, rules="chefer"):
         for l, blk in enumerate(self.blocks):
             blk.attn.attention_relevance = torch.einsum("bc,chij->bhij", onehot,
                                                         self.relevance[:, l])
@@ -412,7 +412,8 @@ def test_lrp_relevance_is_conserved():
     x, t = batch(model, n=3)
     token_relevance = []
     relprop = model.relprop
-    model.relprop = lambda r, alpha=1.0: token_relevance.append(relprop(r, alpha))
+    model.relprop = lambda r, alpha=1.0, rules="chefer": token_relevance.append(
+        relprop(r, alpha, rules))
     relevances, grads = attention_relevance(model, x, t, with_gradients=False)
     assert all(g is None for g in grads)
     torch.testing.assert_close(token_relevance[0].sum((1, 2)), torch.ones(3, dtype=x.dtype))
@@ -430,10 +431,17 @@ def test_lrp_relevance_is_conserved():
             else:
                 assert partial[i] is None
     assert "relprop" not in model.blocks[0].__dict__  # the early stop is undone
-    # pLRP is the readout of the last block's clamped relevance
-    last = relevances[-1].clamp(min=0).mean(1).mean(1).reshape(3, 1, *model.token_grid)
-    expected = F.interpolate(last, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
-    torch.testing.assert_close(xai_bench.get_method("plrp")(model, x, t), expected)
+    # pLRP is the readout of the last block's clamped relevance, under the rules it names
+    for rules in ("chefer", "lrp"):
+        if rules == "lrp":
+            relevances, _ = attention_relevance(model, x, t, with_gradients=False, rules=rules)
+        last = relevances[-1].clamp(min=0).mean(1).mean(1).reshape(3, 1, *model.token_grid)
+        expected = F.interpolate(last, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+        torch.testing.assert_close(xai_bench.get_method("plrp", rules=rules)(model, x, t),
+                                   expected)
+    assert xai_bench.get_method("plrp").params == {"rules": "lrp"}
+    with pytest.raises(ValueError, match="unknown LRP rules"):
+        xai_bench.get_method("plrp", rules="z")
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -189,7 +189,8 @@ def test_registry_entries_have_category_and_direction():
         metric = xai_bench.get_metric(name)
         assert isinstance(metric, Metric) and metric.name == name
         assert (metric.category, metric.higher_is_better) == (category, higher)
-    assert xai_bench.get_metric("grid_pointing_game").params == {"n_grids": 250, "seed": 0}
+    assert xai_bench.get_metric("grid_pointing_game").params == {
+        "n_grids": 250, "seed": 0, "confidence_threshold": 0.5, "rank_by": "logit"}
     assert xai_bench.get_metric("pixel_perturbation").params["fractions"] == tuple(
         i / 32 for i in range(9))
 

@@ -1,7 +1,8 @@
 """ViT-CX (docs/definitions.md, 'vit_cx'): the call contract on both nano models (random init), batched
 calls equal per-image calls, cluster sanity, the clustering rule against a brute-force
 complete-linkage reference, known answers on a hand-built model (exact saliency formula,
-delta correction, coverage normalisation), and the number of forward passes and chunking."""
+delta correction, coverage normalisation; the reference's perturbation of the encoded input
+with perturb_space="model"), and the number of forward passes and chunking."""
 
 from __future__ import annotations
 
@@ -50,9 +51,16 @@ def test_registered_and_applies():
     method = xai_bench.get_method("vit_cx")
     assert isinstance(method, ViTCX) and method.kind == "perturbation"
     assert method.params == dict(noise_sd=0.1, distance_threshold=0.1, seed=0, chunk_size=64,
-                                 shared_noise=False)
+                                 shared_noise=False, perturb_space="rgb")
+    assert ViTCX(perturb_space="model").params["perturb_space"] == "model"
     with pytest.raises(ValueError):
         ViTCX(chunk_size=0)
+
+
+@pytest.mark.parametrize("bad", ["pixel", "RGB", "", None])
+def test_bad_perturb_space_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"perturb_space.*'rgb', 'model'.*got " + repr(bad)):
+        ViTCX(perturb_space=bad)
 
 
 @pytest.mark.parametrize("name", ["bcos_vit_nano", "vit_nano"])
@@ -84,6 +92,21 @@ def test_contract_deterministic_batched_equals_single(models, name):
     # a different chunking gives the same result; a different seed a different one
     assert_maps_close(ViTCX(chunk_size=1000)(model, x, targets), maps)
     assert not torch.allclose(ViTCX(seed=1, chunk_size=48)(model, x, targets), maps)
+
+
+@pytest.mark.parametrize("name", ["bcos_vit_nano", "vit_nano"])
+def test_model_space_batched_equals_single(models, name):
+    """perturb_space="model" keeps the per-image seeding: a batched call equals the per-image
+    calls and the chunking does not change the result (B-cos: 6-channel noise)."""
+    model = models[name]
+    x, targets = model.encode(images(3, seed=6)), torch.tensor([2, 0, 1])
+    method = ViTCX(chunk_size=48, perturb_space="model")
+    maps = method(model, x, targets)
+    assert maps.shape == (3, 32, 32) and torch.isfinite(maps).all()
+    assert maps.abs().amax((1, 2)).gt(0).all()
+    singles = torch.cat([method(model, x[i:i + 1], targets[i:i + 1]) for i in range(3)])
+    assert_maps_close(maps, singles)
+    assert_maps_close(ViTCX(chunk_size=1000, perturb_space="model")(model, x, targets), maps)
 
 
 def test_model_state_left_alone(models):
@@ -273,6 +296,82 @@ def test_known_answer_nonlinear_confidence_with_noise():
     torch.testing.assert_close(s0, s1)
 
 
+class NormalisedFakeViT(FakeViT):
+    """FakeViT behind a conventional mean/std encoding with std 0.5, so that σ in RGB is 2σ in
+    model space and a black pixel is not the data mean: the two perturbation spaces differ."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        dtype = self.weight.dtype
+        self.mean.copy_(torch.tensor([0.4, 0.5, 0.6], dtype=dtype).reshape(1, 3, 1, 1))
+        self.std.fill_(0.5)
+
+    def encode(self, images):
+        return (images - self.mean) / self.std
+
+
+def _normalised_ramp_model():
+    plain, masks = _ramp_model()
+    model = NormalisedFakeViT(plain.tokens.T.reshape(-1, 8, 8), plain.weight, plain.bias,
+                              confidence=lambda z: torch.tanh(z) ** 2)
+    return model, masks
+
+
+def test_known_answer_model_space_is_the_reference_formula():
+    """perturb_space="model" is the reference's perturbation of the encoded input x:
+    s_i = p(x⊙M_i + ε_i(1−M_i)) − p(x + ε_i(1−M_i)) + p(x), no re-encoding, with ε_i drawn as
+    in the RGB space (seeded by the encoded image and the mask index)."""
+    model, masks = _normalised_ramp_model()
+    rgb = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x, targets = model.encode(rgb), torch.tensor([0, 1])
+
+    def p(inp, b):
+        return model.confidence(model(inp))[0, targets[b]]
+
+    for shared in (False, True):
+        method = ViTCX(seed=7, chunk_size=3, shared_noise=shared, perturb_space="model")
+        got = method(model, x, targets)
+        assert method.last_num_masks == 2
+
+        def score(b, i, m):
+            eps = mask_noise(content_seed(x[b], 7), i, (3, 8, 8), 0.1, "cpu", torch.float64,
+                             shared=shared)
+            xb = x[b:b + 1]
+            return p(xb * m + eps * (1 - m), b) - p(xb + eps * (1 - m), b) + p(xb, b)
+
+        torch.testing.assert_close(got, _expected_saliency(model, x, targets, masks, score))
+
+
+def test_rgb_and_model_space_differ_and_masked_pixels_are_the_mean():
+    """On a mean/std model the space matters: in model space a fully masked-out pixel of the
+    perturbed input is 0 + ε (the data mean plus noise of σ in model units), in RGB space it is
+    black plus noise, encoded: (ε − mean) / std."""
+    model, masks = _normalised_ramp_model()
+    rgb = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x, targets = model.encode(rgb), torch.tensor([1])
+    assert (masks[0][:, 0] == 0).all() and (masks[1][:, 7] == 0).all()
+    eps = [mask_noise(content_seed(x[0], 0), i, (3, 8, 8), 0.1, "cpu", torch.float64)
+           for i in range(2)]
+    maps, inputs = {}, {}
+    for space in ("rgb", "model"):
+        seen = []
+        handle = model.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+        try:
+            maps[space] = ViTCX(perturb_space=space)(model, x, targets)
+        finally:
+            handle.remove()
+        assert len(seen) == 2 and seen[1].shape == (4, 3, 8, 8)  # clean, then 2N perturbed
+        inputs[space] = seen[1]
+    assert not torch.allclose(maps["rgb"], maps["model"], rtol=1e-3, atol=0)
+    # item 2i is mask i's masked image; M_0 is 0 in column 0, M_1 in column 7
+    for item, i, col in ((0, 0, 0), (2, 1, 7)):
+        torch.testing.assert_close(inputs["model"][item, :, :, col], eps[i][:, :, col])
+        black = model.encode(eps[i][None])[0]
+        torch.testing.assert_close(inputs["rgb"][item, :, :, col], black[:, :, col])
+    # item 2i+1 is mask i's noise-only image: x + ε where M_i = 0
+    torch.testing.assert_close(inputs["model"][1, :, :, 0], (x[0] + eps[0])[:, :, 0])
+
+
 def test_coverage_normalisation_and_uncovered_pixels():
     """Disjoint binary masks leave uncovered pixels at 0; covered pixels get s_i / N."""
     left = torch.zeros(8, 8, dtype=torch.float64)
@@ -300,15 +399,16 @@ def test_no_masks_gives_zero_map():
 
 
 # --------------------------------------------------------------------------- forward passes
+@pytest.mark.parametrize("space", ["rgb", "model"])
 @pytest.mark.parametrize("name", ["bcos_vit_nano", "vit_nano"])
-def test_forward_passes_are_counted_and_chunked(models, name):
+def test_forward_passes_are_counted_and_chunked(models, name, space):
     model = models[name]
     x, targets = model.encode(images(3, seed=4)), torch.tensor([0, 1, 2])
     calls = []
     handle = model.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[0]))
     try:
         chunk = 40
-        method = ViTCX(chunk_size=chunk)
+        method = ViTCX(chunk_size=chunk, perturb_space=space)
         tokens, _ = method.features(model, x)
         counts = [len(m) for m in method.masks(model, tokens, (32, 32))]
         calls.clear()

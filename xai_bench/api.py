@@ -70,7 +70,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
              dataset="shapes", out=None, *, checkpoints=None, n_grids: int = 24,
              n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
              name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
-             method_params: dict | None = None, replicates: int = 1, progress: bool = False,
+             method_params: dict | None = None, replicates: int = 1,
+             metric_params: dict | None = None, progress: bool = False,
              log=None) -> Results:
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
@@ -79,7 +80,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
     dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
     are those of ``xai-bench run`` under their own names (``method_params`` is
-    ``{method: {key: value}}``, ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
+    ``{method: {key: value}}``, ``metric_params`` ``{metric: {key: value}}`` (e.g.
+    ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
     per replicate, or ``{model: glob}``; ``replicates=N`` runs N independently initialised
     copies of each model). Invalid input raises a
     one-line :class:`~xai_bench.errors.XaiBenchError` before any work."""
@@ -95,7 +97,7 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
                        n_images=n_images, batch_size=batch_size, device=device, seed=seed,
                        out=None if out is None else str(out), name=name, untrained=untrained,
                        train_epochs=train_epochs, method_params=dict(method_params or {}),
-                       replicates=replicates)
+                       replicates=replicates, metric_params=dict(metric_params or {}))
     runner = Runner(config, progress=progress, log=log or (lambda *_: None))
     info = runner.run()
     return Results(records=runner.records, curves=runner.curves, info=info,

@@ -61,6 +61,18 @@ def parse_key_values(items, what="--model-arg", parse: bool = True) -> dict:
     return out
 
 
+def _dotted_params(items, option: str, owner: str, example: str) -> dict:
+    """``OWNER.KEY=VALUE`` strings -> ``{owner: {key: value}}`` (values as :func:`_parse_value`)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise UsageError(f"{option} expects {owner}.KEY=VALUE (e.g. {example}), got '{item}'")
+        out.setdefault(name, {})[param.strip()] = _parse_value(value.strip())
+    return out
+
+
 def _parse_value(text: str):
     """int, float, bool (true/false), None (none/null), a tuple for comma lists
     (``stem_channels=16,32``), else the string."""
@@ -317,6 +329,8 @@ def info(checkpoint, evaluate_on, device):
 @click.option("--name", default=None, help="run sub-directory name (default: from the config)")
 @click.option("--method-arg", "method_args", multiple=True, metavar="METHOD.KEY=VALUE",
               help="method parameter, e.g. intgrad.n_steps=20")
+@click.option("--metric-arg", "metric_args", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="metric parameter, e.g. grid_pointing_game.confidence_threshold=0")
 @click.option("--untrained", is_flag=True, help="allow models without checkpoints (random "
               "weights: sanity checks only)")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -325,7 +339,8 @@ def info(checkpoint, evaluate_on, device):
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @friendly_errors
 def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_images,
-        batch_size, device, seed, out, name, method_args, untrained, epochs, no_plots, quiet):
+        batch_size, device, seed, out, name, method_args, metric_args, untrained, epochs,
+        no_plots, quiet):
     """Benchmark models x attribution methods x metrics; resumable.
 
     Writes records.csv, curves.csv and run.json under OUT/<run name>/ and the figures under
@@ -339,21 +354,17 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
     """
     import xai_bench.api
 
-    method_params: dict = {}
-    for item in method_args:
-        key, sep, value = item.partition("=")
-        method, dot, param = key.strip().partition(".")
-        if not sep or not dot or not method or not param:
-            raise UsageError(f"--method-arg expects METHOD.KEY=VALUE (e.g. intgrad.n_steps=20), "
-                             f"got '{item}'")
-        method_params.setdefault(method, {})[param.strip()] = _parse_value(value.strip())
+    method_params = _dotted_params(method_args, "--method-arg", "METHOD",
+                                   "intgrad.n_steps=20")
+    metric_params = _dotted_params(metric_args, "--metric-arg", "METRIC",
+                                   "grid_pointing_game.confidence_threshold=0")
     checkpoint_paths = parse_key_values(checkpoints, "--checkpoint", parse=False)
     results = xai_bench.api.evaluate(
         models=[models], methods=[methods], metrics=[metrics], dataset=dataset, out=out,
         checkpoints=checkpoint_paths, n_grids=n_grids, n_images=n_images,
         batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
         train_epochs=epochs, method_params=method_params, replicates=replicates,
-        progress=not quiet, log=click.echo)
+        metric_params=metric_params, progress=not quiet, log=click.echo)
     info = results.info
     click.echo("")
     for label, m in info["models"].items():

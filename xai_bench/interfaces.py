@@ -17,7 +17,8 @@ no-op, ``config`` {}). Capabilities add members:
 
 - **attention**: ``token_grid``, ``blocks`` (each with an ``attn`` module) and
   ``record_attention()`` (a context manager yielding the per-block attention maps);
-- **lrp**: attention plus ``relprop(relevance)`` and ``lrp_recording()``;
+- **lrp**: attention plus ``relprop(relevance, alpha=1.0, rules="chefer")`` and
+  ``lrp_recording()``;
 - **dynamic-linear** (B-cos): ``is_dynamic_linear`` true (or ``family == "bcos"``) and an
   ``explanation_mode()`` in which ``W(x) x = logits − logit_bias``.
 
@@ -156,8 +157,10 @@ CAPABILITY_MEMBERS = {
                "attention maps (B, heads, N, N), attached to the autograd graph"),
     ),
     "lrp": (
-        Member("relprop", True, REQUIRED, "relprop(relevance): propagate LRP relevance from "
-               "the logits to the input"),
+        Member("relprop", True, REQUIRED, "relprop(relevance, alpha=1.0, rules='chefer'): "
+               "propagate LRP relevance from the logits to the input (rules 'chefer' or "
+               "'lrp'; each block's attn.attention_relevance keeps what reached its attention "
+               "matrix)"),
         Member("lrp_recording", True, REQUIRED, "context manager: forwards keep what relprop "
                "needs"),
     ),

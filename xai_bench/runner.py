@@ -80,6 +80,7 @@ class RunConfig:
     train_epochs: int | None = None
     method_params: dict = field(default_factory=dict)
     replicates: int = 1
+    metric_params: dict = field(default_factory=dict)
 
     def spec(self) -> dict:
         """The configuration as plain JSON (objects by name): what names the run directory."""
@@ -90,7 +91,8 @@ class RunConfig:
                 "n_grids": self.n_grids, "n_images": self.n_images, "seed": self.seed,
                 "untrained": self.untrained, "train_epochs": self.train_epochs,
                 "method_params": self.method_params,
-                **({"replicates": self.replicates} if self.replicates != 1 else {})}
+                **({"replicates": self.replicates} if self.replicates != 1 else {}),
+                **({"metric_params": self.metric_params} if self.metric_params else {})}
 
     def run_name(self) -> str:
         if self.name:
@@ -389,12 +391,27 @@ class Runner:
     def _resolve_metrics(self) -> list:
         cfg = self.config
         entries = []
-        for item in resolve_metrics(cfg.metrics):
+        chosen = resolve_metrics(cfg.metrics)
+        names = [m for m in chosen if isinstance(m, str)]
+        for metric in cfg.metric_params:
+            if metric not in names:
+                if metric in METRICS:
+                    raise RunError(f"--metric-arg for '{metric}', which this run does not use "
+                                   f"(metrics: {', '.join(names)}); add it to --metric")
+                raise RunError(f"--metric-arg: {METRICS._unknown_message(metric)}")
+        for item in chosen:
             if isinstance(item, str):
                 cls = METRICS.get(item)
                 known = inspect.signature(cls.__init__).parameters
                 given = {k: getattr(cfg, k) for k in METRIC_RUN_OPTIONS if k in known}
-                metric, params = build_entry("metric", item, cls, given)
+                given.update(cfg.metric_params.get(item, {}))  # explicit values win
+                resolve_parameters("metric", item, cls, given)  # usage errors before any work
+                try:
+                    metric, params = build_entry("metric", item, cls, given)
+                except (TypeError, ValueError) as e:  # the constructor's own validation
+                    if isinstance(e, XaiBenchError):
+                        raise
+                    raise ConfigError(f"metric '{item}': {one_line(e)}") from None
                 name = item
             else:
                 metric, name = item, _label(item)
@@ -675,7 +692,8 @@ class Runner:
         shortfalls = {k: v for k, v in _shortfall_of(self._cells, cells).items()}
         for what, (n, requested) in shortfalls.items():
             self.log(f"{metric.name} on {model_name}: {n} of the {requested} requested {what} "
-                     f"could be used (the test set has too few correctly classified images)")
+                     f"could be used (the test set has too few correctly classified images "
+                     f"that pass the selection; see the records' selection columns)")
 
     def _commit(self, key, ident, records, curves, examples, time_s, prepare_time_s,
                 notes=None):

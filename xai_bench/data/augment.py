@@ -14,6 +14,9 @@ kinds:
 * ``randaugment`` — the paper-style recipe: ``torchvision.transforms.v2.RandAugment(2, 9)``
   per image (uint8), then, for small images (side <= 64, e.g. CIFAR-10), a random crop with
   4 px (reflect) padding; and a horizontal flip.
+* ``crop-flip`` — the light CIFAR recipe: a random crop with 4 px (reflect) padding and a
+  horizontal flip, batched (no per-image work: the augmentation of choice when a few CPU
+  epochs are all there is, where RandAugment's regularisation would only slow learning).
 * ``none`` — identity.
 """
 
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 
 from xai_bench.data.grids import make_grids
 
-KINDS = ("shapes", "randaugment", "none")
+KINDS = ("shapes", "randaugment", "crop-flip", "none")
 
 
 def _uniform(lo, hi, shape, generator, like: torch.Tensor) -> torch.Tensor:
@@ -123,16 +126,24 @@ def randaugment_crop_flip(images: torch.Tensor, generator: torch.Generator | Non
     return _random_crop_flip(out, generator, padding, crop)
 
 
+def crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
+              padding: int = 4) -> torch.Tensor:
+    """Random crop with ``padding`` px (reflect) padding, then a horizontal flip (p = 1/2)."""
+    if images.shape[0] == 0:
+        return images
+    return _random_crop_flip(images, generator, padding, crop=True)
+
+
 def identity(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     return images
 
 
 AUGMENTATIONS = {"shapes": zoom_crop_flip, "randaugment": randaugment_crop_flip,
-                 "none": identity}
+                 "crop-flip": crop_flip, "none": identity}
 
 
 def train_augmentation(image_size=None, kind: str | None = None):
-    """The batched augmentation ``kind`` ("shapes", "randaugment" or "none") for images of
+    """The batched augmentation ``kind`` (one of :data:`KINDS`) for images of
     ``image_size`` (int or (H, W); None = decided from each batch). ``train_augmentation(kind)``
     also works. Returns ``aug(images, generator=None) -> images``."""
     if isinstance(image_size, str) and not isinstance(kind, str):

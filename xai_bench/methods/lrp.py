@@ -33,6 +33,7 @@ from xai_bench.interfaces import has_lrp
 from xai_bench.methods.base import (
     AttributionMethod, register_method, token_readout, upsample_token_map,
 )
+from xai_bench.models.lrp import check_rules
 from xai_bench.modes import eval_mode
 
 
@@ -68,10 +69,12 @@ def _relprop_stops_below(model, lowest: int):
             object.__setattr__(block, "relprop", previous)
 
 
-def attention_relevance(model, x, targets, with_gradients: bool, blocks=None):
+def attention_relevance(model, x, targets, with_gradients: bool, blocks=None,
+                        rules: str = "chefer"):
     """One forward (recording the attention maps and what LRP needs), optionally one backward
     to the attention maps of ``blocks``, and one relevance pass from the one-hot targets
-    (α=1, β=0) that stops below the lowest block in ``blocks`` (default: every block).
+    (α=1, β=0, relevance rules ``rules``: :mod:`xai_bench.models.lrp`) that stops below the
+    lowest block in ``blocks`` (default: every block).
 
     Returns ``(R_A, ∂y_t/∂A)``: lists over all blocks of (B, heads, N, N) tensors, ``None``
     for blocks not in ``blocks`` (and every gradient without ``with_gradients``)."""
@@ -95,7 +98,7 @@ def attention_relevance(model, x, targets, with_gradients: bool, blocks=None):
                 blk.attn.attention_relevance = None
             with torch.no_grad(), _relprop_stops_below(model, wanted[0]):
                 try:
-                    model.relprop(onehot, alpha=1.0)
+                    model.relprop(onehot, alpha=1.0, rules=rules)
                 except _StopRelevance:
                     pass
         relevances = [None] * depth
@@ -139,7 +142,7 @@ class CheferLRP(_LRPMethod):
             model, x, targets, with_gradients=True, blocks=range(start, len(model.blocks)))
         mats = [(g * r).clamp(min=0).mean(1)
                 for g, r in zip(grads[start:], relevances[start:])]
-        tokens = token_readout(relevance_paths(mats))
+        tokens = token_readout(relevance_paths(mats), model)
         if self.params["include_identity"]:
             tokens = tokens + 1.0 / tokens.shape[-1]  # readout of I: 1/N for every token
         return upsample_token_map(model, tokens)
@@ -148,11 +151,20 @@ class CheferLRP(_LRPMethod):
 @register_method
 class PartialLRP(_LRPMethod):
     """Partial LRP (Voita et al., as in Chefer et al.): the last block's attention relevance,
-    clamped at 0, mean over heads and query rows."""
+    clamped at 0, mean over heads, read out like the other token maps.
+
+    ``rules="lrp"`` (default) propagates with the original LRP rules, as Chefer et al.'s
+    partial-LRP baseline does: separately normalised α-β paths and
+    plain LRP-0 residuals; ``rules="chefer"`` uses the rules of their own method (earlier
+    versions of ``plrp``). See :mod:`xai_bench.models.lrp`."""
 
     name = "plrp"
 
+    def __init__(self, rules: str = "lrp"):
+        super().__init__(rules=check_rules(rules))
+
     def attribute(self, model, x, targets):
-        relevances, _ = attention_relevance(model, x, targets, with_gradients=False, blocks=[-1])
+        relevances, _ = attention_relevance(model, x, targets, with_gradients=False, blocks=[-1],
+                                            rules=self.params["rules"])
         last = relevances[-1].clamp(min=0).mean(1)
-        return upsample_token_map(model, token_readout(last))
+        return upsample_token_map(model, token_readout(last, model))

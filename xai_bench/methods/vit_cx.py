@@ -11,8 +11,10 @@ Masks come from the patch embeddings, scores from their causal effect on the out
    cosine distance, distance threshold 0.1: two clusters merge while their complete-linkage
    distance is *below* the threshold). A cluster's soft mask ``M_i`` is the sum of its member
    maps, min-max normalised. ``N`` masks per image.
-3. **Causal scores**: with Gaussian noise ``ε ~ N(0, σ²)``, σ = 0.1, on the RGB image (before
-   the model's encoding) and ``p`` the target-class confidence (``model.confidence``)::
+3. **Causal scores**: with Gaussian noise ``ε ~ N(0, σ²)``, σ = 0.1, and ``p`` the
+   target-class confidence (``model.confidence``); ``x`` is the RGB image (encoded after
+   perturbing) with ``perturb_space="rgb"``, the default, and the encoded model input (not
+   re-encoded) with ``perturb_space="model"``::
 
        s_i = p(x⊙M_i + ε_i⊙(1−M_i)) − p(x + ε_i⊙(1−M_i)) + p(x)
 
@@ -33,15 +35,30 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   batched call equals the per-image calls and CPU and GPU runs use the same noise.
 - Delta correction: identical — ``p_final = p_masked − p_noisy + class_p`` with ``class_p``
   the clean image's probability of the explained class, then ``masks / Σ masks`` and ``/ N``.
-- Input space: the reference perturbs the *model input* (the mean/std-normalised image, so
-  masked-out pixels become the dataset mean plus noise). We put the noise on the RGB image
-  before encoding (masked-out pixels become black plus noise; see docs/definitions.md,
-  'vit_cx'), for both the conventional (mean/std) and the B-cos (``[r, g, b, 1−r, 1−g, 1−b]``)
-  encodings.
-  Perturbed RGB values are not clipped (neither does the reference).
+- Input space (``perturb_space``): the reference perturbs the *model input* (the
+  mean/std-normalised image, so masked-out pixels become the data mean plus noise of σ in
+  normalised units). ``"model"`` does exactly that on the encoded input ``x``: ``x⊙M + ε(1−M)``
+  and ``x + ε(1−M)`` with ``ε`` of shape ``(C_in, H, W)`` (six channels for B-cos models), fed
+  to the model without re-encoding. The default ``"rgb"`` instead perturbs the decoded RGB
+  image and encodes the result (masked-out pixels become black plus noise; a σ of 0.1 in RGB is
+  σ/std in model space: 0.2 at std 0.5, about 0.44 at ImageNet's std ≈ 0.225; see
+  docs/definitions.md, 'vit_cx'). ``"rgb"`` is the default because it is the one perturbation
+  that means the same thing for both model families of the benchmark: in the B-cos encoding
+  ``[r, g, b, 1−r, 1−g, 1−b]`` independent noise per channel breaks the pairing of ``r`` and
+  ``1−r`` (the perturbed input no longer encodes any RGB image), and a zero-masked input is the
+  B-cos "zero" (every channel 0), not a colour; in RGB space the B-cos models and their
+  conventional twin see identical perturbed images, so their maps are comparable. ``"model"``
+  reproduces the reference for mean/std models (on B-cos models it is allowed, but is not the
+  reference, which has no such encoding). Perturbed values are not clipped in either space
+  (neither does the reference).
 - Clustering: the reference uses scikit-learn's ``AgglomerativeClustering`` on a precomputed
-  cosine-distance matrix; we use scipy's complete linkage on the same float64 distances and cut
-  strictly below the threshold, which reproduces scikit-learn's labels.
+  cosine-distance matrix; we use scipy's complete linkage cut strictly below the threshold.
+  For an identical float64 distance matrix the labels (up to numbering) are those of
+  ``AgglomerativeClustering(linkage="complete", metric="precomputed", distance_threshold=t,
+  n_clusters=None)``. Complete linkage depends on the order in which near-equal distances are
+  merged, so distances computed in float32 (as the reference does, on the GPU) can round
+  differently and give different clusters: identical labels follow from identical distances,
+  not from identical maps.
 - Degenerate maps: the reference divides by zero for a constant channel map (and for pixels no
   mask covers), producing NaNs; here constant channel maps (all zero after min-max) and
   constant cluster masks are dropped, and uncovered pixels get 0.
@@ -173,13 +190,19 @@ class ViTCX(AttributionMethod):
     name = "vit_cx"
     kind = "perturbation"
 
+    #: where masks and noise are applied: the RGB image before encoding, or the encoded input
+    PERTURB_SPACES = ("rgb", "model")
+
     def __init__(self, noise_sd: float = 0.1, distance_threshold: float = 0.1, seed: int = 0,
-                 chunk_size: int = 64, shared_noise: bool = False):
+                 chunk_size: int = 64, shared_noise: bool = False, perturb_space: str = "rgb"):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if perturb_space not in self.PERTURB_SPACES:
+            raise ValueError(f"perturb_space must be one of {self.PERTURB_SPACES}, "
+                             f"got {perturb_space!r}")
         super().__init__(noise_sd=float(noise_sd), distance_threshold=float(distance_threshold),
                          seed=int(seed), chunk_size=int(chunk_size),
-                         shared_noise=bool(shared_noise))
+                         shared_noise=bool(shared_noise), perturb_space=str(perturb_space))
         #: mean number of masks N per image in the last call (cost: 2N + 1 forward passes)
         self.last_num_masks = float("nan")
         #: mean number of images pushed through the model per explained image, last call
@@ -222,8 +245,14 @@ class ViTCX(AttributionMethod):
             p_clean = model.confidence(logits).gather(1, targets[:, None])[:, 0]
             masks = self.masks(model, tokens, (h, w))
             counts = [len(m) for m in masks]
+            # Seeds come from the encoded input in both spaces, so switching the space changes
+            # where the noise goes, not which numbers are drawn.
             seeds = [content_seed(img, self.params["seed"]) for img in x]
-            scores, n_images = self._scores(model, decode(model, x), masks, seeds, targets,
+            if self.params["perturb_space"] == "model":
+                source, encode = x, None
+            else:
+                source, encode = decode(model, x), model.encode
+            scores, n_images = self._scores(model, source, encode, masks, seeds, targets,
                                             p_clean)
         self.last_num_masks = float(np.mean(counts)) if counts else float("nan")
         self.last_forward_passes = (bsz + n_images) / max(bsz, 1)
@@ -241,22 +270,24 @@ class ViTCX(AttributionMethod):
         n = torch.tensor(counts, dtype=x.dtype, device=x.device).clamp(min=1)
         return sal / n[:, None, None]
 
-    def _scores(self, model, rgb, masks, seeds, targets, p_clean):
+    def _scores(self, model, source, encode, masks, seeds, targets, p_clean):
         """Causal scores of all masks of all images (concatenated in image order), from the
         perturbed images evaluated in chunks of ``chunk_size``: per mask, item ``2i`` is
-        ``x⊙M + ε(1−M)`` and item ``2i+1`` is ``x + ε(1−M)``."""
+        ``x⊙M + ε(1−M)`` and item ``2i+1`` is ``x + ε(1−M)`` with ``x`` the ``source`` images
+        and ``ε`` of their shape ``(C, H, W)``; ``encode`` maps the perturbed images to the
+        model input (None: they already are model input)."""
         p = self.params
         counts = [len(m) for m in masks]
         total = sum(counts)
         if total == 0:
-            return rgb.new_zeros(0), 0
-        device, dtype = rgb.device, rgb.dtype
+            return source.new_zeros(0), 0
+        device, dtype = source.device, source.dtype
         owner = torch.repeat_interleave(torch.arange(len(masks)), torch.tensor(counts))
         local = torch.cat([torch.arange(c) for c in counts])
         all_masks = torch.cat(masks).to(device=device, dtype=dtype)
         targets = targets.to(device)
         conf = torch.empty(2 * total, dtype=dtype, device=device)
-        shape = tuple(rgb.shape[1:])
+        shape = tuple(source.shape[1:])
         for start in range(0, 2 * total, p["chunk_size"]):
             items = torch.arange(start, min(start + p["chunk_size"], 2 * total))
             m = items // 2
@@ -266,11 +297,12 @@ class ViTCX(AttributionMethod):
                            dtype, shared=p["shared_noise"])
                 for k in range(first, int(m[-1]) + 1)])[m - first]
             mask = all_masks[m.to(device)][:, None]
-            src = rgb[owner[m].to(device)]
+            src = source[owner[m].to(device)]
             masked_item = (items % 2 == 0).to(device)[:, None, None, None]
             kept = torch.where(masked_item, mask, torch.ones_like(mask))
             perturbed = src * kept + eps * (1 - mask)
-            out = model.confidence(model(model.encode(perturbed)))
+            model_input = perturbed if encode is None else encode(perturbed)
+            out = model.confidence(model(model_input))
             conf[start:start + len(items)] = out.gather(
                 1, targets[owner[m].to(device)][:, None])[:, 0].to(dtype)
         p_masked, p_noisy = conf[0::2], conf[1::2]

@@ -5,10 +5,49 @@ Grids are 2×2 mosaics of four test images of four *distinct* classes, cells in 
 order (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right), scaled down by 2 to the model's
 input size. The geometry (mosaic, resize, cell masks at model resolution) is documented and
 implemented in :mod:`xai_bench.data.grids`; its names are re-exported here.
+
+Which images enter the grids follows the localisation analysis of the B-cos v2 reference code:
+
+1. One inference pass over the test set; only correctly classified images (argmax = label)
+   are candidates.
+2. An image is *eligible* when the model's confidence in its true (= predicted) class exceeds
+   ``confidence_threshold`` (default 0.5; 0 keeps every correct image). The confidence is
+   ``model.confidence``, compared as a float64 log-confidence so that saturated values still
+   compare exactly.
+3. Per class, the eligible images are ranked, best first, by ``rank_by``: ``"logit"`` (the
+   reference: the true-class logit) or ``"confidence"`` (the true-class log-confidence); ties
+   by dataset index.
+4. Each grid draws four distinct classes uniformly without replacement among the classes that
+   still have an unused eligible image (draw order = cell order); each class gives its next
+   image. Sampling stops when fewer than four classes are left.
+
+Remaining deviations from the reference:
+
+- Stop condition: the reference keeps drawing only while *more than* four classes are
+  available, so it stops one grid early when exactly four are left; we draw while at least
+  four are (a grid of exactly the four remaining classes is still a valid grid).
+- Confidence on softmax models: the reference applies a sigmoid to the logit whatever the
+  model's training loss. We use the model's own confidence, which is the same sigmoid for
+  the BCE-trained B-cos models but a softmax for CE-trained conventional ones; there the
+  eligible images need not be the best-ranked by logit, so ineligible ones are dropped from
+  anywhere in a class's list, not only from its end.
+- Random numbers: the draw uses ``numpy.random.default_rng(seed)``, not the reference's
+  generator, so the same seed gives other grids than the reference's.
+- Layout: our cells are row-major (image k at row k // 2, column k % 2); the reference's are
+  column-major (image k at row k % 2, column k // 2). Which image lands in which quadrant
+  changes, not what is scored.
+- Down-scaling: the reference resizes each image to half size through the data set's
+  transform before tiling; we tile the full-size images and scale the whole mosaic down by 2
+  with an anti-aliased bilinear filter, so pixels on a cell boundary mix a little of both
+  neighbours.
+- No smoothing: the reference can average-pool the attribution maps before scoring; we score
+  the maps as the method returns them.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +70,10 @@ from xai_bench.seeding import numpy_rng
 class GridSet:
     """Prepared grids of one model. grids: float RGB ``(G, 3, H, W)`` at model resolution;
     labels / source_indices: ``(G, 4)`` class and dataset index of each cell (row-major);
-    cell_masks: ``(4, H, W)`` bool."""
+    cell_masks: ``(4, H, W)`` bool. confidence_threshold / rank_by: how the images were
+    chosen; n_correct / n_eligible: correctly classified test images, and those of them above
+    the threshold. These four are None for grids not built by :meth:`GridPointingGame.prepare`.
+    """
 
     grids: torch.Tensor
     labels: torch.Tensor
@@ -41,19 +83,51 @@ class GridSet:
     seed: int
     stopped_early: bool
     confidence: str
+    confidence_threshold: float | None = None
+    rank_by: str | None = None
+    n_correct: int | None = None
+    n_eligible: int | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
+#: what ``GridPointingGame(rank_by=...)`` ranks each class's images by
+GRID_RANKINGS = ("logit", "confidence")
+
+
+def grid_candidates(found, confidence_threshold: float, rank_by: str) -> dict[int, list[int]]:
+    """class -> dataset indices of its eligible images, best-ranked first.
+
+    found: :class:`~xai_bench.inference.Predictions` of the whole test set. Eligible: correctly
+    classified and true-class confidence ``> confidence_threshold`` (every correct image when
+    it is 0). rank_by ``"logit"``: the true-class logit, highest first; ``"confidence"``: the
+    true-class log-confidence. Ties by dataset index. Classes without eligible images are
+    absent."""
+    eligible = found.correct
+    if confidence_threshold > 0:
+        # In log space and float64: a float32 sigmoid or softmax saturates at exactly 1.0,
+        # and log(p) > log(t) is the same test as p > t.
+        eligible = eligible & (found.log_confidence > math.log(confidence_threshold))
+    if rank_by == "logit":
+        key = found.logits.double().gather(1, found.labels[:, None].long())[:, 0]
+    else:
+        key = found.log_confidence
+    per_class: dict[int, list[int]] = {}
+    labels = found.labels
+    for i in confident_order(key, eligible).tolist():
+        per_class.setdefault(int(labels[i]), []).append(i)
+    return per_class
+
+
 def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
     """Choose the cells of up to ``n_grids`` grids.
 
-    per_class: class -> list of dataset indices, most confident first. For each grid, four
+    per_class: class -> list of dataset indices, best-ranked first. For each grid, four
     distinct classes are drawn uniformly without replacement (``numpy_rng(seed)``, i.e.
     ``numpy.random.default_rng``)
     among the classes that still have unused images, in draw order = cell order; each takes its
-    most confident not-yet-used image. Stops early when fewer than four classes have unused
+    best-ranked not-yet-used image. Stops early when fewer than four classes have unused
     images. Returns (labels (G, 4), indices (G, 4)) as int64 numpy arrays."""
     rng = numpy_rng(seed)
     next_pos = {c: 0 for c in per_class}
@@ -73,7 +147,17 @@ def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
 
 @register_metric
 class GridPointingGame(Metric):
-    """Grid pointing game: share of positive attribution in the explained cell of 2x2 grids."""
+    """Grid pointing game: share of positive attribution in the explained cell of 2x2 grids.
+
+    n_grids: grids requested (fewer when the eligible images run out); seed: of the class
+    draw. confidence_threshold: an image enters only if the model's confidence in its true
+    class is above it (0 <= t < 1; 0 keeps every correctly classified image). That confidence
+    is ``model.confidence``: a sigmoid for BCE-trained (B-cos) models, as in the reference, but
+    a softmax for CE-trained conventional models, where the reference applies a sigmoid to the
+    logit regardless. rank_by: ``"logit"`` ranks each class's images by the true-class logit
+    (the reference), ``"confidence"`` by the true-class confidence; the two agree on sigmoid
+    models. See the module docstring for the selection and the deviations from the
+    reference."""
 
     name = "grid_pointing_game"
     category = "localisation"
@@ -81,24 +165,39 @@ class GridPointingGame(Metric):
     description = ("grid pointing game: positive attribution inside the explained cell of a "
                    "2x2 grid of four classes / positive attribution in the grid")
 
-    def __init__(self, n_grids: int = 250, seed: int = 0):
+    def __init__(self, n_grids: int = 250, seed: int = 0, confidence_threshold: float = 0.5,
+                 rank_by: str = "logit"):
         if int(n_grids) < 1:
             raise ValueError(f"n_grids must be >= 1, got {n_grids}")
-        super().__init__(n_grids=int(n_grids), seed=int(seed))
+        if (isinstance(confidence_threshold, bool)
+                or not isinstance(confidence_threshold, numbers.Real)
+                or not 0 <= confidence_threshold < 1):
+            raise ValueError(f"confidence_threshold must be a number with 0 <= t < 1 (0 keeps "
+                             f"every correct image), got {confidence_threshold!r}")
+        if rank_by not in GRID_RANKINGS:
+            raise ValueError(f"rank_by must be one of {', '.join(GRID_RANKINGS)}, got "
+                             f"{rank_by!r}")
+        super().__init__(n_grids=int(n_grids), seed=int(seed),
+                         confidence_threshold=float(confidence_threshold), rank_by=rank_by)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None) -> GridSet:
         seed = self._seed(seed)
+        threshold, rank_by = self.params["confidence_threshold"], self.params["rank_by"]
         found = predictions(model, dataset, device=device, batch_size=batch_size)
-        labels = found.labels
-        order = confident_order(found.log_confidence, found.correct)  # most confident first
-        per_class: dict[int, list[int]] = {}
-        for i in order.tolist():
-            per_class.setdefault(int(labels[i]), []).append(i)
+        per_class = grid_candidates(found, threshold, rank_by)
         grid_labels, grid_indices = sample_grid_cells(per_class, self.params["n_grids"], seed)
         if len(grid_labels) == 0:
+            correct_classes = len(set(found.labels[found.correct].tolist()))
+            if correct_classes < 4:
+                raise MetricNotApplicable(
+                    f"model '{model_name(model)}' classifies test images of only "
+                    f"{correct_classes} class(es) correctly; a grid needs 4 distinct classes")
             raise MetricNotApplicable(
-                f"model '{model_name(model)}' classifies test images of only {len(per_class)} "
-                f"class(es) correctly; a grid needs 4 distinct classes")
+                f"model '{model_name(model)}': only {len(per_class)} of the {correct_classes} "
+                f"classes with correctly classified test images have one with "
+                f"{confidence_name(model)} confidence > {threshold}; a grid needs 4 distinct "
+                f"classes. Lower confidence_threshold of grid_pointing_game (0 keeps every "
+                f"correct image): --metric-arg grid_pointing_game.confidence_threshold=0")
         flat = torch.from_numpy(grid_indices.reshape(-1))
         images, _ = load_batch(dataset, flat)
         check_size(model, images)
@@ -109,7 +208,9 @@ class GridPointingGame(Metric):
                        source_indices=torch.from_numpy(grid_indices), cell_masks=cell_masks(size),
                        n_requested=self.params["n_grids"], seed=seed,
                        stopped_early=len(grid_labels) < self.params["n_grids"],
-                       confidence=confidence_name(model))
+                       confidence=confidence_name(model), confidence_threshold=threshold,
+                       rank_by=rank_by, n_correct=int(found.correct.sum()),
+                       n_eligible=sum(len(items) for items in per_class.values()))
 
     def evaluate(self, model, method, prepared: GridSet, *, device="cpu",
                  batch_size: int = 32) -> MetricResult:
@@ -133,10 +234,16 @@ class GridPointingGame(Metric):
                                 value=float(scores[p]), grid=g, cell=c,
                                 source_index=int(prepared.source_indices[g, c]),
                                 explained="cell class", grid_cells=4, grid_layout=GRID_LAYOUT,
-                                grid_resize=GRID_RESIZE))
+                                grid_resize=GRID_RESIZE, confidence=prepared.confidence,
+                                confidence_threshold=prepared.confidence_threshold,
+                                rank_by=prepared.rank_by))
         summary = dict(mean=float(scores.mean()), n_grids=len(prepared),
                        n_grids_requested=prepared.n_requested,
-                       stopped_early=prepared.stopped_early, seed=prepared.seed)
+                       stopped_early=prepared.stopped_early, seed=prepared.seed,
+                       confidence=prepared.confidence,
+                       confidence_threshold=prepared.confidence_threshold,
+                       rank_by=prepared.rank_by, n_correct=prepared.n_correct,
+                       n_eligible=prepared.n_eligible)
         examples = dict(image=prepared.grids[0].float().numpy(),
                         maps=torch.cat(example)[:4].numpy(),
                         targets=prepared.labels[0].numpy(), grid=0)

@@ -36,12 +36,13 @@ import torch
 
 from xai_bench.metrics.base import Metric, MetricResult, register_metric
 from xai_bench.metrics.common import (
-    ImageSelection, attribute, gaussian_blur, n_pixels, perturbed_confidences, pixel_ranks,
-    select_confident, trapezoid,
+    BLUR_KERNELS, BLUR_PADDINGS, ImageSelection, attribute, check_choice, gaussian_blur,
+    n_pixels, perturbed_confidences, pixel_ranks, select_confident, trapezoid,
 )
 from xai_bench.modes import eval_mode
 
 ZERO_ENCODING = "zero encoding"
+BLUR_SPACES = ("rgb", "model")
 ABC_FRACTIONS = tuple(i / 32 for i in range(9))  # 0, 1/32, ..., 8/32 (up to 25 %)
 
 
@@ -262,20 +263,49 @@ class Insertion(RiseMetric):
                    "important first into a blurred copy of the image; higher is better")
 
     def __init__(self, n_images: int = 250, n_steps: int = 32, blur_kernel: int = 11,
-                 blur_sigma: float = 5.0, keep_per_image_curves: bool = False):
-        """The substrate is the RGB image blurred with a Gaussian of size ``blur_kernel`` and
-        std ``blur_sigma`` (RISE: klen=11, ksig=5), then encoded by the model."""
+                 blur_sigma: float = 5.0, keep_per_image_curves: bool = False,
+                 blur_type: str = "rise", blur_padding: str = "replicate",
+                 blur_space: str = "rgb"):
+        """The substrate is a blurred copy of the image.
+
+        blur_type: ``"rise"`` — RISE's kernel (:func:`xai_bench.metrics.common.rise_kernel`:
+        a ``blur_kernel``² delta Gaussian-filtered with std ``blur_sigma`` and reflecting
+        edges; nearly a box at 11 px, σ 5); ``"gaussian"`` — a Gaussian sampled on
+        ``blur_kernel`` offsets and normalised (this metric's kernel before the RISE kernel).
+        blur_padding: ``"replicate"`` or ``"zeros"``. blur_space: ``"rgb"`` blurs the RGB
+        image and then encodes it; ``"model"`` encodes first and blurs the model input.
+
+        ``blur_padding="zeros", blur_space="model"`` is RISE exactly. The defaults keep RISE's
+        kernel but replicate padding in RGB: at 32² inputs an 11 px kernel reaches 5 px into
+        every border (about half of the pixels), and zero padding would pull all of them
+        towards 0; and the B-cos encoding ``[r, g, b, 1-r, 1-g, 1-b]`` has no colour whose
+        encoding is 0, so zeros in its model space are no image at all. For a mean/std encoded
+        model (a kernel summing to 1) zero padding in model space is the same as padding the
+        RGB image with the data mean colour."""
         if int(blur_kernel) < 1 or float(blur_sigma) < 0:
             raise ValueError("blur_kernel must be >= 1 and blur_sigma >= 0")
         super().__init__(n_images=n_images, n_steps=n_steps,
                          keep_per_image_curves=keep_per_image_curves,
-                         blur_kernel=int(blur_kernel), blur_sigma=float(blur_sigma))
+                         blur_kernel=int(blur_kernel), blur_sigma=float(blur_sigma),
+                         blur_type=check_choice("blur_type", blur_type, BLUR_KERNELS),
+                         blur_padding=check_choice("blur_padding", blur_padding, BLUR_PADDINGS),
+                         blur_space=check_choice("blur_space", blur_space, BLUR_SPACES))
 
     def substrate_name(self) -> str:
-        return (f"blurred image (gaussian {self.params['blur_kernel']}px, "
-                f"sigma {self.params['blur_sigma']:g})")
+        p = self.params
+        kernel = "RISE kernel" if p["blur_type"] == "rise" else "gaussian"
+        space = "RGB image" if p["blur_space"] == "rgb" else "model input"
+        return (f"blurred image ({kernel} {p['blur_kernel']}px, sigma {p['blur_sigma']:g}, "
+                f"{p['blur_padding']} padding, blurred in the {space})")
+
+    def _blur(self, images: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return gaussian_blur(images, p["blur_kernel"], p["blur_sigma"], kernel=p["blur_type"],
+                             padding=p["blur_padding"])
 
     def _inputs(self, model, prepared, sl, x):
-        images = prepared.images[sl].to(x.device)
-        blurred = gaussian_blur(images, self.params["blur_kernel"], self.params["blur_sigma"])
-        return model.encode(blurred), x  # start blurred, pixels ranked < k are the original
+        if self.params["blur_space"] == "model":
+            blurred = self._blur(x)
+        else:
+            blurred = model.encode(self._blur(prepared.images[sl].to(x.device)))
+        return blurred, x  # start blurred, pixels ranked < k are the original

@@ -18,7 +18,7 @@ from torch import nn
 
 from xai_bench.models.base import AttentionRecorder, ExplainableViT, image_and_token_grid
 from xai_bench.models.lrp import (
-    LRPLinear, relprop_matmul, relprop_mean_pool, relprop_residual,
+    LRPLinear, check_rules, relprop_matmul, relprop_mean_pool, relprop_residual,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,10 +66,10 @@ class Attention(AttentionRecorder, nn.Module):
         out = (attn @ v).transpose(1, 2).reshape(bsz, n, dim)
         return self.proj(out)
 
-    def relprop(self, relevance, alpha=1.0):
+    def relprop(self, relevance, alpha=1.0, rules="chefer"):
         q, k, v, attn = self._saved
         bsz, h, n, dh = v.shape
-        r_out = self.proj.relprop(relevance, alpha)
+        r_out = self.proj.relprop(relevance, alpha, rules)
         r_out = r_out.reshape(bsz, n, h, dh).transpose(1, 2)
         r_attn, r_v = relprop_matmul(attn, v, r_out)
         self.attention_relevance = r_attn
@@ -77,7 +77,7 @@ class Attention(AttentionRecorder, nn.Module):
         r_q, r_kt = relprop_matmul(q, k.transpose(-1, -2), r_attn)
         r_qkv = torch.stack([r_q, r_kt.transpose(-1, -2), r_v])  # (3, B, h, N, dh)
         r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(bsz, n, 3 * h * dh)
-        return self.qkv.relprop(r_qkv, alpha)
+        return self.qkv.relprop(r_qkv, alpha, rules)
 
 
 class MLP(nn.Module):
@@ -88,8 +88,9 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.fc2(F.gelu(self.fc1(x)))
 
-    def relprop(self, relevance, alpha=1.0):
-        return self.fc1.relprop(self.fc2.relprop(relevance, alpha), alpha)  # GELU: identity
+    def relprop(self, relevance, alpha=1.0, rules="chefer"):
+        r = self.fc2.relprop(relevance, alpha, rules)
+        return self.fc1.relprop(r, alpha, rules)  # GELU: identity
 
 
 class Block(nn.Module):
@@ -108,12 +109,12 @@ class Block(nn.Module):
             self._saved = (x.detach(), a.detach(), h.detach(), m.detach())
         return h + m
 
-    def relprop(self, relevance, alpha=1.0):
+    def relprop(self, relevance, alpha=1.0, rules="chefer"):
         x, a, h, m = self._saved
-        r_h, r_m = relprop_residual(h, m, relevance)
-        r_h = r_h + self.mlp.relprop(r_m, alpha)  # LayerNorm: identity; the two uses of h add
-        r_x, r_a = relprop_residual(x, a, r_h)
-        return r_x + self.attn.relprop(r_a, alpha)
+        r_h, r_m = relprop_residual(h, m, relevance, rules)
+        r_h = r_h + self.mlp.relprop(r_m, alpha, rules)  # LayerNorm: identity; h's two uses add
+        r_x, r_a = relprop_residual(x, a, r_h, rules)
+        return r_x + self.attn.relprop(r_a, alpha, rules)
 
 
 class ViT(ExplainableViT):
@@ -187,15 +188,17 @@ class ViT(ExplainableViT):
                 m.lrp_record = False
             self.lrp_recording_on = False
 
-    def relprop(self, relevance: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    def relprop(self, relevance: torch.Tensor, alpha: float = 1.0,
+                rules: str = "chefer") -> torch.Tensor:
         """Propagate ``relevance`` (B, num_classes) — e.g. the one-hot target — from the logits
         down to the input tokens (B, N, D), after a forward under :meth:`lrp_recording`.
         Each block's ``attn.attention_relevance`` holds the relevance reaching its attention
-        matrix."""
-        r = self.head.relprop(relevance, alpha)
+        matrix. ``rules``: ``"chefer"`` or ``"lrp"`` (:mod:`xai_bench.models.lrp`)."""
+        check_rules(rules)
+        r = self.head.relprop(relevance, alpha, rules)
         r = relprop_mean_pool(self._pool_input, r)  # final LayerNorm: identity
         for blk in reversed(self.blocks):
-            r = blk.relprop(r, alpha)
+            r = blk.relprop(r, alpha, rules)
         return r
 
 

@@ -20,7 +20,7 @@ __all__ = ["LOSSES", "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "Recipe", "RECI
 LOSSES = ("bce", "ce")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-AUGMENTATIONS = ("shapes", "randaugment", "none")
+AUGMENTATIONS = ("shapes", "randaugment", "crop-flip", "none")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Recipe:
     warmup_epochs: float = 1.0     # linear warm-up (any schedule)
     milestones: list = field(default_factory=lambda: [0.6])  # step: fractions of training
     gamma: float = 0.1             # step: factor at each milestone
-    augmentation: str = "shapes"   # shapes | randaugment | none
+    augmentation: str = "shapes"   # shapes | randaugment | crop-flip | none
     label_smoothing: float = 0.0
     mosaic: float = 0.0            # fraction of each batch replaced by 2x2 mosaics (multi-label)
     grad_clip: float | None = None  # max gradient norm
@@ -112,6 +112,22 @@ RECIPES = {
     "conventional-paper": Recipe(epochs=100, batch_size=1024, optimizer="adamw",
                                  weight_decay=1e-4, loss="ce", schedule="step",
                                  milestones=[0.6], warmup_epochs=0, augmentation="randaugment"),
+    # CIFAR-10 for the small pair (nano, 32x32). "cpu": what two CPU cores train in about
+    # CIFAR_CPU_MINUTES per model (few epochs: light crop-flip augmentation, a short warm-up
+    # and a cosine decay; the mosaics keep half-size objects recognisable for the grid
+    # pointing game, as on shapes). "gpu": the longer recipe (RandAugment, 200 epochs).
+    "bcos-cifar10-cpu": Recipe(epochs=6, batch_size=128, lr=2e-3, warmup_epochs=0.5,
+                               augmentation="crop-flip", mosaic=0.25),
+    "conventional-cifar10-cpu": Recipe(epochs=6, batch_size=128, lr=2e-3, optimizer="adamw",
+                                       weight_decay=0.05, loss="ce", warmup_epochs=0.5,
+                                       augmentation="crop-flip", mosaic=0.25,
+                                       label_smoothing=0.1),
+    "bcos-cifar10-gpu": Recipe(epochs=200, batch_size=256, lr=1e-3, warmup_epochs=5,
+                               augmentation="randaugment", mosaic=0.25),
+    "conventional-cifar10-gpu": Recipe(epochs=200, batch_size=256, lr=1e-3, optimizer="adamw",
+                                       weight_decay=0.05, loss="ce", warmup_epochs=5,
+                                       augmentation="randaugment", mosaic=0.25,
+                                       label_smoothing=0.1),
 }
 
 
