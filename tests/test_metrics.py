@@ -454,15 +454,6 @@ class PredictedLabels:
         return len(self.labels)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny batches on a shared 2-core machine: one intra-op thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("model_name", ["vit_nano", "bcos_vit_nano"])
 def test_metrics_run_on_real_models(model_name, one_thread):
     from xai_bench.metrics import GridSet

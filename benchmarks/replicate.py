@@ -1,0 +1,361 @@
+"""The paper's study replicated on real images (CIFAR-10), and the positional-prior ablation.
+
+    python benchmarks/replicate.py --data cifar10:PATH/cifar10-jpeg.tar.gz --replicates 1
+    python benchmarks/replicate.py --data cifar10 --recipe gpu --device cuda --replicates 3 \\
+        --n-grids 250 --n-images 250                      # the paper's protocol on a GPU
+    python benchmarks/replicate.py --ablation-only --ablation-data shapes --replicates 2
+
+Steps (each result is cached on disk, so a rerun only redoes what changed):
+
+1. **Train** the small pair (``bcos_vit_nano``, ``vit_nano``) on the training split with the
+   ``<family>-cifar10-<recipe>`` recipes (:mod:`xai_bench.training.recipes`), one checkpoint per
+   replicate (recipe seed + replicate index) under ``OUT/checkpoints/``.
+2. **Run the protocol**: every method × every metric (grid pointing game, pixel-perturbation
+   ABC, deletion/insertion, sanity checks, …) through :func:`xai_bench.evaluate`, with the
+   checkpoints per replicate; intervals, paired tests, claims and figures as in any run.
+3. **Ablate the positional prior** (``--ablation``): the B-cos model with
+   ``position=multiplicative|additive|embedding|none``, per replicate, on ``--ablation-data``
+   (``shapes`` and/or the CIFAR-10 spec); test accuracy and the grid pointing game of the
+   inherent explanation, each with a 95% bootstrap interval.
+4. **Write** ``--docs`` (default ``docs/replication.md``) with the accuracies and training
+   times, the claims next to the paper's statements, the run's tables with intervals, the
+   figures (copied next to it, in ``<docs stem>/``), the ablation and the exact commands.
+
+The paper's statements the claims are compared with are those of the holistic B-cos ViT paper
+(Böhle et al. 2023) on ImageNet: B-cos ViTs' inherent explanations localise best and best by a
+wide margin over the conventional ViTs' post-hoc methods, and perform well under pixel
+perturbation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import xai_bench  # noqa: E402
+from xai_bench.checkpoint import load_checkpoint  # noqa: E402
+from xai_bench.data import get_dataset  # noqa: E402
+from xai_bench.inference import predict  # noqa: E402
+from xai_bench.metrics.base import MetricNotApplicable  # noqa: E402
+from xai_bench.statistics import bootstrap_interval, format_interval  # noqa: E402
+from xai_bench.training import get_recipe, train_and_save  # noqa: E402
+
+PAIR = ("bcos_vit_nano", "vit_nano")
+POSITIONS = ("multiplicative", "additive", "embedding", "none")
+
+#: what the paper reports for each of xai_bench's claims (claims_paper.json ids)
+PAPER_SAYS = {
+    "a": "holds: the inherent explanation localises best on every B-cos ViT (Fig. 6, grid "
+         "pointing game)",
+    "b": "holds for most B-cos ViTs: the inherent explanation is among the best under pixel "
+         "perturbation, though not first everywhere",
+    "c": "holds by a wide margin: B-cos inherent localisation is far above the conventional "
+         "ViTs' best post-hoc method",
+    "d": "holds: the B-cos ViTs' best localisation exceeds the conventional ViTs'",
+}
+
+
+def family(name: str) -> str:
+    return "bcos" if name.startswith("bcos_") else "conventional"
+
+
+def log(*parts):
+    print(*parts, flush=True)
+
+
+# ------------------------------------------------------------------------------ training
+
+def train_one(name, spec, recipe, path: Path, *, replicate: int, model_kwargs=None,
+              device="cpu", limit_train=None, splits=None) -> dict:
+    """Train (or reuse) one checkpoint; returns its metadata. A checkpoint is reused only when
+    it records the same model, data, recipe, model arguments and training-set size."""
+    wanted = dict(model=name, dataset=spec, recipe=recipe.to_dict(),
+                  model_kwargs=dict(model_kwargs or {}), limit_train=limit_train)
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("wanted") == wanted:
+            log(f"reusing {path.name} (test accuracy {meta['test_accuracy']:.4f})")
+            return meta
+    log(f"training {name} {model_kwargs or ''} replicate {replicate} on {spec} "
+        f"({recipe.epochs} epochs, seed {recipe.seed}) ...")
+    train_set, test_set = splits
+    trained = train_and_save(name, spec, path, recipe=recipe, recipe_name=None,
+                             model_kwargs=model_kwargs, device=device, progress=False,
+                             limit_train=limit_train, train_set=train_set, test_set=test_set)
+    meta = dict(wanted=wanted, path=str(path), replicate=replicate,
+                test_accuracy=trained.metrics["test_accuracy"],
+                train_time_s=trained.metrics["train_time_s"],
+                images_per_s=trained.metrics["images_per_s"], epochs=trained.metrics["epochs"],
+                train_images=trained.metrics["train_images"])
+    meta_path.write_text(json.dumps(meta, indent=1))
+    log(f"  test accuracy {meta['test_accuracy']:.4f} in {meta['train_time_s'] / 60:.1f} min "
+        f"({meta['images_per_s']:.0f} images/s)")
+    return meta
+
+
+def recipe_for(name: str, kind: str, replicate: int, epochs=None):
+    recipe = get_recipe(f"{family(name)}-cifar10-{kind}")
+    return recipe.replace(seed=recipe.seed + replicate, epochs=epochs)
+
+
+# ------------------------------------------------------------------------------ ablation
+
+def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grids: int,
+             threshold: float, epochs=None, limit_train=None) -> pd.DataFrame:
+    """Accuracy and inherent grid pointing game of the B-cos model per positional prior."""
+    shapes = spec.split(":")[0] in ("shapes", "synthetic")
+    splits = (get_dataset(spec, "train"), get_dataset(spec, "test"))
+    rows = []
+    metric = xai_bench.get_metric("grid_pointing_game", n_grids=n_grids,
+                                  confidence_threshold=threshold)
+    inherent = xai_bench.get_method("inherent")
+    for position in POSITIONS:
+        for r in range(replicates):
+            if shapes:
+                recipe = get_recipe("bcos-quick")
+                recipe = recipe.replace(seed=recipe.seed + r, epochs=epochs)
+            else:
+                recipe = recipe_for("bcos_vit_nano", kind, r, epochs)
+            tag = "shapes" if shapes else f"cifar10-{kind}"
+            path = out / "checkpoints" / f"ablation-{tag}-{position}@{r}.pt"
+            meta = train_one("bcos_vit_nano", spec, recipe, path, replicate=r,
+                             model_kwargs={"position": position}, device=device,
+                             limit_train=limit_train, splits=splits)
+            model = xai_bench.get_model("bcos_vit_nano", checkpoint=str(path)).eval()
+            found = predict(model, splits[1], device="cpu")
+            correct = found.correct.double().numpy()
+            acc, acc_lo, acc_hi = bootstrap_interval(correct, seed=r)
+            row = dict(data=tag, position=position, replicate=r, n_test=len(correct),
+                       confidence_threshold=threshold,
+                       accuracy=acc, accuracy_low=acc_lo, accuracy_high=acc_hi,
+                       train_time_s=meta["train_time_s"])
+            try:
+                prepared = metric.prepare(model, splits[1])
+                scores = np.array([rec["value"] for rec in
+                                   metric.evaluate(model, inherent, prepared).records])
+                loc, lo, hi = bootstrap_interval(scores, seed=r)
+                row.update(n_cells=len(scores), localisation=loc, localisation_low=lo,
+                           localisation_high=hi)
+            except MetricNotApplicable as e:
+                row.update(n_cells=0, note=str(e))
+            rows.append(row)
+            log(f"  {tag} {position}@{r}: accuracy {format_interval(acc, acc_lo, acc_hi)}, "
+                f"localisation "
+                f"{format_interval(row.get('localisation', float('nan')), row.get('localisation_low', float('nan')), row.get('localisation_high', float('nan')))}")  # noqa: E501
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ the report
+
+def _md_table(frame: pd.DataFrame) -> list:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return lines
+
+
+def _demote(markdown: str) -> list:
+    """A run's summary.md with every heading one level down (it sits under our own ##)."""
+    out = []
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            line = "#" + line
+        out.append(line)
+    return out
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
+                 wall: dict) -> None:
+    figures = docs.parent / docs.stem
+    lines = [f"# The study replicated on {args.data_label}", "",
+             "Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
+             f"git `{_git_sha()}`, torch {torch.__version__}, {platform.processor() or platform.machine()}, "  # noqa: E501
+             f"device `{args.device}`, {time.strftime('%Y-%m-%d')}.", "",
+             "Command:", "", "```bash", "python benchmarks/replicate.py " + " ".join(args.argv),
+             "```", ""]
+    if pair_meta:
+        lines += ["## The models", ""]
+        frame = pd.DataFrame([dict(model=m["wanted"]["model"], replicate=m["replicate"],
+                                   recipe=f"{family(m['wanted']['model'])}-cifar10-{args.recipe}",
+                                   epochs=m["epochs"], train_images=m["train_images"],
+                                   test_accuracy=f"{m['test_accuracy']:.4f}",
+                                   train_minutes=f"{m['train_time_s'] / 60:.1f}",
+                                   images_per_s=f"{m['images_per_s']:.0f}")
+                              for m in pair_meta])
+        lines += _md_table(frame) + [""]
+    if results is not None:
+        claims = results.tables.get("claims")
+        if claims is not None and len(claims):
+            lines += ["## The paper's claims on these models", "",
+                      "Each claim as xai-bench tests it (docs/statistics.md), next to what the "
+                      "paper reports on ImageNet.", ""]
+            rows = []
+            for c in claims.to_dict("records"):
+                rows.append(dict(claim=c["claim"], model=c["model"], replicate=c["replicate"],
+                                 outcome=c["outcome"],
+                                 estimate=format_interval(c["estimate"], c["ci_low"],
+                                                          c["ci_high"]),
+                                 paper=PAPER_SAYS.get(str(c["claim"]), ""),
+                                 detail=str(c["detail"]).replace("|", "/")))
+            lines += _md_table(pd.DataFrame(rows)) + [""]
+        summary_md = Path(results.run_dir) / "plots" / "summary.md"
+        if summary_md.exists():
+            lines += ["## Every result with its interval", "",
+                      f"The run's own summary (`{summary_md.relative_to(Path(args.out).parent) if summary_md.is_relative_to(Path(args.out).parent) else summary_md}`).", ""]  # noqa: E501
+            lines += _demote(summary_md.read_text()) + [""]
+        pngs = sorted((Path(results.run_dir) / "plots").glob("*.png"))
+        if pngs:
+            figures.mkdir(parents=True, exist_ok=True)
+            lines += ["## Figures", ""]
+            for png in pngs:
+                shutil.copy2(png, figures / png.name)
+                lines += [f"![{png.stem}]({figures.name}/{png.name})", ""]
+    for frame in ablations:
+        if frame is None or not len(frame):
+            continue
+        data = frame["data"].iloc[0]
+        lines += [f"## Positional prior ablation on {data}", "",
+                  "B-cos ViT nano with each positional prior; test accuracy and the grid "
+                  "pointing game of the inherent explanation, each with a 95% bootstrap "
+                  "interval (over test images / grid cells), per replicate.", ""]
+        rows = []
+        for r in frame.to_dict("records"):
+            loc = format_interval(r["localisation"], r["localisation_low"],
+                                  r["localisation_high"]) \
+                if r.get("n_cells", 0) else f"not scored ({r.get('note', '')})"
+            rows.append(dict(position=r["position"], replicate=r["replicate"],
+                             accuracy=format_interval(r["accuracy"], r["accuracy_low"],
+                                                      r["accuracy_high"]),
+                             localisation=loc, cells=r.get("n_cells", 0),
+                             train_minutes=f"{r['train_time_s'] / 60:.1f}"))
+        lines += _md_table(pd.DataFrame(rows)) + [""]
+    lines += ["## Wall time", ""] + [f"- {k}: {v / 60:.1f} min" for k, v in wall.items()] + [""]
+    lines += ["## On a GPU", "",
+              "The paper-scale version of this study (the longer recipe, 3 replicates, 250 grids "
+              "and 250 images):", "", "```bash",
+              "python benchmarks/replicate.py --data cifar10 --recipe gpu --device cuda "
+              "--replicates 3 --n-grids 250 --n-images 250 --ablation --ablation-data "
+              "shapes,cifar10", "```", ""]
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text("\n".join(lines))
+    log(f"wrote {docs}")
+
+
+# ------------------------------------------------------------------------------ main
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="cifar10", help="CIFAR-10 spec: cifar10 (torchvision) or "
+                   "cifar10:PATH (ImageFolder layout or .tar.gz)")
+    p.add_argument("--recipe", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--limit-train", type=int, default=None, help="first N training images")
+    p.add_argument("--replicates", type=int, default=1)
+    p.add_argument("--n-grids", type=int, default=60)
+    p.add_argument("--n-images", type=int, default=60)
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="grid pointing game: confidence an image needs to enter a grid "
+                   "(the reference's 0.5; 0 keeps every correct image)")
+    p.add_argument("--methods", default="all")
+    p.add_argument("--metrics", default="all")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="results/replication")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "replication.md"))
+    p.add_argument("--ablation", action="store_true", help="also ablate the positional prior")
+    p.add_argument("--ablation-only", action="store_true", help="only the ablation")
+    p.add_argument("--ablation-data", default="shapes", help="comma-separated: shapes and/or "
+                   "the CIFAR-10 spec (cifar10 = --data)")
+    p.add_argument("--ablation-epochs", type=int, default=None)
+    p.add_argument("--ablation-limit-train", type=int, default=None)
+    p.add_argument("--ablation-grids", type=int, default=60)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    args.argv = list(argv)
+    args.data_label = "CIFAR-10" if args.data.split(":")[0] == "cifar10" else args.data
+    return args
+
+
+def _metric_params(args) -> dict:
+    """The grid pointing game's threshold where the run includes it (else nothing to set)."""
+    from xai_bench.runner import resolve_metrics
+
+    chosen = resolve_metrics([m.strip() for m in args.metrics.split(",")])
+    if "grid_pointing_game" not in chosen:
+        return {}
+    return {"grid_pointing_game": {"confidence_threshold": args.confidence_threshold}}
+
+
+def main(argv=None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    wall, pair_meta, results, ablations = {}, [], None, []
+    if not args.ablation_only:
+        t = time.perf_counter()
+        splits = (get_dataset(args.data, "train"), get_dataset(args.data, "test"))
+        checkpoints = {}
+        for name in PAIR:
+            for r in range(args.replicates):
+                path = out / "checkpoints" / f"{name}-cifar10-{args.recipe}@{r}.pt"
+                pair_meta.append(train_one(name, args.data, recipe_for(name, args.recipe, r,
+                                                                        args.epochs),
+                                           path, replicate=r, device=args.device,
+                                           limit_train=args.limit_train, splits=splits))
+                checkpoints[f"{name}@{r}"] = str(path)
+        wall["training the pair"] = time.perf_counter() - t
+        t = time.perf_counter()
+        results = xai_bench.evaluate(models=list(PAIR), methods=args.methods,
+                                     metrics=args.metrics, dataset=args.data, out=out,
+                                     checkpoints=checkpoints, replicates=args.replicates,
+                                     n_grids=args.n_grids, n_images=args.n_images,
+                                     metric_params=_metric_params(args),
+                                     device=args.device, name="protocol",
+                                     progress=not args.quiet, log=log)
+        from xai_bench.plots import plot_run
+
+        plot_run(results.run_dir)  # figures and summary.md, as `xai-bench run` writes them
+        wall["the protocol (every method x metric)"] = time.perf_counter() - t
+        for label, m in results.info["models"].items():
+            log(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
+    if args.ablation or args.ablation_only:
+        for spec in [s.strip() for s in args.ablation_data.split(",") if s.strip()]:
+            spec = args.data if spec == "cifar10" else spec
+            t = time.perf_counter()
+            ablations.append(ablation(spec, args.recipe, args.replicates, out,
+                                      device=args.device, n_grids=args.ablation_grids,
+                                      threshold=args.confidence_threshold,
+                                      epochs=args.ablation_epochs,
+                                      limit_train=args.ablation_limit_train))
+            ablations[-1].to_csv(out / f"ablation-{ablations[-1]['data'].iloc[0]}.csv",
+                                 index=False)
+            wall[f"positional ablation on {ablations[-1]['data'].iloc[0]}"] = \
+                time.perf_counter() - t
+    write_report(Path(args.docs), args, pair_meta, results, ablations, wall)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The CIFAR-10 recipes and benchmarks/replicate.py, end to end on a few hundred images of a
+CIFAR-10-like ImageFolder written here (the shapes data as JPEGs: no download, no ../shared)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import xai_bench
+from xai_bench.data import get_dataset
+from xai_bench.data.synthetic import SyntheticShapes
+from xai_bench.training import RECIPES, get_recipe, train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_RECIPES = sorted(n for n in RECIPES if "cifar10" in n)
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory) -> str:
+    """``train/<class>/*.jpg`` (200) and ``test/<class>/*.jpg`` (60), 10 classes, 32×32."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("fake-cifar")
+    for split, n in (("train", 200), ("test", 60)):
+        data = SyntheticShapes(split, n=n, seed=3)
+        for i in range(n):
+            image, label = data[i]
+            folder = root / split / f"class{int(label)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            array = (image.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+            Image.fromarray(array).save(folder / f"{i:04d}.jpg", quality=95)
+    return f"cifar10:{root}"
+
+
+def test_cifar_recipes_exist_for_both_families_and_both_budgets():
+    assert CIFAR_RECIPES == ["bcos-cifar10-cpu", "bcos-cifar10-gpu",
+                             "conventional-cifar10-cpu", "conventional-cifar10-gpu"]
+    for name in CIFAR_RECIPES:
+        recipe = get_recipe(name)
+        assert recipe.loss == ("bce" if name.startswith("bcos") else "ce")
+        assert get_recipe(name.replace("cpu", "gpu")).epochs > get_recipe(
+            name.replace("gpu", "cpu")).epochs
+
+
+@pytest.mark.parametrize("recipe_name", CIFAR_RECIPES)
+def test_cifar_recipes_train_end_to_end(fake_cifar, recipe_name, one_thread):
+    train, test = get_dataset(fake_cifar, "train"), get_dataset(fake_cifar, "test")
+    name = "bcos_vit_nano" if recipe_name.startswith("bcos") else "vit_nano"
+    torch.manual_seed(0)
+    model = xai_bench.get_model(name)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_model(model, train, test, get_recipe(recipe_name), progress=False,
+                         max_steps=2, limit_train=64)
+    assert result.steps == 2 and 0.0 <= result.accuracy <= 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("replicate", ROOT / "benchmarks" /
+                                                  "replicate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replicate_script_trains_runs_ablates_and_writes_the_report(fake_cifar, tmp_path,
+                                                                    capsys, one_thread):
+    script = _script()
+    docs = tmp_path / "docs" / "replication.md"
+    argv = ["--data", fake_cifar, "--epochs", "1", "--limit-train", "96", "--n-grids", "2",
+            "--n-images", "2", "--methods", "inherent,rollout,random",
+            "--metrics", "grid_pointing_game,pixel_perturbation", "--confidence-threshold",
+            "0", "--out", str(tmp_path / "out"), "--docs", str(docs), "--ablation",
+            "--ablation-data", "cifar10", "--ablation-epochs", "1", "--ablation-limit-train",
+            "32", "--ablation-grids", "2", "--quiet"]
+    assert script.main(argv) == 0
+    text = docs.read_text()
+    for heading in ("## The models", "## Every result with its interval",
+                    "## Positional prior ablation on cifar10-cpu", "## Wall time",
+                    "## On a GPU"):
+        assert heading in text, heading
+    assert "bcos-cifar10-cpu" in text and "conventional-cifar10-cpu" in text
+    for position in script.POSITIONS:
+        assert f"| {position} |" in text
+    checkpoints = sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("*.pt"))
+    assert "bcos_vit_nano-cifar10-cpu@0.pt" in checkpoints and len(checkpoints) == 6
+    meta = xai_bench.checkpoint.load_checkpoint(tmp_path / "out" / "checkpoints" /
+                                                "vit_nano-cifar10-cpu@0.pt")
+    assert meta["recipe"]["augmentation"] == "crop-flip" and meta["recipe"]["epochs"] == 1
+    ablated = xai_bench.get_model("bcos_vit_nano", checkpoint=str(
+        tmp_path / "out" / "checkpoints" / "ablation-cifar10-cpu-none@0.pt"))
+    assert ablated.config["position"] == "none"
+    records = (tmp_path / "out" / "protocol" / "records.csv").read_text()
+    assert "grid_pointing_game" in records and "pixel_perturbation" in records
+    capsys.readouterr()
+    # a rerun reuses every checkpoint and every cell
+    assert script.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "training " not in log and log.count("reusing ") == 6
