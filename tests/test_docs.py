@@ -94,3 +94,17 @@ def test_the_readme_names_every_member_of_the_model_contract():
     members = {m.name for m in MODEL_MEMBERS} | {m.name for ms in CAPABILITY_MEMBERS.values()
                                                   for m in ms}
     assert members <= named, f"README does not name {sorted(members - named)}"
+
+
+def test_every_training_recipe_is_documented_with_its_values():
+    from xai_bench.training import RECIPES
+
+    text = (ROOT / "docs" / "definitions.md").read_text()
+    section = text[text.index("## 6. Training recipes"):]
+    for name, recipe in RECIPES.items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{name}` |")),
+                   None)
+        assert row is not None, f"recipe {name} is not in docs/definitions.md, section 6"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(recipe.epochs) and cells[2] == str(recipe.batch_size), row
+        assert float(cells[3]) == recipe.lr and cells[7] == f"{recipe.mosaic:g}", row

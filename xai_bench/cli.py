@@ -168,8 +168,8 @@ def _num_parameters(model) -> int:
               help="data-set spec (see `xai-bench list datasets`)")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="checkpoint file to write (atomically)")
-@click.option("--recipe", default=None, help="bcos-quick, conventional-quick, bcos-paper, "
-              "conventional-paper (default: by model family and data set)")
+@click.option("--recipe", default=None, help="a preset: {bcos,conventional}-{quick,paper,"
+              "cifar10-cpu,cifar10-gpu} (default: by model family and data set)")
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)

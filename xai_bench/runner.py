@@ -342,13 +342,7 @@ class Runner:
     def _resolve_methods(self) -> list:
         cfg = self.config
         chosen = _names_or_objects("method", METHODS, cfg.methods)
-        names = [m for m in chosen if isinstance(m, str)]
-        for method in cfg.method_params:
-            if method not in names:
-                if method in METHODS:
-                    raise RunError(f"--method-arg for '{method}', which this run does not use "
-                                   f"(methods: {', '.join(names)}); add it to --methods")
-                raise RunError(f"--method-arg: {METHODS._unknown_message(method)}")
+        _check_params_targets(cfg.method_params, chosen, METHODS, "method", "--methods")
         entries = []
         for item in chosen:
             if not isinstance(item, str):
@@ -392,13 +386,7 @@ class Runner:
         cfg = self.config
         entries = []
         chosen = resolve_metrics(cfg.metrics)
-        names = [m for m in chosen if isinstance(m, str)]
-        for metric in cfg.metric_params:
-            if metric not in names:
-                if metric in METRICS:
-                    raise RunError(f"--metric-arg for '{metric}', which this run does not use "
-                                   f"(metrics: {', '.join(names)}); add it to --metric")
-                raise RunError(f"--metric-arg: {METRICS._unknown_message(metric)}")
+        _check_params_targets(cfg.metric_params, chosen, METRICS, "metric", "--metric")
         for item in chosen:
             if isinstance(item, str):
                 cls = METRICS.get(item)
@@ -822,6 +810,17 @@ def _describe(diff, model, method, metric) -> str:
             return "xai-bench's seeding/inference code changed"
         return f"{leaf.replace('_', ' ')} changed {change}"
     return f"{'.'.join(map(str, path))} changed {change}"
+
+
+def _check_params_targets(params: dict, chosen: list, registry, kind: str, option: str):
+    """Every key of ``params`` (``--{kind}-arg`` values) names a {kind} of this run."""
+    names = [m for m in chosen if isinstance(m, str)]
+    for target in params:
+        if target not in names:
+            if target in registry:
+                raise RunError(f"--{kind}-arg for '{target}', which this run does not use "
+                               f"({kind}s: {', '.join(names)}); add it to {option}")
+            raise RunError(f"--{kind}-arg: {registry._unknown_message(target)}")
 
 
 def _shortfall(summary: dict) -> dict:
