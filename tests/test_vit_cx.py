@@ -51,8 +51,8 @@ def test_registered_and_applies():
     method = xai_bench.get_method("vit_cx")
     assert isinstance(method, ViTCX) and method.kind == "perturbation"
     assert method.params == dict(noise_sd=0.1, distance_threshold=0.1, seed=0, chunk_size=64,
-                                 shared_noise=False, perturb_space="rgb")
-    assert ViTCX(perturb_space="model").params["perturb_space"] == "model"
+                                 shared_noise=False, perturb_space="model")
+    assert ViTCX(perturb_space="rgb").params["perturb_space"] == "rgb"
     with pytest.raises(ValueError):
         ViTCX(chunk_size=0)
 
