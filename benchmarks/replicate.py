@@ -288,6 +288,8 @@ def parse(argv):
     p.add_argument("--ablation-only", action="store_true", help="only the ablation")
     p.add_argument("--ablation-data", default="shapes", help="comma-separated: shapes and/or "
                    "the CIFAR-10 spec (cifar10 = --data)")
+    p.add_argument("--ablation-replicates", type=int, default=None,
+                   help="replicates per positional prior (default: --replicates)")
     p.add_argument("--ablation-epochs", type=int, default=None)
     p.add_argument("--ablation-limit-train", type=int, default=None)
     p.add_argument("--ablation-grids", type=int, default=60)
@@ -344,7 +346,8 @@ def main(argv=None) -> int:
         for spec in [s.strip() for s in args.ablation_data.split(",") if s.strip()]:
             spec = args.data if spec == "cifar10" else spec
             t = time.perf_counter()
-            ablations.append(ablation(spec, args.recipe, args.replicates, out,
+            ablations.append(ablation(spec, args.recipe,
+                                      args.ablation_replicates or args.replicates, out,
                                       device=args.device, n_grids=args.ablation_grids,
                                       threshold=args.confidence_threshold,
                                       epochs=args.ablation_epochs,

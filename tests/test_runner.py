@@ -64,6 +64,8 @@ def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
     assert len(gpg[(gpg["model"] == "vit_nano") & (gpg["method"] == "uniform")]) == 3 * 4
     uniform = gpg[gpg["method"] == "uniform"]["value"]
     assert uniform.sub(0.25).abs().max() < 1e-6  # known answer through the whole pipeline
+    assert (gpg["confidence_threshold"] == 0).all()  # --metric-arg reached the metric
+    assert (gpg["rank_by"] == "logit").all()
     assert set(curves["order"]) >= {"most_first", "least_first"}
     for table in ("summary", "comparisons", "ranks", "best", "agreement", "claims"):
         assert (run_dir / f"{table}.csv").exists(), table
