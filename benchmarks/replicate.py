@@ -190,7 +190,9 @@ def _git_sha() -> str:
 def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
                  wall: dict) -> None:
     figures = docs.parent / docs.stem
-    lines = [f"# The study replicated on {args.data_label}", "",
+    title = ("The positional-prior ablation" if args.ablation_only
+             else f"The study replicated on {args.data_label}")
+    lines = [f"# {title}", "",
              "Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
              f"git `{_git_sha()}`, torch {torch.__version__}, {platform.processor() or platform.machine()}, "  # noqa: E501
              f"device `{args.device}`, {time.strftime('%Y-%m-%d')}.", "",
