@@ -47,7 +47,6 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import xai_bench  # noqa: E402
-from xai_bench.checkpoint import load_checkpoint  # noqa: E402
 from xai_bench.data import get_dataset  # noqa: E402
 from xai_bench.inference import predict  # noqa: E402
 from xai_bench.metrics.base import MetricNotApplicable  # noqa: E402
