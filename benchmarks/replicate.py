@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -195,8 +196,10 @@ def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
              "Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
              f"git `{_git_sha()}`, torch {torch.__version__}, {platform.processor() or platform.machine()}, "  # noqa: E501
              f"device `{args.device}`, {time.strftime('%Y-%m-%d')}.", "",
-             "Command:", "", "```bash", "python benchmarks/replicate.py " + " ".join(args.argv),
+             "Command:", "", "```bash", "python benchmarks/replicate.py " + shlex.join(args.argv),
              "```", ""]
+    if args.note:
+        lines += [f"Note: {args.note}", ""]
     if pair_meta:
         lines += ["## The models", ""]
         frame = pd.DataFrame([dict(model=m["wanted"]["model"], replicate=m["replicate"],
@@ -294,6 +297,8 @@ def parse(argv):
     p.add_argument("--ablation-epochs", type=int, default=None)
     p.add_argument("--ablation-limit-train", type=int, default=None)
     p.add_argument("--ablation-grids", type=int, default=60)
+    p.add_argument("--note", default="", help="a paragraph for the page, e.g. what else "
+                   "shared the machine while the models trained")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(argv)

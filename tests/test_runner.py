@@ -30,7 +30,7 @@ def checkpoints(pair_checkpoints):
 def run_args(out, checkpoints, methods=METHODS, extra=()):
     args = ["run", "--models", "bcos_vit_nano,vit_nano", "--methods", methods,
             "--n-grids", "3", "--n-images", "4", "--batch-size", "16", "--out", str(out),
-            "--name", "r", "--quiet", "--no-plots"]
+            "--name", "r", "--no-progress", "--no-plots"]
     for name, path in checkpoints.items():
         args += ["--checkpoint", f"{name}={path}"]
     extra = list(extra)
@@ -75,7 +75,15 @@ def test_run_writes_tidy_tables_and_run_json_then_plots(tmp_path, checkpoints):
     claims = pd.read_csv(run_dir / "claims.csv")
     assert set(claims["claim"]) == {"a", "b", "c", "d"}
     assert set(claims["outcome"]) <= {"holds", "fails", "inconclusive"}
-    assert "[" in result.output and "best on" in result.output  # intervals and verdicts
+    # the compact summary: per (metric, model) the best method, its interval and verdict
+    best = pd.read_csv(run_dir / "best.csv")
+    lines = result.output.splitlines()
+    for row in best[best["replicate"] == 0].itertuples():
+        line = next(ln for ln in lines if ln.startswith(row.metric) and f" {row.model} " in ln)
+        assert f" {row.best} " in line and "[" in line
+        assert ("significantly ahead of" in line) == (row.verdict == "best")
+    assert any(ln.startswith("claims: (a) ") for ln in lines)
+    assert f"tables:  {run_dir / 'summary.csv'}" in result.output
     info = json.loads((run_dir / "run.json").read_text())
     for key in ("config", "seeds", "models", "timings", "provenance"):
         assert key in info
@@ -293,3 +301,28 @@ def test_untrained_models_are_the_same_on_every_invocation(tmp_path):
     b, _ = runner().load_model("vit_nano")
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_quiet_prints_only_paths_verbose_every_method_and_report_command(tmp_path,
+                                                                          checkpoints):
+    args = run_args(tmp_path, checkpoints, extra=["--metric", "grid_pointing_game"])
+    assert CliRunner().invoke(main, args).exit_code == 0
+    with_report = [a for a in args if a != "--no-plots"]
+    quiet = CliRunner().invoke(main, with_report + ["-q"])  # every cell is reused
+    assert quiet.exit_code == 0, quiet.output
+    lines = quiet.output.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["report:", "plots:", "tables:"], quiet.output
+    report = lines[0].split()[1]
+    assert report == str(tmp_path / "r" / "report.html") and (tmp_path / "r" / "report.html").is_file()
+    verbose = CliRunner().invoke(main, args + ["--verbose"])
+    assert verbose.exit_code == 0
+    for method in METHODS.split(","):
+        assert method in verbose.output
+    assert "best on bcos_vit_nano: " in verbose.output
+    # xai-bench report: a run directory to a chosen file; anything else is one line, exit 2
+    target = tmp_path / "page.html"
+    made = CliRunner().invoke(main, ["report", str(tmp_path / "r"), "--out", str(target)])
+    assert made.exit_code == 0 and made.output.strip() == str(target) and target.is_file()
+    bad = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert bad.exit_code == 2 and "not a run directory" in bad.output
+    assert "Traceback" not in bad.output

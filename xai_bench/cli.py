@@ -1,4 +1,4 @@
-"""Command line: ``xai-bench list|train|info|run|plot``.
+"""Command line: ``xai-bench list|train|info|run|plot|report|explain``.
 
 Anticipated errors (unknown names, missing data or checkpoints, bad sizes) become a one-line
 ``Error: ...`` on stderr with exit code 2, never a traceback.
@@ -10,6 +10,7 @@ import fnmatch
 import functools
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -335,16 +336,20 @@ def info(checkpoint, evaluate_on, device):
               "weights: sanity checks only)")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="epochs when a default model must be trained first")
-@click.option("--no-plots", is_flag=True, help="do not write the figures")
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--no-plots", is_flag=True, help="do not write the figures and the report")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+@click.option("-q", "--quiet", is_flag=True, help="print only the paths written (and errors)")
+@click.option("-v", "--verbose", is_flag=True, help="end with every method's mean and interval "
+              "per metric and model, not only the best")
 @friendly_errors
 def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_images,
         batch_size, device, seed, out, name, method_args, metric_args, untrained, epochs,
-        no_plots, quiet):
+        no_plots, no_progress, quiet, verbose):
     """Benchmark models x attribution methods x metrics; resumable.
 
-    Writes records.csv, curves.csv and run.json under OUT/<run name>/ and the figures under
-    OUT/<run name>/plots/. Rerunning the same command skips finished cells.
+    Writes records.csv, curves.csv, the statistics tables and run.json under OUT/<run name>/,
+    the figures under OUT/<run name>/plots/ and the report OUT/<run name>/report.html (one
+    self-contained page). Rerunning the same command skips finished cells.
 
     \b
     Examples:
@@ -364,57 +369,32 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         checkpoints=checkpoint_paths, n_grids=n_grids, n_images=n_images,
         batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
         train_epochs=epochs, method_params=method_params, replicates=replicates,
-        metric_params=metric_params, progress=not quiet, log=click.echo)
+        metric_params=metric_params, progress=not (quiet or no_progress),
+        log=None if quiet else click.echo)
     info = results.info
-    click.echo("")
+    say = (lambda *a, **k: None) if quiet else click.echo
+    say("")
     for label, m in info["models"].items():
-        click.echo(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
-    click.echo(summary_text(results.tables))
+        source = " (shipped with xai-bench)" if m.get("shipped") else ""
+        say(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}{source}")
+    from xai_bench.terminal import compact_summary, full_summary
+
+    say(full_summary(results.tables) if verbose else compact_summary(results.tables))
+    say("")
+    run_dir = results.run_dir
     if not no_plots:
         from xai_bench.plots import plot_run
+        from xai_bench.report import write_report
 
-        paths = plot_run(results.run_dir)
-        click.echo(f"plots: {', '.join(str(p) for p in paths)}")
-    click.echo(f"results: {results.run_dir}")
+        figures = plot_run(run_dir)
+        click.echo(f"report:  {write_report(run_dir, figures=figures)}")
+        click.echo(f"plots:   {run_dir / 'plots'}")
+    click.echo(f"tables:  {run_dir / 'summary.csv'}, {run_dir / 'records.csv'}")
     errors = info["counts"].get("error", 0)
     if errors:
         click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
                    err=True)
         sys.exit(1)
-
-
-def summary_text(tables: dict) -> str:
-    """Per metric: each method's mean and 95 % interval per model (replicate 0), then the best
-    method per model, named only when it is significantly ahead of the runner-up."""
-    from xai_bench.statistics import format_interval
-
-    summary, best = tables["summary"], tables["best"]
-    if summary.empty:
-        return "(no ok records)"
-    lines = []
-    summary = summary[summary["replicate"] == 0]
-    for metric, block in summary.groupby("metric", sort=False):
-        direction = "higher" if bool(block["higher_is_better"].iloc[0]) else "lower"
-        models = list(dict.fromkeys(block["model"]))
-        cells = {(r.method, r.model): format_interval(r.mean, r.ci_low, r.ci_high)
-                 for r in block.itertuples()}
-        methods = list(dict.fromkeys(block["method"]))
-        width = max(len(m) for m in methods) + 2
-        col = max(24, max(len(v) for v in cells.values()) + 2)
-        lines += ["", f"{metric} ({direction} is better; mean [95% CI])",
-                  " " * width + "".join(f"{m:>{col}s}" for m in models)]
-        for method in methods:
-            lines.append(f"{method:{width}s}" + "".join(f"{cells.get((method, m), '–'):>{col}s}"
-                                                        for m in models))
-        for row in best[(best["metric"] == metric) & (best["replicate"] == 0)].itertuples():
-            if row.verdict == "best":
-                verdict = f"{row.best} (significantly ahead of {row.runner_up})"
-            elif row.verdict == "tie":
-                verdict = f"tie between {row.tied}"
-            else:
-                verdict = str(row.best)
-            lines.append(f"  best on {row.model}: {verdict}")
-    return "\n".join(lines)
 
 
 @main.command()
@@ -429,8 +409,6 @@ def plot(results, out):
     Example:
       xai-bench plot results/run-1a2b3c4d5e --out figures/
     """
-    from pathlib import Path
-
     from xai_bench.plots import plot_run
     from xai_bench.results import ResultsError, find_run_dirs
 
@@ -442,6 +420,30 @@ def plot(results, out):
         target = Path(out) / run_dir.name if out and len(runs) > 1 else out
         for path in plot_run(run_dir, target):
             click.echo(str(path))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write (default: RUN_DIR/report.html)")
+@friendly_errors
+def report(run_dir, out):
+    """One self-contained HTML page of a run: the claims and the best methods first, every
+    metric's table with intervals and its figure, the models, example maps, curves, sanity
+    checks and the provenance. Opens offline (no network request).
+
+    \b
+    Example:
+      xai-bench report results/run-1a2b3c4d5e --out report.html
+    """
+    from xai_bench.report import write_report
+    from xai_bench.results import ResultsError, find_run_dirs
+
+    runs = find_run_dirs(run_dir)
+    if len(runs) != 1 or runs[0] != Path(run_dir):
+        raise ResultsError(f"{run_dir} is not a run directory (no run.json); pass one of "
+                           f"its runs, e.g. {runs[-1] if runs else 'results/<run>'}")
+    click.echo(str(write_report(run_dir, out)))
 
 
 @main.command()

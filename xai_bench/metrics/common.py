@@ -280,3 +280,62 @@ def attribute(method, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Te
         raise RuntimeError(f"method '{getattr(method, 'name', method)}' returned maps of shape "
                            f"{tuple(maps.shape)}, expected {expected}")
     return maps.detach()
+
+
+#: largest side of the thumbnails a metric keeps for the report's galleries
+THUMBNAIL_SIDE = 96
+
+
+def thumbnail(images: torch.Tensor, side: int = THUMBNAIL_SIDE) -> torch.Tensor:
+    """``images (N, C, H, W)`` area-downscaled so that the longer side is at most ``side``
+    (unchanged when already small enough)."""
+    h, w = images.shape[-2:]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return images
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(images.float(), size=size, mode="area")
+
+
+class ExtremeSamples:
+    """The ``k`` best- and ``k`` worst-scoring samples of a metric with their maps, kept while
+    the batches stream by (memory: 2k thumbnails, not one map per sample), for the report's
+    galleries. "Best" follows ``higher_is_better``; ties are broken by the sample index, so
+    batched and per-sample evaluation keep the same samples (the worst of tied ones is the last).
+    ``k`` is capped at half the
+    number of samples so the two sets never overlap."""
+
+    def __init__(self, k: int, n_samples: int, higher_is_better: bool = True):
+        self.k = max(0, min(int(k), int(n_samples) // 2))
+        self.sign = 1.0 if higher_is_better else -1.0
+        self._kept: dict = {}  # sample index -> (score, thumbnail map)
+
+    def add(self, indices: torch.Tensor, scores: torch.Tensor, maps: torch.Tensor) -> None:
+        if not self.k:
+            return
+        small = thumbnail(maps.detach().float().cpu()[:, None])[:, 0]
+        for i, s, m in zip(indices.tolist(), scores.tolist(), small):
+            self._kept[int(i)] = (float(s), m)
+        best, worst = self._order()
+        keep = set(best) | set(worst)
+        self._kept = {i: v for i, v in self._kept.items() if i in keep}
+
+    def _order(self):
+        # non-finite scores sort last among the best and first among the worst
+        def goodness(i):
+            s = self._kept[i][0] * self.sign
+            return s if math.isfinite(s) else -math.inf
+        # one total order (ties: lower index = better), read from both ends, so the best and
+        # the worst never share a sample once there are 2k of them
+        ranked = sorted(self._kept, key=lambda i: (-goodness(i), i))
+        return ranked[:self.k], ranked[::-1][:self.k]
+
+    def selected(self):
+        """``(indices, best, scores, maps)``: the best samples (best first), then the worst
+        (worst first); ``best`` is 1 for the former, 0 for the latter."""
+        best, worst = self._order()
+        order = best + [i for i in worst if i not in best]
+        flags = [1] * len(best) + [0] * (len(order) - len(best))
+        maps = torch.stack([self._kept[i][1] for i in order]) if order else torch.empty(0)
+        return (torch.tensor(order, dtype=torch.long), torch.tensor(flags, dtype=torch.uint8),
+                torch.tensor([self._kept[i][0] for i in order], dtype=torch.float64), maps)

@@ -59,8 +59,8 @@ from xai_bench.data.grids import (  # noqa: F401  (re-exported)
 from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
 from xai_bench.data import load_batch
 from xai_bench.metrics.common import (
-    attribute, check_size, confidence_name, confident_order, model_name, positive_share,
-    predictions, select_confident,
+    ExtremeSamples, attribute, check_size, confidence_name, confident_order, model_name,
+    positive_share, predictions, select_confident, thumbnail,
 )
 from xai_bench.modes import eval_mode
 from xai_bench.seeding import numpy_rng
@@ -94,6 +94,38 @@ class GridSet:
 
 #: what ``GridPointingGame(rank_by=...)`` ranks each class's images by
 GRID_RANKINGS = ("logit", "confidence")
+#: the best- and the worst-scoring cells each (model, method) keeps for the report's gallery
+GALLERY_SIZE = 3
+
+
+def gallery(model, prepared: "GridSet", extremes: ExtremeSamples, device) -> dict:
+    """The gallery arrays of one grid pointing game cell (float16 thumbnails): for the best-
+    and worst-scoring (grid, cell) pairs the grid image, the method's map, the score, the
+    explained class, the grid and cell indices, whether it is a best one, and for B-cos
+    models (6-channel input) the colour image of the dynamic weights W(x) for that class."""
+    from xai_bench.interfaces import is_dynamic_linear, model_attr
+
+    pairs, best, scores, maps = extremes.selected()
+    if not len(pairs):
+        return {}
+    g, c = pairs // 4, pairs % 4
+    images = prepared.grids[g]
+    targets = prepared.labels[g, c]
+    out = dict(gallery_images=thumbnail(images.float()).half().numpy(),
+               gallery_maps=maps.half().numpy(), gallery_scores=scores.numpy(),
+               gallery_targets=targets.numpy(), gallery_grids=g.numpy(),
+               gallery_cells=c.numpy(), gallery_best=best.numpy())
+    if is_dynamic_linear(model) and model_attr(model, "in_channels") == 6:
+        from xai_bench.viz import bcos_colour_image, dynamic_weights
+
+        with eval_mode(model):
+            x = model.encode(images.to(device))
+            weights = dynamic_weights(model, x, targets.to(device)).detach()
+        colour = torch.stack([torch.from_numpy(bcos_colour_image(w, xi))
+                              for w, xi in zip(weights, x.detach())])  # (n, H, W, 4)
+        small = thumbnail(colour.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        out["gallery_colour"] = small.half().numpy()
+    return out
 
 
 def grid_candidates(found, confidence_threshold: float, rank_by: str) -> dict[int, list[int]]:
@@ -217,6 +249,7 @@ class GridPointingGame(Metric):
         n_pairs = len(prepared) * 4
         scores = torch.empty(n_pairs, dtype=torch.float64)
         example = []  # the maps of grid 0 for its four classes: the qualitative figure (Fig. 7)
+        extremes = ExtremeSamples(GALLERY_SIZE, n_pairs, self.higher_is_better)
         with eval_mode(model):
             for start in range(0, n_pairs, batch_size):
                 pairs = torch.arange(start, min(start + batch_size, n_pairs))
@@ -227,6 +260,7 @@ class GridPointingGame(Metric):
                 scores[start:start + len(pairs)] = positive_share(
                     maps, prepared.cell_masks[c].to(maps.device)).cpu()
                 example.append(maps[g == 0].float().cpu())
+                extremes.add(pairs, scores[start:start + len(pairs)], maps)
         records = []
         for p in range(n_pairs):
             g, c = divmod(p, 4)
@@ -246,7 +280,8 @@ class GridPointingGame(Metric):
                        n_eligible=prepared.n_eligible)
         examples = dict(image=prepared.grids[0].float().numpy(),
                         maps=torch.cat(example)[:4].numpy(),
-                        targets=prepared.labels[0].numpy(), grid=0)
+                        targets=prepared.labels[0].numpy(), grid=0,
+                        **gallery(model, prepared, extremes, device))
         return MetricResult(records=records, curves=[], summary=summary, examples=examples)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from xai_bench.training.recipes import Recipe, default_recipe
 from xai_bench.training.save import seeded_model, train_and_save
+from xai_bench.training.shipped import shipped_checkpoint
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_DATASET", "is_default_model", "model_cache_dir",
            "cache_key", "cache_path", "seeded_model", "cached_default_model"]
@@ -80,8 +81,10 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
     (or ``recipe``; ``epochs`` overrides its epochs; replicate ``r`` trains with the recipe's
     seed + r, an independently initialised copy). Trained on first use and saved in the
     cache (file keyed by model, config, data set, recipe and xai_bench version), loaded from
-    there afterwards. ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without
-    the per-epoch history). The model is returned on the CPU in eval mode."""
+    there afterwards; replicate 0 of the default recipe comes from the checkpoint shipped with
+    the package where there is one (:mod:`xai_bench.training.shipped`; ``info["shipped"]``).
+    ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without the per-epoch
+    history). The model is returned on the CPU in eval mode."""
     import xai_bench
     from xai_bench.checkpoint import load_model_from_checkpoint
 
@@ -95,6 +98,12 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
         recipe = recipe.replace(epochs=int(epochs))
     if replicate:
         recipe = recipe.replace(seed=recipe.seed + int(replicate))
+    shipped = shipped_checkpoint(name, dataset_spec, recipe, model.config, replicate) \
+        if recipe_name != "custom" else None
+    if shipped is not None:  # replicate 0 of the default recipe: shipped with the package
+        model = load_model_from_checkpoint(shipped, name=name)
+        return model, {**_info(shipped, True, model.checkpoint_info.get("metrics", {})),
+                       "shipped": True}
     path = cache_path(name, model.config, dataset_spec, recipe, cache_dir)
     if path.exists():
         model = load_model_from_checkpoint(path, name=name)
