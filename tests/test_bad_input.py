@@ -31,7 +31,7 @@ MARKER = "PWNED-by-pickle"
 RUN_NAME = "r"
 #: the options of a tiny positive run (everything a bad-input case does not change)
 QUICK = ["--n-grids", "2", "--n-images", "2", "--methods", "uniform",
-         "--metric", "mask_localisation", "--quiet", "--no-plots"]
+         "--metric", "mask_localisation", "--no-progress", "--no-plots"]
 
 
 class _CodeOnLoad:

@@ -193,7 +193,7 @@ def test_plugin_upgrade_recomputes_only_its_cells(tmp_path, ckpts, plugin_root):
     result = CliRunner().invoke(main, [
         "run", "--models", "vit_nano", "--checkpoint", f"vit_nano={ckpts['vit_nano']}",
         "--methods", "power_map,duck", "--metric", "mask_localisation", "--n-images", "3",
-        "--batch-size", "8", "--out", str(tmp_path / "cli"), "--name", "c", "--quiet",
+        "--batch-size", "8", "--out", str(tmp_path / "cli"), "--name", "c", "--no-progress",
         "--no-plots", "--method-arg", "power_map.power=3.0"])
     assert result.exit_code == 0, result.output
     cli = read_records(tmp_path / "cli" / "c")
@@ -336,7 +336,7 @@ def test_second_process_is_refused_while_the_first_holds_the_run(tmp_path, ckpts
         result = CliRunner().invoke(main, [
             "run", "--models", "vit_nano", "--checkpoint", f"vit_nano={ckpts['vit_nano']}",
             "--methods", "uniform", "--metric", "mask_localisation", "--out", str(tmp_path),
-            "--name", "x", "--quiet", "--no-plots"])
+            "--name", "x", "--no-progress", "--no-plots"])
     assert result.exit_code == 2
     assert f"is in use by process {os.getpid()}" in result.output
     assert not (tmp_path / "x" / "cells").exists()
@@ -367,7 +367,7 @@ def cli_args(out, ckpts, name="k"):
     args = [sys.executable, "-m", "xai_bench", "run", "--models", "bcos_vit_nano,vit_nano",
             "--methods", "rollout,uniform,random,centre,gradsam", "--metric",
             "mask_localisation", "--n-images", "3", "--batch-size", "8", "--out", str(out),
-            "--name", name, "--quiet", "--no-plots"]
+            "--name", name, "--no-progress", "--no-plots"]
     for model, path in ckpts.items():
         args += ["--checkpoint", f"{model}={path}"]
     return args
@@ -460,7 +460,7 @@ def test_sigterm_ends_the_run_with_one_line_and_keeps_finished_cells(tmp_path, c
     monkeypatch.setattr(RunStore, "write", terminated_on_third_cell)
     args = ["run", "--models", "vit_nano", "--checkpoint", f"vit_nano={ckpts['vit_nano']}",
             "--methods", "uniform,centre,random,rollout", "--metric", "mask_localisation",
-            "--n-images", "3", "--out", str(tmp_path), "--name", "t", "--quiet", "--no-plots"]
+            "--n-images", "3", "--out", str(tmp_path), "--name", "t", "--no-progress", "--no-plots"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 143, result.output
     lines = [ln for ln in result.output.splitlines() if "interrupted" in ln]

@@ -82,10 +82,10 @@ def test_per_replicate_checkpoints_by_index_or_glob(tmp_path, pair_checkpoints):
         "run", "--models", "vit_nano", "--replicates", "2", "--checkpoint",
         f"vit_nano@0={vit}", "--checkpoint", f"vit_nano@1={vit}", "--methods", "uniform",
         "--metric", "mask_localisation", "--n-images", "2", "--out", str(tmp_path / "cli"),
-        "--quiet", "--no-plots"])
+        "--no-progress", "--no-plots"])
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(main, [
         "run", "--models", "vit_nano", "--replicates", "2", "--checkpoint",
-        f"vit_nano@2={vit}", "--out", str(tmp_path / "bad"), "--quiet"])
+        f"vit_nano@2={vit}", "--out", str(tmp_path / "bad"), "--no-progress"])
     assert bad.exit_code == 2 and "the replicate must be 0...1" in bad.output
     assert not (tmp_path / "bad").exists()
