@@ -12,9 +12,9 @@ Without ``--write`` it retrains each shipped model from the recipe its manifest 
 same command, into a temporary directory) and reports how close the retrained model comes:
 the test accuracy of both, the largest weight difference, and the quick suite
 (``xai-bench run`` with both pairs as ``--checkpoint``) — each claim's outcome and each
-(model, metric)'s best method for the shipped and the retrained pair. CPU training is
-deterministic for a fixed thread count, so on the machine that trained them the two usually
-agree exactly; elsewhere they differ by float32 summation order. Prints a table and writes
+(model, metric)'s best method for the shipped and the retrained pair. Training runs
+with one intra-op thread (as the shipped files were trained), so on the machine that trained
+them the two can agree exactly; elsewhere they differ by float32 summation order. Prints a table and writes
 ``--json``.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,11 +40,15 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS  # noqa: E402
 from xai_bench.training.shipped import MANIFEST, SHIPPED_DIR, manifest_entry, read_manifest  # noqa: E402,E501
 
+#: intra-op threads of the training runs (the shipped files were trained with 1)
+TRAIN_THREADS = 1
 
-def cli(*args) -> str:
+
+def cli(*args, threads=None) -> str:
     """Run ``xai-bench ARGS`` (this checkout's) and return its stdout."""
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     done = subprocess.run([sys.executable, "-m", "xai_bench", *map(str, args)], cwd=ROOT,
-                          text=True, capture_output=True)
+                          text=True, capture_output=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"xai-bench {' '.join(map(str, args))} failed:\n{done.stderr}")
     return done.stdout
@@ -51,8 +56,10 @@ def cli(*args) -> str:
 
 def train(name: str, out: Path, seed=None) -> float:
     started = time.perf_counter()
+    # one intra-op thread: float32 sums then run in one order, so retraining on the same
+    # machine can reproduce the shipped weights bit for bit
     cli("train", name, "--dataset", DEFAULT_DATASET, "--out", out, "--quiet", "--device",
-        "cpu", *(() if seed is None else ("--seed", seed)))
+        "cpu", *(() if seed is None else ("--seed", seed)), threads=TRAIN_THREADS)
     return time.perf_counter() - started
 
 
