@@ -46,7 +46,8 @@ from xai_bench import atomic_io  # noqa: E402
 from xai_bench.errors import XaiBenchError  # noqa: E402
 from xai_bench.statistics import as_bool  # noqa: E402
 from xai_bench.results import (  # noqa: E402
-    ResultsError, _read, file_safe, read_curves, read_examples, read_records, read_run_info,
+    ResultsError, _read, base_replicate, file_safe, read_curves, read_examples, read_records,
+    read_run_info,
 )
 
 __all__ = ["plot_run", "method_colour", "is_baseline", "is_class_agnostic", "plot_fig6",
@@ -246,11 +247,7 @@ def _direction(metric: str, *frames) -> str:
     return "higher is better ↑" if _higher_is_better(metric, *frames) else "lower is better ↓"
 
 
-def _base_replicate(frame: pd.DataFrame) -> int:
-    if frame is None or not len(frame) or "replicate" not in frame:
-        return 0
-    reps = sorted(set(frame["replicate"].astype(int)))
-    return 0 if 0 in reps else reps[0]
+_base_replicate = base_replicate  # the name the report uses
 
 
 def _finite(summary: pd.DataFrame) -> pd.DataFrame:

@@ -137,6 +137,14 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def base_replicate(frame: pd.DataFrame) -> int:
+    """The replicate a table shows by default: 0 where present, else the lowest one."""
+    if frame is None or not len(frame) or "replicate" not in frame:
+        return 0
+    reps = sorted(set(frame["replicate"].astype(int)))
+    return 0 if 0 in reps else reps[0]
+
+
 def ok_values(records: pd.DataFrame) -> pd.DataFrame:
     """ok rows, keeping for perturbation metrics only the paper's mean-curve statistic where a
     metric reports both per-image and mean-curve values."""

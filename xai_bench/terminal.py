@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from xai_bench.results import base_replicate
 from xai_bench.statistics import format_interval
 
 __all__ = ["compact_summary", "full_summary", "verdict_text"]
 
 
 def _base(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the replicate shown by default (:func:`~xai_bench.results.base_replicate`)."""
     if not len(frame) or "replicate" not in frame:
         return frame
-    reps = sorted(set(frame["replicate"].astype(int)))
-    return frame[frame["replicate"].astype(int) == (0 if 0 in reps else reps[0])]
+    return frame[frame["replicate"].astype(int) == base_replicate(frame)]
 
 
 def verdict_text(row) -> str:
