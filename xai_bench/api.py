@@ -72,7 +72,7 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
              name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
              method_params: dict | None = None, replicates: int = 1,
              metric_params: dict | None = None, progress: bool = False,
-             log=None) -> Results:
+             log=None) -> "Results | None":
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
@@ -84,7 +84,9 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
     per replicate, or ``{model: glob}``; ``replicates=N`` runs N independently initialised
     copies of each model). Invalid input raises a
-    one-line :class:`~xai_bench.errors.XaiBenchError` before any work."""
+    one-line :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun
+    (:mod:`xai_bench.distributed`) the processes share the work and only rank 0 returns
+    :class:`Results`; the others return ``None``."""
     from xai_bench.runner import RunConfig, Runner
 
     def listed(value):
@@ -100,5 +102,7 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
                        replicates=replicates, metric_params=dict(metric_params or {}))
     runner = Runner(config, progress=progress, log=log or (lambda *_: None))
     info = runner.run()
+    if info is None:  # a process other than rank 0 of a multi-process run: rank 0 reports
+        return None
     return Results(records=runner.records, curves=runner.curves, info=info,
                    examples=runner.examples, run_dir=runner.run_dir, tables=runner.tables)

@@ -371,6 +371,8 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         train_epochs=epochs, method_params=method_params, replicates=replicates,
         metric_params=metric_params, progress=not (quiet or no_progress),
         log=None if quiet else click.echo)
+    if results is None:  # torchrun: a process other than rank 0, which writes the results
+        return
     info = results.info
     say = (lambda *a, **k: None) if quiet else click.echo
     say("")

@@ -23,6 +23,7 @@ line, keeping every committed cell.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from xai_bench import atomic_io
+from xai_bench.distributed import claim, clear_claims, ranks
 from xai_bench.errors import ConfigError, ContractError, Interrupted, XaiBenchError, one_line
 from xai_bench.identity import (
     source_digest, code_identity, dataset_spec_fingerprint, differences, digest, file_sha256,
@@ -222,11 +224,22 @@ class Runner:
         self._total = self._kept = 0
         self.computed: list = []
         self.reasons: Counter = Counter()
+        #: images not explained again thanks to the shared maps (:mod:`xai_bench.map_cache`)
+        self.maps_saved = 0
+        self._prepared: dict = {}
         try:
             self._resolve()
         except RegistryError as e:
             raise RunError(str(e)) from None
         self.run_name = check_run_name(config.run_name())
+        # torchrun's environment: this process's rank (one process without it)
+        self.ranks = ranks(self.device)
+        self.device = self.ranks.device(self.device)
+        if not self.ranks.is_main:
+            self.log = lambda *_: None  # rank 0 speaks for the job
+        if self.ranks.distributed and config.out is None:
+            raise RunError("a multi-process run (torchrun) shares its cells through the run "
+                           "directory: give --out on a file system every process sees")
         if config.out is None:
             self.store, self.run_dir = MemoryStore(), None
         else:
@@ -505,35 +518,36 @@ class Runner:
                                                  set(module_closure("xai_bench.inference"))))}
 
     # ---- the run -------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> dict | None:
         """Compute what is missing or stale, then assemble the tables; returns run.json's
-        content. Raises :class:`~xai_bench.errors.Interrupted` on SIGINT/SIGTERM."""
+        content (``None`` in the processes other than rank 0 of a multi-process run, which
+        assembles nothing). Raises :class:`~xai_bench.errors.Interrupted` on SIGINT/SIGTERM."""
         started = time.time()
-        with self.store.lock(), terminate_as_interrupt():
+        # in a multi-process run rank 0 holds the lock for the job; the others wait for it
+        # at the first broadcast, so nobody writes into a directory another job uses
+        lock = self.store.lock() if self.ranks.is_main else contextlib.nullcontext()
+        with lock, terminate_as_interrupt():
             try:
                 self._run_cells()
+                if not self.ranks.is_main:
+                    return None
                 return self.finish(time.time() - started)
             except KeyboardInterrupt as e:
-                self.store.discard_if_empty()
+                if self.ranks.is_main:
+                    self.store.discard_if_empty()
                 stop = Interrupted(f"interrupted: {self._kept}/{self._total} cells kept; rerun "
                                    f"the same command to resume")
                 stop.signal_name = getattr(e, "signal_name", "SIGINT")
                 raise stop from None
             except BaseException:
-                self.store.discard_if_empty()  # a run that failed before any work leaves nothing
+                if self.ranks.is_main:
+                    self.store.discard_if_empty()  # failed before any work: leave nothing
                 raise
 
-    def _run_cells(self):
-        self._total, self._kept = 0, 0
-        #: keys of the cells computed by this invocation, and why they were (not reused)
-        self.computed, self.reasons = [], Counter()
-        run_ident, data_ident = self._run_identity(), self._data_identity()
-        todo = [(mo, me, mt) for mo in self.model_specs for mt in self.metrics
-                for me in self.methods]
-        self._total, self._kept = len(todo), 0
-        self._cells: dict = {}
-        reasons = self.reasons
-        plan = []  # per model: (spec, identity, pending cells)
+    def _plan(self, run_ident, data_ident) -> list:
+        """Per model ``(spec, model identity, pending cells)``; stored cells whose identity is
+        the new one are kept in ``self._cells``."""
+        plan = []
         for spec in self.model_specs:
             model_ident = self._model_identity(spec)
             pending = []
@@ -551,31 +565,93 @@ class Runner:
                         self._kept += 1
                     else:
                         if why:
-                            reasons[why] += 1
+                            self.reasons[why] += 1
                         pending.append((method, metric, key, ident))
             plan.append((spec, model_ident, pending))
+        return plan
+
+    def _run_cells(self):
+        from xai_bench.distributed import invocation_name
+
+        r = self.ranks
+        self._total, self._kept = 0, 0
+        #: keys of the cells computed by this invocation, and why they were (not reused)
+        self.computed, self.reasons = [], Counter()
+        run_ident, data_ident = self._run_identity(), self._data_identity()
+        self._total = len(self.model_specs) * len(self.metrics) * len(self.methods)
+        self._cells: dict = {}
+        if r.is_main and self.run_dir is not None:
+            # claims of an earlier, killed invocation: rank 0 holds the lock, so they are stale
+            clear_claims(self.run_dir)
+        if r.distributed and r.is_main:
+            for spec in self.model_specs:  # train (or load) every default model once, here
+                self._model_identity(spec)
+        # rank 0 draws the invocation's name once its models are ready: the others wait here
+        invocation = invocation_name(r) if r.distributed else None
+        plan = self._plan(run_ident, data_ident)
         where = self.run_dir if self.run_dir is not None else "(in memory)"
         self.log(f"run directory: {where} ({self._kept}/{self._total} cells already done)")
-        for why, n in reasons.items():
+        for why, n in self.reasons.items():
             self.log(f"{n} cell{'s' if n > 1 else ''} {why}")
+        if r.distributed:
+            self.log(f"{r.world} processes share the work")
         from tqdm.auto import tqdm
 
         import sys
 
         bar = tqdm(total=self._total, initial=self._kept, unit="cell", dynamic_ncols=True,
-                   disable=not (self.progress and sys.stderr.isatty()))
+                   disable=not (self.progress and sys.stderr.isatty() and r.is_main))
         try:
-            for spec, model_ident, pending in plan:
-                info_key = f"model__{spec.label}"
-                info_ident = _as_json({"model": model_ident, "data": data_ident,
-                                       "run": run_ident})
-                entry, _ = self.store.read(info_key)
-                if not pending and entry is not None and entry["identity"] == info_ident:
-                    self._cells[info_key] = entry
+            ready = {}
+            if r.is_main:  # the model cards and accuracies: rank 0, before the cells
+                for spec, model_ident, pending in plan:
+                    ready[spec.label] = self._model_ready(spec, model_ident, data_ident,
+                                                          run_ident, pending, bar)
+            r.barrier()
+            units = [(spec, method, cells) for spec, _, pending in plan
+                     for method, cells in self._units(pending)]
+            if r.distributed:
+                units.sort(key=lambda u: -_unit_cost(u[1].name, len(u[2])))
+            for spec, method, cells in units:
+                if r.distributed and not claim(self.run_dir, invocation,
+                                               cell_key(spec.label, method.name, "unit")):
                     continue
-                self._run_model(spec, info_key, info_ident, entry, pending, bar)
+                found = ready.get(spec.label) or self._model_ready(
+                    spec, None, data_ident, run_ident, [], bar)
+                ready[spec.label] = found
+                if found is None:  # the model broke its contract: its cells are errors
+                    continue
+                model, card = found
+                self._run_units(model, spec.name, card, [(method, cells)], bar,
+                                prepared=self._prepared_for(spec.label))
+            r.barrier()  # every process has committed its cells
+            if r.distributed and r.is_main:
+                clear_claims(self.run_dir, invocation)
+                self._collect(plan)
         finally:
             bar.close()
+
+    def _prepared_for(self, label) -> dict:
+        """The metrics' prepared selections of one model, kept for two models at a time
+        (a multi-process run's units come in cost order, not model by model)."""
+        if label not in self._prepared:
+            while len(self._prepared) >= 2:
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[label] = {}
+        return self._prepared[label]
+
+    def _collect(self, plan):
+        """Rank 0 of a multi-process run: the cells the other processes committed."""
+        for spec, _, pending in plan:
+            for key in [f"model__{spec.label}"] + [key for _, _, key, _ in pending]:
+                if key in self._cells and key not in [k for _, _, k, _ in pending]:
+                    continue
+                entry, problem = self.store.read(key)
+                if entry is None:
+                    raise RunError(f"cell {key} was not committed by any process "
+                                   f"({problem or 'missing'}); rerun the same command to "
+                                   f"compute it")
+                self._cells[key] = entry
 
     def _stale_reason(self, entry, problem, ident, model, method, metric):
         """None to reuse the stored cell, else why it is recomputed ('' for a new cell)."""
@@ -590,8 +666,23 @@ class Runner:
             return "retried: ended in an error last time"
         return None
 
-    def _run_model(self, spec, info_key, info_ident, entry, pending, bar):
+    def _model_ready(self, spec, model_ident, data_ident, run_ident, pending, bar):
+        """``(model, card)`` of a model with its info cell (card, accuracy) committed, or
+        None when the model breaks its contract (then its pending cells are committed as
+        errors). ``model_ident=None``: only load it (another process wrote the info cell)."""
         name = spec.name
+        info_key = f"model__{spec.label}"
+        if model_ident is None:
+            entry, _ = self.store.read(info_key)
+            if entry is not None and "error" in entry.get("info", {}):
+                return None
+            model, _ = self.load_model(spec)
+            return model, check_model(model, name)
+        info_ident = _as_json({"model": model_ident, "data": data_ident, "run": run_ident})
+        entry, _ = self.store.read(info_key)
+        if not pending and entry is not None and entry["identity"] == info_ident:
+            self._cells[info_key] = entry
+            return None
         try:
             model, info = self.load_model(spec)
             card = check_model(model, name)
@@ -602,7 +693,8 @@ class Runner:
                 bar.update(1)
             self._cells[info_key] = self.store.write(info_key, {"identity": info_ident,
                                                                 "info": {"error": str(e)}})
-            return
+            pending.clear()
+            return None
         if entry is not None and entry["identity"] == info_ident:
             self._cells[info_key] = entry
         else:
@@ -619,10 +711,56 @@ class Runner:
                        "eval_time_s": round(time.time() - t, 3)}
             self._cells[info_key] = self.store.write(info_key, {"identity": info_ident,
                                                                 "info": summary})
-        for metric in self.metrics:
-            cells = [(me, key, ident) for me, mt, key, ident in pending if mt is metric]
-            if cells:
-                self._run_metric(model, name, card, metric, cells, bar)
+        return model, card
+
+    @staticmethod
+    def _units(pending) -> list:
+        """The pending cells of one model grouped by method, in method order: a **unit** is
+        one (model, method) with its pending metrics. A unit is explained once (its maps are
+        shared by its metrics) and is what the processes of a multi-process run share out."""
+        units: dict = {}
+        for method, metric, key, ident in pending:
+            units.setdefault(method.name, (method, []))[1].append((metric, key, ident))
+        return list(units.values())
+
+    def _run_units(self, model, model_name, card, units, bar, prepared=None):
+        """Run ``units`` (``[(method, [(metric, key, identity), ...]), ...]``) of one model.
+        ``prepared``: metric name -> (prepared, error, seconds), filled on first use."""
+        from xai_bench.map_cache import sharing_maps
+
+        prepared = {} if prepared is None else prepared
+        for method, cells in units:
+            # one cache per (model, method): the maps of one method are held at a time
+            with sharing_maps(model) as cache:
+                for metric, key, ident in cells:
+                    if metric.name not in prepared:
+                        prepared[metric.name] = self._prepare(model, card, metric)
+                    self._run_cell(model, model_name, card, method, metric, key, ident,
+                                   prepared[metric.name], bar)
+            self.maps_saved += cache.saved
+        by_metric: dict = {}  # one line per (metric, what) that used fewer samples
+        for _, cells in units:
+            for metric, key, _ in cells:
+                for what, pair in (self._cells.get(key, {}).get("notes") or {}).items():
+                    by_metric[(metric.name, what)] = tuple(pair)
+        for (metric_name, what), (n, requested) in by_metric.items():
+            self.log(f"{metric_name} on {model_name}: {n} of the {requested} requested {what} "
+                     f"could be used (the test set has too few correctly classified images "
+                     f"that pass the selection; see the records' selection columns)")
+
+    def _prepare(self, model, card, metric):
+        """``(prepared, error, seconds)`` of one metric on one model (method-independent)."""
+        t = time.time()
+        try:
+            prepared = metric.metric.prepare(model, self.dataset(card["image_size"]),
+                                             device=self.device,
+                                             batch_size=self.config.batch_size,
+                                             seed=self.config.seed)
+            return prepared, None, time.time() - t
+        except XaiBenchError:
+            raise
+        except Exception as e:  # recorded per cell: skipped if not applicable, else error
+            return None, e, time.time() - t
 
     def _recorded_accuracy(self, spec, info):
         """The test accuracy a default model's checkpoint recorded on the run's data set, so
@@ -644,63 +782,44 @@ class Runner:
                      higher_is_better=metric.metric.higher_is_better, sample_id="-",
                      target=-1, value=math.nan, status=status, message=message)]
 
-    def _run_metric(self, model, model_name, card, metric, cells, bar):
+    def _run_cell(self, model, model_name, card, method, metric, key, ident, prepared, bar):
         cfg = self.config
-        prepared, prepare_error = None, None
+        prepared, prepare_error, prepare_time = prepared
+        bar.set_description(key)
         t = time.time()
-        try:
-            prepared = metric.metric.prepare(model, self.dataset(card["image_size"]),
-                                             device=self.device, batch_size=cfg.batch_size,
-                                             seed=cfg.seed)
-        except XaiBenchError:
-            raise
-        except Exception as e:  # recorded per cell: skipped if not applicable, else error
-            prepare_error = e
-        prepare_time = time.time() - t
-        for method, key, ident in cells:
-            bar.set_description(key)
-            t = time.time()
-            curves, examples, notes = [], {}, {}
-            if method.error is not None:
-                records = self._failed(model_name, method.name, metric, "error", method.error)
-            elif prepare_error is not None:
-                status = "skipped" if _not_applicable(prepare_error) else "error"
-                records = self._failed(model_name, method.name, metric, status,
-                                       _one_line(prepare_error))
-            elif not method.method.applies_to(model):
-                records = self._failed(model_name, method.name, metric, "skipped",
-                                       f"method '{method.name}' does not apply to "
-                                       f"{card['family']} model '{model_name}'")
-            else:
-                torch.manual_seed(derive_seed(cfg.seed, key))
-                base = dict(model=model_name, method=method.name, metric=metric.name,
-                            category=metric.metric.category,
-                            higher_is_better=metric.metric.higher_is_better)
-                try:
-                    result = metric.metric.evaluate(model, method.method, prepared,
-                                                    device=self.device,
-                                                    batch_size=cfg.batch_size)
-                    records = [dict(base, **r, status="ok", message="") for r in result.records]
-                    curves = [dict(model=model_name, method=method.name, metric=metric.name,
-                                   **c) for c in result.curves]
-                    examples = result.examples
-                    notes = _shortfall(result.summary)
-                except (KeyboardInterrupt, XaiBenchError) as e:
-                    if not isinstance(e, ContractError):
-                        raise
-                    records = self._failed(model_name, method.name, metric, "error",
-                                           _one_line(e))
-                except Exception as e:
-                    records = self._failed(model_name, method.name, metric, "error",
-                                           _one_line(e))
-            self._commit(key, ident, records, curves, examples, time.time() - t, prepare_time,
-                         notes)
-            bar.update(1)
-        shortfalls = {k: v for k, v in _shortfall_of(self._cells, cells).items()}
-        for what, (n, requested) in shortfalls.items():
-            self.log(f"{metric.name} on {model_name}: {n} of the {requested} requested {what} "
-                     f"could be used (the test set has too few correctly classified images "
-                     f"that pass the selection; see the records' selection columns)")
+        curves, examples, notes = [], {}, {}
+        if method.error is not None:
+            records = self._failed(model_name, method.name, metric, "error", method.error)
+        elif prepare_error is not None:
+            status = "skipped" if _not_applicable(prepare_error) else "error"
+            records = self._failed(model_name, method.name, metric, status,
+                                   _one_line(prepare_error))
+        elif not method.method.applies_to(model):
+            records = self._failed(model_name, method.name, metric, "skipped",
+                                   f"method '{method.name}' does not apply to "
+                                   f"{card['family']} model '{model_name}'")
+        else:
+            torch.manual_seed(derive_seed(cfg.seed, key))
+            base = dict(model=model_name, method=method.name, metric=metric.name,
+                        category=metric.metric.category,
+                        higher_is_better=metric.metric.higher_is_better)
+            try:
+                result = metric.metric.evaluate(model, method.method, prepared,
+                                                device=self.device, batch_size=cfg.batch_size)
+                records = [dict(base, **r, status="ok", message="") for r in result.records]
+                curves = [dict(model=model_name, method=method.name, metric=metric.name,
+                               **c) for c in result.curves]
+                examples = result.examples
+                notes = _shortfall(result.summary)
+            except (KeyboardInterrupt, XaiBenchError) as e:
+                if not isinstance(e, ContractError):
+                    raise
+                records = self._failed(model_name, method.name, metric, "error", _one_line(e))
+            except Exception as e:
+                records = self._failed(model_name, method.name, metric, "error", _one_line(e))
+        self._commit(key, ident, records, curves, examples, time.time() - t, prepare_time,
+                     notes)
+        bar.update(1)
 
     def _commit(self, key, ident, records, curves, examples, time_s, prepare_time_s,
                 notes=None):
@@ -866,12 +985,15 @@ def _shortfall(summary: dict) -> dict:
     return out
 
 
-def _shortfall_of(cells: dict, computed) -> dict:
-    found = {}
-    for _, key, _ in computed:
-        for what, pair in (cells.get(key, {}).get("notes") or {}).items():
-            found[what] = tuple(pair)
-    return found
+#: relative cost of a unit's cells by method (forward passes per explained image, from
+#: benchmarks/method_cost.py at the nano size), so a multi-process run hands out the expensive
+#: units first and the cheap ones fill the gaps; unlisted methods count as a gradient method
+_METHOD_COST = {"intgrad": 120.0, "vit_cx": 60.0, "chefer_lrp": 4.5, "plrp": 2.2,
+                "rollout": 1.1, "finatt": 1.1, "uniform": 0.1, "random": 0.1}
+
+
+def _unit_cost(method: str, n_cells: int) -> float:
+    return _METHOD_COST.get(method, 2.5) * n_cells
 
 
 def _not_applicable(error: Exception) -> bool:

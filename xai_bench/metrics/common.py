@@ -151,25 +151,48 @@ def perturbed_confidences(model, outside: torch.Tensor, inside: torch.Tensor | N
     ranked ``< k`` in ordering ``r`` (``ranks[r, b]``) replaced by ``inside[b]`` — every
     channel of the pixel; ``inside=None`` means zero (the zero encoding).
     outside/inside: encoded ``(B, C, H, W)``; ranks: ``(R, B, H*W)``; points: list of
-    ``(r, k)``. All ``B × P`` copies are built chunk by chunk and forwarded ``batch_size`` at a
-    time. Returns ``(B, P)`` float64 on CPU."""
+    ``(r, k)``. All ``B × P`` copies are built chunk by chunk and forwarded at most
+    ``batch_size`` at a time — fewer when the device's free memory holds fewer
+    (:func:`xai_bench.chunking.chunk_size`), and half as many again after an out-of-memory
+    error (:func:`xai_bench.chunking.run_chunked`; every copy is computed on its own, so the
+    values do not depend on the chunking). The forwards run under the forward options of
+    :mod:`xai_bench.precision` (bf16 autocast, torch.compile); the logits are cast to float32
+    before ``model.confidence``. Returns ``(B, P)`` float64 on CPU."""
+    from xai_bench.chunking import chunk_size, remember_limit, run_chunked
+    from xai_bench.precision import forward_autocast, forward_model
+
     n_img, channels, height, width = outside.shape
-    r_idx = torch.tensor([int(r) for r, _ in points], dtype=torch.long, device=outside.device)
-    k_val = torch.tensor([int(k) for _, k in points], dtype=torch.long, device=outside.device)
+    device = outside.device
+    r_idx = torch.tensor([int(r) for r, _ in points], dtype=torch.long, device=device)
+    k_val = torch.tensor([int(k) for _, k in points], dtype=torch.long, device=device)
     n_pts = len(points)
-    targets = targets.to(outside.device).long()
-    out = torch.empty(n_img * n_pts, dtype=torch.float64)
-    for start in range(0, n_img * n_pts, batch_size):
-        jobs = torch.arange(start, min(start + batch_size, n_img * n_pts), device=outside.device)
+    targets = targets.to(device).long()
+    # kept on the device and copied to the CPU once: no synchronisation per chunk (MPS has
+    # no float64; the float32 confidences are exact in float64 anyway)
+    out = torch.empty(n_img * n_pts, device=device,
+                      dtype=torch.float32 if device.type == "mps" else torch.float64)
+    forward = forward_model(model)
+
+    def confidences(start: int, stop: int) -> None:
+        jobs = torch.arange(start, stop, device=device)
         b, p = jobs // n_pts, jobs % n_pts
         replace = (ranks[r_idx[p], b] < k_val[p, None]).view(-1, 1, height, width)
         if inside is None:
             x = outside[b].masked_fill(replace, 0.0)
         else:
             x = torch.where(replace, inside[b], outside[b])
-        conf = model.confidence(model(x).float())
-        out[start:start + len(jobs)] = conf.gather(1, targets[b][:, None])[:, 0].double().cpu()
-    return out.view(n_img, n_pts)
+        with forward_autocast(device):
+            logits = forward(x)
+        conf = model.confidence(logits.float())
+        out[start:stop] = conf.gather(1, targets[b][:, None])[:, 0].double()
+
+    if n_img * n_pts:
+        chunk = chunk_size(model, outside, device, with_grad=False,
+                           requested=min(int(batch_size), n_img * n_pts))
+        run_chunked(confidences, n_img * n_pts, chunk, device=device,
+                    what="perturbed copies of the perturbation metric",
+                    on_oom=lambda c: remember_limit(model, outside, with_grad=False, chunk=c))
+    return out.cpu().double().view(n_img, n_pts)
 
 
 BLUR_KERNELS = ("rise", "gaussian")
@@ -273,13 +296,21 @@ def trapezoid(values: torch.Tensor, fractions) -> torch.Tensor:
 
 
 def attribute(method, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``method(model, x, targets)`` with a shape check; maps (B, H, W) detached."""
-    maps = method(model, x, targets)
-    expected = (x.shape[0], x.shape[2], x.shape[3])
-    if tuple(maps.shape) != expected:
-        raise RuntimeError(f"method '{getattr(method, 'name', method)}' returned maps of shape "
-                           f"{tuple(maps.shape)}, expected {expected}")
-    return maps.detach()
+    """``method(model, x, targets)`` with a shape check; maps (B, H, W) detached. Inside
+    :func:`xai_bench.map_cache.sharing_maps` for ``model`` a batch explained before (by
+    another metric) is not explained again."""
+    from xai_bench.map_cache import active_cache
+
+    def compute(x, targets):
+        maps = method(model, x, targets)
+        expected = (x.shape[0], x.shape[2], x.shape[3])
+        if tuple(maps.shape) != expected:
+            raise RuntimeError(f"method '{getattr(method, 'name', method)}' returned maps of "
+                               f"shape {tuple(maps.shape)}, expected {expected}")
+        return maps.detach()
+
+    cache = active_cache(model)
+    return compute(x, targets) if cache is None else cache.maps(method, x, targets, compute)
 
 
 #: largest side of the thumbnails a metric keeps for the report's galleries

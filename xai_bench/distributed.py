@@ -1,0 +1,150 @@
+"""One run across several processes: ``torchrun --nproc-per-node N -m xai_bench run ...``.
+
+torchrun (or ``srun`` through torchrun's environment variables) starts N copies of the same
+command and tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. The runner then:
+
+1. validates the configuration in every process (the same checks, the same one-line errors);
+2. on rank 0 only, takes the run directory's lock, trains or loads the default models (so a
+   model is trained once, not once per process) and measures their accuracy; the others wait
+   at a barrier and then load the cached files;
+3. shares out the **units** (one model × one method with its pending metrics: a unit's maps
+   are explained once and scored by all its metrics, :mod:`xai_bench.map_cache`), the most
+   expensive first, each process claiming the next unclaimed one (a claim is a file created
+   with ``O_EXCL`` under ``run_dir/.claims/<invocation>/``, so claiming needs nothing but the
+   shared run directory and balances itself: a process that drew a cheap unit claims the
+   next one sooner);
+4. each process commits every finished cell atomically as a single-process run does, so a
+   killed process (or job) loses only the cells it was computing, and the same command with
+   any number of processes resumes;
+5. after a barrier, rank 0 reads every cell and writes the same ``records.csv``,
+   ``curves.csv``, statistics tables and ``run.json`` as a single-process run (and the CLI
+   the plots and the report); the other processes end without output.
+
+The processes talk through ``torch.distributed`` (gloo on CPU, NCCL on CUDA) only for the
+barriers and to agree on the invocation's name; the cells travel through the run directory,
+which must therefore be on a file system every process sees (the usual case under SLURM).
+Each process runs on ``cuda:LOCAL_RANK`` when the device is CUDA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["Ranks", "ranks", "claim"]
+
+#: how long a process waits at a barrier for the others (training a model on rank 0, or the
+#: slowest unit at the end); XAI_BENCH_DIST_TIMEOUT_S overrides it
+DEFAULT_TIMEOUT_S = 7 * 24 * 3600
+CLAIMS = ".claims"
+
+
+@dataclass
+class Ranks:
+    """This process's place in the job: ``rank`` of ``world`` (``local_rank`` on its node)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def broadcast(self, value):
+        """``value`` of rank 0, in every process (any picklable object)."""
+        if not self.distributed:
+            return value
+        box = [value if self.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def device(self, device: str) -> str:
+        """The device of this process: ``cuda:LOCAL_RANK`` for ``cuda`` in a multi-process
+        run (one GPU per process), otherwise ``device`` unchanged."""
+        if self.distributed and device == "cuda":
+            return f"cuda:{self.local_rank}"
+        return device
+
+
+_RANKS: Ranks | None = None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        from xai_bench.errors import ConfigError
+
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer; "
+                          f"start the processes with torchrun") from None
+
+
+def ranks(device: str = "cpu") -> Ranks:
+    """This process's :class:`Ranks`, from torchrun's environment (``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``); one process without it. In a multi-process job the process group is
+    initialised on the first call (NCCL for a CUDA ``device``, gloo otherwise)."""
+    global _RANKS
+    if _RANKS is not None:
+        return _RANKS
+    world = _env_int("WORLD_SIZE", 1)
+    found = Ranks(rank=_env_int("RANK", 0), world=world, local_rank=_env_int("LOCAL_RANK", 0))
+    if found.distributed and not torch.distributed.is_initialized():
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(found.local_rank)
+        timeout = datetime.timedelta(seconds=_env_int("XAI_BENCH_DIST_TIMEOUT_S",
+                                                      DEFAULT_TIMEOUT_S))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    _RANKS = found
+    return found
+
+
+def invocation_name(r: Ranks) -> str:
+    """A name shared by the processes of this invocation (rank 0 draws it)."""
+    return r.broadcast(uuid.uuid4().hex[:12] if r.is_main else None)
+
+
+def claim(run_dir, invocation: str, unit: str) -> bool:
+    """True for exactly one process of the invocation: the first to create the unit's claim
+    file (``O_CREAT | O_EXCL`` is atomic on local and network file systems)."""
+    folder = Path(run_dir) / CLAIMS / invocation
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(folder / unit, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True
+
+
+def clear_claims(run_dir, invocation: str | None = None) -> None:
+    """Remove the claim files of ``invocation`` (rank 0, once every process is done), or of
+    every invocation (rank 0 at the start, holding the lock: claims left by a killed job)."""
+    root = Path(run_dir) / CLAIMS
+    folders = [root / invocation] if invocation else (
+        [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+    for folder in folders:
+        if folder.is_dir():
+            for path in folder.iterdir():
+                path.unlink(missing_ok=True)
+            folder.rmdir()
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
