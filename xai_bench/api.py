@@ -71,8 +71,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
              n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
              name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
              method_params: dict | None = None, replicates: int = 1,
-             metric_params: dict | None = None, progress: bool = False,
-             log=None) -> "Results | None":
+             metric_params: dict | None = None, precision: str = "fp32",
+             compile: bool = False, progress: bool = False, log=None) -> "Results | None":
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
@@ -83,7 +83,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     ``{method: {key: value}}``, ``metric_params`` ``{metric: {key: value}}`` (e.g.
     ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
     per replicate, or ``{model: glob}``; ``replicates=N`` runs N independently initialised
-    copies of each model). Invalid input raises a
+    copies of each model; ``precision="bf16"`` and ``compile=True`` for the forward-only
+    work, :mod:`xai_bench.precision`). Invalid input raises a
     one-line :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun
     (:mod:`xai_bench.distributed`) the processes share the work and only rank 0 returns
     :class:`Results`; the others return ``None``."""
@@ -99,7 +100,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
                        n_images=n_images, batch_size=batch_size, device=device, seed=seed,
                        out=None if out is None else str(out), name=name, untrained=untrained,
                        train_epochs=train_epochs, method_params=dict(method_params or {}),
-                       replicates=replicates, metric_params=dict(metric_params or {}))
+                       replicates=replicates, metric_params=dict(metric_params or {}),
+                       precision=precision, compile=compile)
     runner = Runner(config, progress=progress, log=log or (lambda *_: None))
     info = runner.run()
     if info is None:  # a process other than rank 0 of a multi-process run: rank 0 reports

@@ -336,6 +336,11 @@ def info(checkpoint, evaluate_on, device):
               "weights: sanity checks only)")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="epochs when a default model must be trained first")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="precision of the forward-only work (perturbed copies, "
+              "selection, ViT-CX masks); explanations stay float32 (docs/gpu.md)")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the forward-only "
+              "model calls (pays off on paper-scale runs on a GPU; docs/gpu.md)")
 @click.option("--no-plots", is_flag=True, help="do not write the figures and the report")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("-q", "--quiet", is_flag=True, help="print only the paths written (and errors)")
@@ -344,7 +349,7 @@ def info(checkpoint, evaluate_on, device):
 @friendly_errors
 def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_images,
         batch_size, device, seed, out, name, method_args, metric_args, untrained, epochs,
-        no_plots, no_progress, quiet, verbose):
+        precision, compile_, no_plots, no_progress, quiet, verbose):
     """Benchmark models x attribution methods x metrics; resumable.
 
     Writes records.csv, curves.csv, the statistics tables and run.json under OUT/<run name>/,
@@ -369,7 +374,8 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         checkpoints=checkpoint_paths, n_grids=n_grids, n_images=n_images,
         batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
         train_epochs=epochs, method_params=method_params, replicates=replicates,
-        metric_params=metric_params, progress=not (quiet or no_progress),
+        metric_params=metric_params, precision=precision, compile=compile_,
+        progress=not (quiet or no_progress),
         log=None if quiet else click.echo)
     if results is None:  # torchrun: a process other than rank 0, which writes the results
         return

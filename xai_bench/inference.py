@@ -2,11 +2,15 @@
 
 Training (test accuracy), ``xai-bench info --evaluate``, the runner's accuracy figure and the
 metrics' selection of confidently classified images all use :func:`predict`. Its result is
-cached per (model, data set, device, batch size): called twice with the same arguments, the
-model runs once. The cache entry is recomputed when the model's parameters or buffers, or the
-data set's ``images``/``labels`` tensors, are replaced or modified in place (PyTorch bumps a
-tensor's version on every in-place write); files of a lazily loaded data set changing on
-disk are not noticed (pass ``cache=False``).
+cached per (model, data set, device, batch size, forward options): called twice with the same
+arguments, the model runs once. The cache entry is recomputed when the model's parameters or
+buffers, or the data set's ``images``/``labels`` tensors, are replaced or modified in place
+(PyTorch bumps a tensor's version on every in-place write); files of a lazily loaded data set
+changing on disk are not noticed (pass ``cache=False``).
+
+The forwards follow the options of :mod:`xai_bench.precision` (bf16 autocast, torch.compile);
+the logits are cast to float32 before anything is computed from them (the float64
+log-confidence that ranks the images then starts from bf16-rounded logits: see docs/gpu.md).
 
 Batches come from the in-memory tensors when the data set has them, else through a
 ``DataLoader`` with worker processes (:func:`xai_bench.data.iter_batches`).
@@ -144,7 +148,10 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 256, num_workers=
     n = len(dataset)
     if n == 0:
         raise DataError("cannot evaluate on an empty data set")
-    key = (id(dataset), str(device), batch_size)
+    from xai_bench.precision import current_options, forward_autocast, forward_model
+
+    # bf16 forwards give other logits (and compiled ones may round differently): their own entry
+    key = (id(dataset), str(device), batch_size, current_options().key())
     slot = _cache_slot(model, cache)
     fingerprint = _fingerprint(model, dataset) if slot is not None else None
     if slot is not None and key in slot:
@@ -153,13 +160,19 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 256, num_workers=
             return result
     chunks = [torch.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     logits, labels = [], []
+    forward = forward_model(model)
     with eval_mode(model):
         for images, y in iter_batches(dataset, chunks, num_workers=num_workers):
             if not logits:
                 check_image_size(model, images)
-            logits.append(model(model.encode(images.to(device))).float().cpu())
+            x = model.encode(images.to(device))
+            with forward_autocast(device):
+                out = forward(x)
+            # float32 before the float64 log-confidence (bf16 logits would rank coarsely);
+            # kept on the device until the end: one copy to the CPU, not one per batch
+            logits.append(out.float())
             labels.append(y.long().cpu())
-    logits, labels = torch.cat(logits), torch.cat(labels)
+    logits, labels = torch.cat(logits).cpu(), torch.cat(labels)
     result = Predictions(logits=logits, labels=labels,
                          true_log_confidence=log_confidence(model, logits).gather(
                              1, labels[:, None])[:, 0])

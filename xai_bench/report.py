@@ -747,6 +747,9 @@ def reproduce_command(info: dict) -> tuple[str, list]:
                 option(flag, f"{name}.{k}={_arg_value(v)}")
     if cfg.get("untrained"):
         args.append(["--untrained"])
+    option("--precision", cfg.get("precision"))
+    if cfg.get("compile"):
+        args.append(["--compile"])
     option("--epochs", cfg.get("train_epochs"))
     option("--out", cfg.get("out"))
     option("--name", cfg.get("name"))

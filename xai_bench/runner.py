@@ -83,6 +83,11 @@ class RunConfig:
     method_params: dict = field(default_factory=dict)
     replicates: int = 1
     metric_params: dict = field(default_factory=dict)
+    #: forward-only work (perturbed copies, the selection pass, ViT-CX's masked forwards) in
+    #: "fp32" or "bf16" autocast, optionally through torch.compile (xai_bench.precision);
+    #: explanations always run in float32
+    precision: str = "fp32"
+    compile: bool = False
 
     def spec(self) -> dict:
         """The configuration as plain JSON (objects by name): what names the run directory."""
@@ -94,7 +99,14 @@ class RunConfig:
                 "untrained": self.untrained, "train_epochs": self.train_epochs,
                 "method_params": self.method_params,
                 **({"replicates": self.replicates} if self.replicates != 1 else {}),
-                **({"metric_params": self.metric_params} if self.metric_params else {})}
+                **({"metric_params": self.metric_params} if self.metric_params else {}),
+                **self.forward_spec()}
+
+    def forward_spec(self) -> dict:
+        """The forward options where they differ from the default (fp32, not compiled), so
+        that the default configuration keeps its run name and cell identities."""
+        return {**({"precision": self.precision} if self.precision != "fp32" else {}),
+                **({"compile": True} if self.compile else {})}
 
     def run_name(self) -> str:
         if self.name:
@@ -257,6 +269,11 @@ class Runner:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RunError(f"{key} must be a positive integer, got {value!r}")
         self.device = resolve_device(cfg.device)
+        from xai_bench.precision import PRECISIONS
+
+        if cfg.precision not in PRECISIONS:
+            raise RunError(f"unknown precision {cfg.precision!r}; use one of "
+                           f"{', '.join(PRECISIONS)}")
         if not isinstance(cfg.replicates, int) or isinstance(cfg.replicates, bool) or \
                 cfg.replicates < 1:
             raise RunError(f"replicates must be a positive integer, got {cfg.replicates!r}")
@@ -513,7 +530,7 @@ class Runner:
 
         return {"seed": self.config.seed, "batch_size": self.config.batch_size,
                 "device": torch.device(self.device).type, "xai_bench": xai_bench.__version__,
-                **python_identity(),
+                **python_identity(), **self.config.forward_spec(),
                 "harness": source_digest(sorted(set(module_closure("xai_bench.seeding")) |
                                                  set(module_closure("xai_bench.inference"))))}
 
@@ -525,8 +542,11 @@ class Runner:
         started = time.time()
         # in a multi-process run rank 0 holds the lock for the job; the others wait for it
         # at the first broadcast, so nobody writes into a directory another job uses
+        from xai_bench.precision import forward_options
+
         lock = self.store.lock() if self.ranks.is_main else contextlib.nullcontext()
-        with lock, terminate_as_interrupt():
+        cfg = self.config
+        with lock, terminate_as_interrupt(), forward_options(cfg.precision, cfg.compile):
             try:
                 self._run_cells()
                 if not self.ranks.is_main:
@@ -601,6 +621,7 @@ class Runner:
 
         bar = tqdm(total=self._total, initial=self._kept, unit="cell", dynamic_ncols=True,
                    disable=not (self.progress and sys.stderr.isatty() and r.is_main))
+        started = time.time()
         try:
             ready = {}
             if r.is_main:  # the model cards and accuracies: rank 0, before the cells
@@ -625,6 +646,8 @@ class Runner:
                 self._run_units(model, spec.name, card, [(method, cells)], bar,
                                 prepared=self._prepared_for(spec.label))
             r.barrier()  # every process has committed its cells
+            #: wall time from the first model card to the last process's last cell
+            self.cells_wall_s = time.time() - started
             if r.distributed and r.is_main:
                 clear_claims(self.run_dir, invocation)
                 self._collect(plan)
@@ -871,10 +894,13 @@ class Runner:
                                  classes=list(getattr(dataset, "classes", []) or []),
                                  image_size=list(getattr(dataset, "image_size", []) or [])),
                     timings=dict(last_invocation_wall_s=round(wall_s, 3),
+                                 cells_wall_s=round(getattr(self, "cells_wall_s", 0.0), 3),
+                                 maps_reused_images=self.maps_saved,
                                  cells_total_s=round(sum(t["time_s"] for t in timings.values()),
                                                      3),
                                  cells=timings),
-                    provenance=collect_provenance(self.device),
+                    provenance={**collect_provenance(self.device),
+                                "processes": self.ranks.world},
                     counts={str(k): int(v) for k, v in
                             records["status"].value_counts().to_dict().items()})
         self.records, self.curves, self.examples, self.info = records, curves_table, examples, info

@@ -70,12 +70,19 @@ class IntegratedGradients(AttributionMethod):
     from a zero baseline in the model's input space, summed over channels.
 
     ``chunk_size`` bounds memory: it is captum's ``internal_batch_size``, the number of
-    interpolated inputs (images × steps) per forward/backward pass (raised to the batch size
-    when the batch is larger, so that every chunk holds at least one step of every image).
-    ``"auto"`` (default): 64 for inputs of up to 64×64 pixels — the fastest per image on CPU
-    for the nano models (32-512 tried: larger chunks fall out of cache) — and 16 above: a
-    B-cos ViT-B at 224² keeps ~350 MB per input for its backward pass, so 64 inputs ran out
-    of 23 GB. On a GPU with memory to spare a larger chunk is usually faster."""
+    interpolated inputs (images × steps) per forward/backward pass, an upper bound that the
+    device's free memory may lower (:func:`xai_bench.chunking.chunk_size`, from the measured
+    forward+backward activation size per input). At or above the batch size every pass holds
+    at least one step of every image (captum's own minimum); below it (little memory) the
+    images are split into groups of ``chunk`` images, one step per pass. ``"auto"``
+    (default): on the CPU 64 interpolated inputs for inputs of up to 64×64 pixels — the
+    fastest per image for the nano models (32-512 tried: larger chunks fall out of cache) —
+    and 16 above (a B-cos ViT-B at 224² keeps ~350 MB per input for its backward pass, so 64
+    inputs ran out of 23 GB); on a GPU all ``batch × n_steps`` inputs, as many of them as fit
+    in half the free memory. An out-of-memory error halves the chunk and redoes the call
+    (:func:`xai_bench.chunking.retry_halving`; later calls start at the smaller size). The
+    chunking changes the maps only at float rounding (captum sums the steps chunk by
+    chunk)."""
 
     name, kind = "intgrad", "gradient"
 
@@ -86,18 +93,46 @@ class IntegratedGradients(AttributionMethod):
         super().__init__(n_steps=int(n_steps), method=method,
                          chunk_size=chunk_size if chunk_size == "auto" else int(chunk_size))
 
-    def chunk_for(self, x: torch.Tensor) -> int:
+    def chunk_for(self, x: torch.Tensor, model=None) -> int:
+        """Interpolated inputs per pass for the batch ``x``: the configured (or ``"auto"``)
+        size, raised to the batch size; with ``model``, lowered to what the free memory of
+        ``x``'s device holds (possibly below the batch size, never below 1)."""
         chunk = self.params["chunk_size"]
         if chunk == "auto":
-            chunk = 64 if x.shape[-2] * x.shape[-1] <= 64 * 64 else 16
-        return max(chunk, x.shape[0])
+            if x.device.type == "cpu":
+                chunk = 64 if x.shape[-2] * x.shape[-1] <= 64 * 64 else 16
+            else:
+                chunk = x.shape[0] * self.params["n_steps"]
+        chunk = max(chunk, x.shape[0])
+        if model is not None:
+            from xai_bench.chunking import chunk_size
 
-    def attribute(self, model, x, targets):
+            chunk = chunk_size(model, x, x.device, with_grad=True, requested=chunk)
+        return chunk
+
+    def _captum(self, model, x, targets, internal_batch_size: int):
         from captum.attr import IntegratedGradients as CaptumIG
 
         p = self.params
+        return CaptumIG(model).attribute(
+            x.clone(), baselines=torch.zeros_like(x), target=targets, n_steps=p["n_steps"],
+            method=p["method"], internal_batch_size=internal_batch_size)
+
+    def attribute(self, model, x, targets):
+        from xai_bench.chunking import remember_limit, retry_halving
+
+        bsz = x.shape[0]
+
+        def run(chunk: int) -> torch.Tensor:
+            if chunk >= bsz:
+                return self._captum(model, x, targets, chunk)
+            # fewer inputs per pass than images: groups of `chunk` images, one step per pass
+            return torch.cat([self._captum(model, x[s:s + chunk], targets[s:s + chunk], chunk)
+                              for s in range(0, bsz, chunk)])
+
         with eval_mode(model), torch.enable_grad():
-            attr = CaptumIG(model).attribute(
-                x.clone(), baselines=torch.zeros_like(x), target=targets, n_steps=p["n_steps"],
-                method=p["method"], internal_batch_size=self.chunk_for(x))
+            attr = retry_halving(
+                run, self.chunk_for(x, model), device=x.device,
+                what="intgrad's interpolated inputs",
+                on_oom=lambda c: remember_limit(model, x, with_grad=True, chunk=c))
         return attr.sum(1)

@@ -41,32 +41,50 @@ class _StopRelevance(Exception):
     """Raised to end a relevance pass once every wanted block has its attention relevance."""
 
 
+def _shadow(obj, name, replacement, stack: contextlib.ExitStack) -> None:
+    """Set ``obj.<name>`` on the instance for the duration of ``stack``."""
+    missing = object()
+    previous = obj.__dict__.get(name, missing)
+    object.__setattr__(obj, name, replacement)
+
+    def restore():
+        if previous is missing:
+            del obj.__dict__[name]
+        else:
+            object.__setattr__(obj, name, previous)
+
+    stack.callback(restore)
+
+
 @contextlib.contextmanager
 def _relprop_stops_below(model, lowest: int):
-    """While active, ``model.relprop`` ends (raising :class:`_StopRelevance`) when it reaches
-    the block below ``lowest``: the relevance of the blocks further down is not needed.
+    """While active, ``model.relprop`` ends (raising :class:`_StopRelevance`) once the block
+    ``lowest`` has its attention relevance: what the pass computes further down is not
+    needed.
 
-    Only speed depends on this: it shadows that block's ``relprop`` on the instance, so a
-    model whose ``relprop`` does not go through its blocks' ``relprop`` simply runs to the
-    end (same result, full cost). The shadowing is undone on exit."""
-    if lowest <= 0 or not hasattr(model.blocks[lowest - 1], "relprop"):
-        yield
-        return
-    block = model.blocks[lowest - 1]
-    missing = object()
-    previous = block.__dict__.get("relprop", missing)
-
+    Only speed depends on this: it shadows, on the instances, the ``relprop`` of the block
+    below ``lowest`` and the ``relprop`` of block ``lowest``'s ``attn.qkv`` (the layer below
+    its attention matrix, which stops only if ``attn.attention_relevance`` is already set),
+    so a model whose ``relprop`` does not go through them simply runs to the end (same
+    result, full cost). The shadowing is undone on exit."""
     def stop(*args, **kwargs):
         raise _StopRelevance
 
-    object.__setattr__(block, "relprop", stop)
-    try:
+    with contextlib.ExitStack() as stack:
+        if lowest > 0 and hasattr(model.blocks[lowest - 1], "relprop"):
+            _shadow(model.blocks[lowest - 1], "relprop", stop, stack)
+        attn = getattr(model.blocks[lowest], "attn", None)
+        qkv = getattr(attn, "qkv", None)
+        if qkv is not None and hasattr(qkv, "relprop"):
+            qkv_relprop = qkv.relprop
+
+            def qkv_or_stop(*args, **kwargs):
+                if getattr(attn, "attention_relevance", None) is not None:
+                    raise _StopRelevance
+                return qkv_relprop(*args, **kwargs)
+
+            _shadow(qkv, "relprop", qkv_or_stop, stack)
         yield
-    finally:
-        if previous is missing:
-            del block.__dict__["relprop"]
-        else:
-            object.__setattr__(block, "relprop", previous)
 
 
 def attention_relevance(model, x, targets, with_gradients: bool, blocks=None,

@@ -63,8 +63,13 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   prefix tokens — CLS, distillation, registers — of timm ViTs, which put them first).
 - Forward passes: the reference runs 2 clean forwards (prediction, features) + 2N; here one
   clean forward gives both, so ``2N + 1`` per image. All perturbed images of all images in
-  the batch are evaluated together in chunks of ``chunk_size`` (the reference: ``gpu_batch``
-  per image), built chunk by chunk so memory stays bounded by the chunk.
+  the batch are evaluated together in chunks of at most ``chunk_size`` (the reference:
+  ``gpu_batch`` per image; fewer when the device's free memory holds fewer, halved after an
+  out-of-memory error, see :mod:`xai_bench.chunking`), built chunk by chunk so memory stays
+  bounded by the chunk. These masked forwards follow the forward options of
+  :mod:`xai_bench.precision` (bf16 autocast, torch.compile; the logits are cast back to
+  float32 before the confidence); the clean forward, whose features are clustered, is always
+  float32.
 """
 
 from __future__ import annotations
@@ -73,9 +78,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xai_bench.chunking import chunk_size, remember_limit, run_chunked
 from xai_bench.interfaces import model_attr
 from xai_bench.methods.base import AttributionMethod, is_vit, register_method
 from xai_bench.modes import eval_mode
+from xai_bench.precision import forward_autocast, forward_model, full_precision
 from xai_bench.seeding import content_seed, cpu_generator, derive_seed
 
 
@@ -249,7 +256,7 @@ class ViTCX(AttributionMethod):
             else:
                 source, encode = decode(model, x), model.encode
             scores, n_images = self._scores(model, source, encode, masks, seeds, targets,
-                                            p_clean)
+                                            p_clean, like=x)
         self.last_num_masks = float(np.mean(counts)) if counts else float("nan")
         self.last_forward_passes = (bsz + n_images) / max(bsz, 1)
 
@@ -266,9 +273,12 @@ class ViTCX(AttributionMethod):
         n = torch.tensor(counts, dtype=x.dtype, device=x.device).clamp(min=1)
         return sal / n[:, None, None]
 
-    def _scores(self, model, source, encode, masks, seeds, targets, p_clean):
+    def _scores(self, model, source, encode, masks, seeds, targets, p_clean, like=None):
         """Causal scores of all masks of all images (concatenated in image order), from the
-        perturbed images evaluated in chunks of ``chunk_size``: per mask, item ``2i`` is
+        perturbed images evaluated in chunks of at most ``chunk_size`` (fewer when the free
+        memory holds fewer, for model inputs shaped like ``like``, default ``source``; halved
+        after an out-of-memory error: every item is computed on its own, so the scores do not
+        depend on the chunking): per mask, item ``2i`` is
         ``x⊙M + ε(1−M)`` and item ``2i+1`` is ``x + ε(1−M)`` with ``x`` the ``source`` images
         and ``ε`` of their shape ``(C, H, W)``; ``encode`` maps the perturbed images to the
         model input (None: they already are model input)."""
@@ -278,14 +288,17 @@ class ViTCX(AttributionMethod):
         if total == 0:
             return source.new_zeros(0), 0
         device, dtype = source.device, source.dtype
+        like = source if like is None else like
         owner = torch.repeat_interleave(torch.arange(len(masks)), torch.tensor(counts))
         local = torch.cat([torch.arange(c) for c in counts])
         all_masks = torch.cat(masks).to(device=device, dtype=dtype)
         targets = targets.to(device)
         conf = torch.empty(2 * total, dtype=dtype, device=device)
         shape = tuple(source.shape[1:])
-        for start in range(0, 2 * total, p["chunk_size"]):
-            items = torch.arange(start, min(start + p["chunk_size"], 2 * total))
+        forward = forward_model(model)
+
+        def chunk_scores(start: int, stop: int) -> None:
+            items = torch.arange(start, stop)
             m = items // 2
             first = int(m[0])
             eps = torch.stack([
@@ -298,8 +311,17 @@ class ViTCX(AttributionMethod):
             kept = torch.where(masked_item, mask, torch.ones_like(mask))
             perturbed = src * kept + eps * (1 - mask)
             model_input = perturbed if encode is None else encode(perturbed)
-            out = model.confidence(model(model_input))
-            conf[start:start + len(items)] = out.gather(
+            with forward_autocast(device):
+                logits = forward(model_input)
+            out = model.confidence(full_precision(logits))
+            conf[start:stop] = out.gather(
                 1, targets[owner[m].to(device)][:, None])[:, 0].to(dtype)
+
+        # the chunk holds the model inputs (`like`: one encoded image); chunk_size is the bound
+        chunk = chunk_size(model, like, device, with_grad=False,
+                           requested=min(p["chunk_size"], 2 * total))
+        run_chunked(chunk_scores, 2 * total, chunk, device=device,
+                    what="ViT-CX's masked copies",
+                    on_oom=lambda c: remember_limit(model, like, with_grad=False, chunk=c))
         p_masked, p_noisy = conf[0::2], conf[1::2]
         return p_masked - p_noisy + p_clean.to(dtype)[owner.to(device)], 2 * total

@@ -53,12 +53,20 @@ def safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def relprop_linear(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor,
-                   alpha: float = 1.0, rules: str = "chefer") -> torch.Tensor:
+                   alpha: float = 1.0, rules: str = "chefer", *,
+                   output: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """α-β rule through ``z = x Wᵀ`` (no bias). With β = α - 1 ≥ 0, the positive (activating)
     parts get α times the relevance and the negative (inhibiting) parts β times it. The two
     sign-consistent paths are normalised together (``rules="chefer"``) or each by its own
-    sum (``rules="lrp"``)."""
+    sum (``rules="lrp"``).
+
+    ``output``: the forward's ``x Wᵀ + bias`` for this ``x``, if known (``bias``: the bias
+    that was added, ``None`` for none); the α=1, β=0 ``"chefer"`` rule then needs one matrix
+    product fewer (:func:`_relprop_alpha1_beta0`)."""
     beta = alpha - 1.0
+    if rules == "chefer" and not beta:
+        return _relprop_alpha1_beta0(x, weight, relevance, output, bias)
     wp, wn = weight.clamp(min=0), weight.clamp(max=0)
     xp, xn = x.clamp(min=0), x.clamp(max=0)
 
@@ -76,13 +84,59 @@ def relprop_linear(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tenso
     return out
 
 
+def _relprop_alpha1_beta0(x, weight, relevance, output=None, bias=None):
+    """The α=1, β=0 rule with jointly normalised paths,
+    ``R_in = x⁺ ⊙ (S W⁺) + x⁻ ⊙ (S W⁻)`` with ``S = R / (x⁺W⁺ᵀ + x⁻W⁻ᵀ)``, in three matrix
+    products when ``output`` is given (the straightforward evaluation takes four) and with
+    few full-size temporaries (on the CPU every fresh large tensor also costs page faults).
+
+    - The denominator, the sum of the positive contributions ``x_j w_ij > 0``, is
+      ``(x Wᵀ + |x| |W|ᵀ) / 2``: ``x_j w_ij + |x_j w_ij|`` is twice the positive part of each
+      contribution. ``x Wᵀ`` is the forward's output less the bias, so only ``|x| |W|ᵀ`` is a
+      new product. (It is a difference where most contributions are negative; its rounding
+      error is then ``eps·|x||W|ᵀ`` instead of ``eps·(x⁺W⁺ᵀ + x⁻W⁻ᵀ)``: a few ulps at the sizes
+      used here. An output whose contributions are all ≤ 0 can be left with a tiny non-zero
+      denominator, hence a huge ``S``, but ``S`` only meets the exact zeros of ``W⁺``/``W⁻``
+      on the inputs of the matching sign, so it adds nothing.)
+    - ``x⁺ ⊙ (S W⁺) + x⁻ ⊙ (S W⁻)`` is formed in place on the products (one of the two terms
+      is an exact zero per entry, so fusing the multiply-add changes no value).
+    """
+    k, n = weight.shape[1], weight.shape[0]
+    batch_shape = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    ax = x2.abs()
+    abs_wt = weight.abs().t()
+    if output is None:
+        denom = torch.addmm(F.linear(x2, weight), ax, abs_wt, beta=0.5, alpha=0.5)
+    else:
+        denom = torch.addmm(output.reshape(-1, n), ax, abs_wt, beta=0.5, alpha=0.5)
+        if bias is not None:
+            denom.sub_(0.5 * bias)
+    del ax, abs_wt
+    # safe_div in place: S = 0 where the denominator is (numerically) zero or, by rounding
+    # of the difference above, slightly negative.
+    denom.masked_fill_(denom <= EPS, float("inf"))
+    s = torch.div(relevance.reshape(-1, n), denom, out=denom)
+    out = (s @ weight.clamp(min=0)).mul_(x2.clamp(min=0))
+    out.addcmul_(x2.clamp(max=0), s @ weight.clamp(max=0))
+    return out.reshape(*batch_shape, k)
+
+
+def _safe_div_(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`safe_div` that overwrites ``b`` (a temporary) with the result."""
+    b.masked_fill_(b.abs() <= EPS, float("inf"))
+    return torch.div(a, b, out=b)
+
+
 def relprop_matmul(a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor):
     """LRP-0 through ``z = a @ b`` for both operands; each gets half, so the sum is
     conserved."""
-    s = safe_div(relevance, a @ b)
-    ra = a * (s @ b.transpose(-1, -2))
-    rb = b * (a.transpose(-1, -2) @ s)
-    return ra / 2, rb / 2
+    # (In place on the fresh temporaries: the same values as the plain expressions
+    # a * (s @ bᵀ) / 2, and halving is exact.)
+    s = _safe_div_(relevance, a @ b)
+    ra = (s @ b.transpose(-1, -2)).mul_(a).mul_(0.5)
+    rb = (a.transpose(-1, -2) @ s).mul_(b).mul_(0.5)
+    return ra, rb
 
 
 def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
@@ -93,14 +147,15 @@ def relprop_residual(a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor,
                      rules: str = "chefer"):
     """Split the relevance of ``z = a + b`` (LRP-0); with ``rules="chefer"`` then rescale each
     share so that ``|Σ R_a| : |Σ R_b|`` is kept and ``Σ R_a + Σ R_b = Σ R`` (per sample)."""
-    s = safe_div(relevance, a + b)
-    ra, rb = a * s, b * s
+    s = _safe_div_(relevance, a + b)
+    ra = a * s
+    rb = s.mul_(b)  # s is not needed any more
     if rules == "lrp":
         return ra, rb
     sa, sb, total = _per_sample_sum(ra), _per_sample_sum(rb), _per_sample_sum(relevance)
     denom = sa.abs() + sb.abs()
     fa, fb = safe_div(sa.abs(), denom) * total, safe_div(sb.abs(), denom) * total
-    return ra * safe_div(fa, sa), rb * safe_div(fb, sb)
+    return ra.mul_(safe_div(fa, sa)), rb.mul_(safe_div(fb, sb))
 
 
 def relprop_mean_pool(tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
@@ -115,14 +170,21 @@ class LRPLinear(nn.Linear):
 
     lrp_record = False
     saved_input: torch.Tensor | None = None
+    #: the forward's output (kept with the input: the α=1 rule's denominator reuses it)
+    saved_output: torch.Tensor | None = None
 
     def forward(self, x):
+        out = super().forward(x)
         if self.lrp_record:
-            self.saved_input = x.detach()
-        return super().forward(x)
+            # Detached views, no copies; for q/k/v, the residual branches and the logits the
+            # model keeps the same tensors anyway.
+            self.saved_input, self.saved_output = x.detach(), out.detach()
+        return out
 
     def relprop(self, relevance: torch.Tensor, alpha: float = 1.0,
                 rules: str = "chefer") -> torch.Tensor:
         if self.saved_input is None:
             raise RuntimeError("relprop needs a forward pass under model.lrp_recording()")
-        return relprop_linear(self.saved_input, self.weight.detach(), relevance, alpha, rules)
+        bias = None if self.bias is None else self.bias.detach()
+        return relprop_linear(self.saved_input, self.weight.detach(), relevance, alpha, rules,
+                              output=self.saved_output, bias=bias)

@@ -1,0 +1,528 @@
+"""One command that checks xai-bench on a GPU and measures what the paper's protocol would cost.
+
+Usage::
+
+    python benchmarks/gpu_check.py                              # --device cuda, a few minutes
+    python benchmarks/gpu_check.py --precision bf16             # the device run in bf16
+    python benchmarks/gpu_check.py --device cpu --n-grids 2 --n-images 2 --sizes nano \\
+        --batch-sizes 2 --throughput-models bcos_vit_nano --methods rollout,ixg   # seconds
+
+Five parts, all written to one JSON file (``--out``, default ``gpu_check.json``):
+
+1. **suite**: the quick suite (what ``xai-bench run`` runs by default: the shipped
+   bcos_vit_nano and vit_nano on the embedded ``shapes`` data, every method, every metric,
+   24 grids, 24 images, batch 32; ``--models``/``--methods``/``--metrics``/``--n-grids``/
+   ``--n-images`` narrow it) once on ``--device`` (under ``--precision``/``--compile``) and
+   once on the CPU (fp32), in memory. The records are compared value by value per
+   (model, method, metric, sample_id, target): the maximum absolute difference, the number
+   of records that differ by more than ``--tolerance`` (default 0.01: every metric's values
+   lie in [-1, 1] or are areas under curves of confidences in [0, 1], and float32 on a GPU
+   differs from the CPU by rounding that the pixel rankings and ViT-CX's clustering can
+   amplify; cuDNN convolutions use TF32 by default), per metric, the worst records, the
+   records only one run has (a different image selection), status changes, and the test
+   accuracies of both runs.
+2. **method_cost**: the cost of every method per image in forward passes of the same model
+   (``benchmarks/method_cost.py``'s measurement, imported), default ViT-B pair (``--sizes b``)
+   at batch 32 (``--batch-sizes``), randomly initialised.
+3. **throughput**: forward (no gradients) and inherent-explanation (B-cos, forward and
+   backward in explanation mode) images per second of B-cos ViT-{Ti,S,B}-87 at 224² on the
+   frozen B-cos DenseNet (``--throughput-models``; the conventional twin's forward too, for
+   the estimate), batch ``--throughput-batch``.
+4. **protocol_estimate**: the paper's full protocol per B-cos / conventional pair
+   (``--protocol-grids`` 250 grids × 4 targets, ``--protocol-images`` 250 images, every method,
+   every metric, plus the selection pass over ``--dataset-size`` test images), estimated as
+   ``Σ (explained images × method cost in forwards + the metric's own forwards) / forward
+   throughput`` per model. The method costs are those of part 2 (measured on the zoo ViT of
+   the largest size and batch measured, per family: B-cos or conventional), the throughput
+   that of part 3's ViT-87 model of the same size (else the largest measured); ViT-CX's cost
+   depends on its number of masks, which is that of a random initialisation here.
+5. The JSON also holds the configuration, the versions, the device and each part's run time.
+
+Exit status 0 whatever the numbers (it is a measurement); 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import xai_bench
+from xai_bench.precision import PRECISIONS, forward_autocast, forward_model, forward_options
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_THROUGHPUT_MODELS = "bcos_vit_ti_87,bcos_vit_s_87,bcos_vit_b_87"
+SUITE_KEY = ["model", "method", "metric", "sample_id", "target"]
+DEFAULT_TOLERANCE = 0.01
+
+
+def load_method_cost():
+    """benchmarks/method_cost.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("method_cost", HERE / "method_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+# ---- 1. the quick suite on the device and on the CPU ------------------------------------------
+
+def run_suite(args, device: str, precision: str = "fp32", compile_: bool = False):
+    """Records (DataFrame) and run info of the quick suite on ``device``."""
+    models = args.models.split(",")
+    checkpoints = {}
+    if args.dataset != "shapes":  # another spec: the shipped weights, not a training run
+        from xai_bench.training.shipped import SHIPPED_DIR, read_manifest
+
+        checkpoints = {name: str(SHIPPED_DIR / entry["file"])
+                       for name, entry in read_manifest().items() if name in models}
+    kwargs = dict(models=models, methods=args.methods, metrics=args.metrics,
+                  dataset=args.dataset, checkpoints=checkpoints, out=None, n_grids=args.n_grids, n_images=args.n_images,
+                  batch_size=args.batch_size, device=device, seed=0, progress=False)
+    # a runner that takes the forward options itself gets them (it would otherwise set its
+    # defaults inside); the context covers one that does not
+    accepted = inspect.signature(xai_bench.evaluate).parameters
+    if "precision" in accepted:
+        kwargs["precision"] = precision
+    if "compile" in accepted:
+        kwargs["compile"] = compile_
+    with forward_options(precision, compile=compile_):
+        results = xai_bench.evaluate(**kwargs)
+    return results.records, results.info
+
+
+def compare_records(device_records, cpu_records, tolerance: float, n_worst: int = 10) -> dict:
+    """Value-by-value comparison of two runs' records keyed by :data:`SUITE_KEY`."""
+    import pandas as pd
+
+    def keyed(frame):
+        frame = frame.copy()
+        frame["target"] = frame["target"].fillna(-1).astype(int)
+        return frame.drop_duplicates(SUITE_KEY, keep="last").set_index(SUITE_KEY)
+
+    dev, cpu = keyed(device_records), keyed(cpu_records)
+    both = dev.index.intersection(cpu.index)
+    status_changed = int((dev.loc[both, "status"] != cpu.loc[both, "status"]).sum())
+    ok = both[(dev.loc[both, "status"] == "ok").to_numpy()
+              & (cpu.loc[both, "status"] == "ok").to_numpy()]
+    a = pd.to_numeric(dev.loc[ok, "value"], errors="coerce")
+    b = pd.to_numeric(cpu.loc[ok, "value"], errors="coerce")
+    finite = a.notna() & b.notna()
+    nan_mismatch = int((a.isna() != b.isna()).sum())
+    diff = (a[finite] - b[finite]).abs()
+    over = diff[diff > tolerance]
+    per_metric = {}
+    for metric, d in diff.groupby(level="metric"):
+        per_metric[str(metric)] = dict(n=int(len(d)), max_abs_diff=float(d.max()),
+                                       n_over_tolerance=int((d > tolerance).sum()))
+    worst = []
+    for key in diff.sort_values(ascending=False).head(n_worst).index:
+        worst.append(dict(zip(SUITE_KEY, [k if isinstance(k, str) else int(k) for k in key]),
+                          device=float(a[key]), cpu=float(b[key]), abs_diff=float(diff[key])))
+    return dict(tolerance=tolerance, n_compared=int(len(diff)),
+                max_abs_diff=float(diff.max()) if len(diff) else 0.0,
+                n_over_tolerance=int(len(over)), nan_mismatch=nan_mismatch,
+                status_changed=status_changed,
+                only_on_device=int(len(dev.index.difference(cpu.index))),
+                only_on_cpu=int(len(cpu.index.difference(dev.index))),
+                per_metric=per_metric, worst=worst)
+
+
+def mean_differences(device_records, cpu_records) -> dict:
+    """Per (model, method, metric): the mean of the ok values on each run, and the largest
+    absolute difference of those means (the quantity the tables report)."""
+    def means(frame):
+        ok = frame[frame["status"] == "ok"]
+        return ok.groupby(["model", "method", "metric"])["value"].mean()
+
+    dev, cpu = means(device_records), means(cpu_records)
+    both = dev.index.intersection(cpu.index)
+    diff = (dev[both] - cpu[both]).abs()
+    if not len(diff):
+        return dict(n=0, max_abs_diff=0.0, worst=None)
+    key = diff.idxmax()
+    return dict(n=int(len(diff)), max_abs_diff=float(diff.max()),
+                worst=dict(model=key[0], method=key[1], metric=key[2],
+                           device=float(dev[key]), cpu=float(cpu[key])))
+
+
+def best_methods(records) -> dict:
+    """The method with the highest (lowest, for lower-is-better metrics) mean per
+    (model, metric): to see whether a precision change would change the answer."""
+    ok = records[records["status"] == "ok"]
+    out = {}
+    for (model, metric), group in ok.groupby(["model", "metric"]):
+        means = group.groupby("method")["value"].mean()
+        higher = bool(group["higher_is_better"].iloc[0]) if "higher_is_better" in group else True
+        out[f"{model}/{metric}"] = str(means.idxmax() if higher else means.idxmin())
+    return out
+
+
+def suite_part(args) -> dict:
+    t0 = time.perf_counter()
+    dev_records, dev_info = run_suite(args, args.device, args.precision, args.compile)
+    t1 = time.perf_counter()
+    cpu_records, cpu_info = run_suite(args, "cpu")
+    t2 = time.perf_counter()
+    comparison = compare_records(dev_records, cpu_records, args.tolerance)
+    best_dev, best_cpu = best_methods(dev_records), best_methods(cpu_records)
+    accuracy = {label: dict(device=dev_info["models"][label].get("test_accuracy"),
+                            cpu=cpu_info["models"].get(label, {}).get("test_accuracy"))
+                for label in dev_info["models"]}
+    return dict(device=args.device, precision=args.precision, compile=args.compile,
+                n_records=dict(device=int(len(dev_records)), cpu=int(len(cpu_records))),
+                counts=dict(device=dev_info.get("counts", {}), cpu=cpu_info.get("counts", {})),
+                comparison=comparison, means=mean_differences(dev_records, cpu_records),
+                best_method_changed=sorted(k for k in best_dev if best_dev[k] != best_cpu.get(k)),
+                test_accuracy=accuracy,
+                seconds=dict(device=t1 - t0, cpu=t2 - t1))
+
+
+# ---- 2. the method-cost table -----------------------------------------------------------------
+
+def cost_part(args, device: torch.device) -> dict:
+    mc = load_method_cost()
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in mc.SIZES]
+    if unknown:
+        raise SystemExit(f"gpu_check: unknown size(s) {unknown}; choose from "
+                         f"{', '.join(mc.SIZES)}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    methods = xai_bench.METHODS.resolve(args.cost_methods or args.methods)
+    rows = []
+    for size in sizes:
+        repeats = args.repeats or getattr(mc, "DEFAULT_REPEATS", {}).get(size, 1)
+        for model_name in mc.SIZES[size]:
+            torch.manual_seed(0)
+            model = xai_bench.get_model(model_name).to(device).eval()
+            family = "bcos" if getattr(model, "is_dynamic_linear", False) else "conventional"
+            for batch_size in batch_sizes:
+                for name in [mc.InputGradient.name] + methods:
+                    method = mc.InputGradient() if name == mc.InputGradient.name else \
+                        xai_bench.get_method(name)
+                    if name != mc.InputGradient.name and not method.applies_to(model):
+                        continue
+                    print(f"  cost {model_name} batch {batch_size} {name} ...", file=sys.stderr,
+                          flush=True)
+                    r = mc.measure(model, method, batch_size, repeats, device)
+                    row = dict(size=size, model=model_name, family=family, batch=batch_size,
+                               method=name, forward_ms=r["forward_ms"],
+                               method_ms=r["method_ms"], cost=r["cost"],
+                               target=_finite(mc.target_for(name, method)))
+                    if name == "vit_cx":
+                        row["num_masks"] = _finite(getattr(method, "last_num_masks", math.nan))
+                    rows.append(row)
+            del model
+            _empty_cache(device)
+    return dict(sizes=sizes, batch_sizes=batch_sizes, rows=rows)
+
+
+def _finite(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---- 3. throughput of the paper's B-cos models ------------------------------------------------
+
+def twin_name(name: str) -> str | None:
+    """The conventional twin of a B-cos model name (bcos_vit_b_87 -> vit_b_87)."""
+    if name.startswith("bcos_"):
+        twin = name[len("bcos_"):]
+        return twin if twin in xai_bench.list_models() else None
+    return None
+
+
+def throughput_of(name: str, device: torch.device, batch: int, repeats: int,
+                  precision: str, with_inherent: bool) -> dict:
+    torch.manual_seed(0)
+    model = xai_bench.get_model(name).to(device).eval()
+    size = model.image_size if isinstance(model.image_size, (tuple, list)) else \
+        (model.image_size, model.image_size)
+    g = torch.Generator().manual_seed(0)
+    x = model.encode(torch.rand(batch, 3, *size, generator=g)).to(device)
+    targets = torch.randint(0, model.num_classes, (batch,), generator=g).to(device)
+
+    def forward_fp32():
+        with torch.no_grad():
+            model(x)
+
+    def forward_chosen():
+        with forward_options(precision), torch.no_grad(), forward_autocast(device):
+            forward_model(model)(x)
+
+    inherent = xai_bench.get_method("inherent")
+
+    def explain():
+        inherent(model, x, targets)
+
+    row = dict(model=name, image_size=list(size), batch=batch,
+               parameters=int(sum(p.numel() for p in model.parameters())))
+    plans = [("forward_fp32", forward_fp32)]
+    if precision != "fp32":
+        plans.append((f"forward_{precision}", forward_chosen))
+    if with_inherent and inherent.applies_to(model):
+        plans.append(("inherent", explain))
+    for label, fn in plans:
+        _timed(fn, device)  # warm-up (cuDNN autotuning, allocator)
+        times = [_timed(fn, device) for _ in range(repeats)]
+        row[f"{label}_images_per_s"] = batch / statistics.median(times)
+    if "inherent_images_per_s" in row:
+        row["inherent_cost_forwards"] = (row["forward_fp32_images_per_s"]
+                                         / row["inherent_images_per_s"])
+    del model, x
+    _empty_cache(device)
+    return row
+
+
+def throughput_part(args, device: torch.device) -> dict:
+    rows = []
+    for name in [n.strip() for n in args.throughput_models.split(",") if n.strip()]:
+        for which, with_inherent in ((name, True), (twin_name(name), False)):
+            if which is None:
+                continue
+            print(f"  throughput {which} ...", file=sys.stderr, flush=True)
+            row = throughput_of(which, device, args.throughput_batch, args.throughput_repeats,
+                                args.precision, with_inherent)
+            row["role"] = "bcos" if with_inherent else "twin"
+            rows.append(row)
+    return dict(batch=args.throughput_batch, precision=args.precision, rows=rows)
+
+
+# ---- 4. the paper's protocol, estimated -------------------------------------------------------
+
+def metric_work(n_grids: int, n_images: int) -> dict:
+    """Per metric (with its defaults and the protocol's sample counts): explained images per
+    method (each one method call's worth of work on one image) and the metric's own forward
+    passes beyond the explanations (perturbed copies). The selection pass over the test set is
+    shared by the metrics of a model and counted once, separately."""
+    pp = xai_bench.get_metric("pixel_perturbation", n_images=n_images)
+    dl = xai_bench.get_metric("deletion", n_images=n_images)
+    ins = xai_bench.get_metric("insertion", n_images=n_images)
+    pr = xai_bench.get_metric("parameter_randomisation", n_images=n_images)
+    stages = pr.params.get("max_stages") or 3  # None (all stages) is not the default
+    return {
+        # every grid is explained for each of its 4 classes
+        "grid_pointing_game": dict(explained=4 * n_grids, forwards=0),
+        "mask_localisation": dict(explained=n_images, forwards=0),
+        "pixel_perturbation": dict(explained=n_images,
+                                   forwards=n_images * pp.evaluate_forwards_per_image),
+        "deletion": dict(explained=n_images, forwards=n_images * dl.evaluate_forwards_per_image),
+        "insertion": dict(explained=n_images,
+                          forwards=n_images * ins.evaluate_forwards_per_image),
+        # the trained model's maps and those of `max_stages` randomised stages
+        "parameter_randomisation": dict(explained=n_images * (1 + stages), forwards=0),
+        # the true class and one random other class
+        "random_target": dict(explained=2 * n_images, forwards=0),
+    }
+
+
+def _paper_size(name: str) -> str | None:
+    for size in ("ti", "s", "b", "nano", "micro"):
+        if f"_{size}_" in f"{name}_":
+            return size
+    return None
+
+
+def estimate_part(args, cost: dict, throughput: dict) -> dict:
+    work = metric_work(args.protocol_grids, args.protocol_images)
+    rows = cost.get("rows", [])
+    if not rows or not throughput.get("rows"):
+        return dict(note="needs the method costs and the throughput", pairs=[])
+    # per family: the method costs of the largest size and batch measured
+    order = {s: i for i, s in enumerate(("nano", "micro", "ti", "s", "b"))}
+    costs = {}
+    for family in ("bcos", "conventional"):
+        mine = [r for r in rows if r["family"] == family and r["method"] != "(fwd+bwd)"]
+        if not mine:
+            continue
+        top = max(mine, key=lambda r: (order.get(r["size"], -1), r["batch"]))
+        costs[family] = {r["method"]: r["cost"] for r in mine
+                         if r["size"] == top["size"] and r["batch"] == top["batch"]}
+        costs[family + "_measured_on"] = f"{top['model']} batch {top['batch']}"
+    pairs = []
+    bcos_rows = [r for r in throughput["rows"] if r["role"] == "bcos"]
+    twins = {r["model"]: r for r in throughput["rows"] if r["role"] == "twin"}
+    metric_fwd_key = (f"forward_{args.precision}_images_per_s" if args.precision != "fp32"
+                      else "forward_fp32_images_per_s")
+    for b_row in bcos_rows:
+        pair = dict(bcos=b_row["model"], models={})
+        t_row = twins.get(twin_name(b_row["model"]) or "")
+        for family, row in (("bcos", b_row), ("conventional", t_row)):
+            if row is None or family not in costs:
+                continue
+            fwd = row["forward_fp32_images_per_s"]
+            metric_fwd = row.get(metric_fwd_key, fwd)
+            per_metric, per_method = {}, {}
+            for metric, w in work.items():
+                seconds = w["forwards"] * len(costs[family]) / metric_fwd
+                seconds += sum(w["explained"] * c / fwd for c in costs[family].values())
+                per_metric[metric] = seconds
+            for method, c in costs[family].items():
+                per_method[method] = sum(
+                    (w["explained"] * c / fwd + w["forwards"] / metric_fwd)
+                    for w in work.values())
+            selection = args.dataset_size / metric_fwd
+            total = sum(per_metric.values()) + selection
+            pair["models"][row["model"]] = dict(
+                family=family, forward_images_per_s=fwd, metric_forward_images_per_s=metric_fwd,
+                methods=sorted(costs[family]), seconds_per_metric=per_metric,
+                seconds_per_method=per_method, selection_seconds=selection,
+                total_hours=total / 3600)
+        pair["total_hours"] = sum(m["total_hours"] for m in pair["models"].values())
+        pairs.append(pair)
+    return dict(protocol=dict(n_grids=args.protocol_grids, targets_per_grid=4,
+                              n_images=args.protocol_images, dataset_size=args.dataset_size),
+                work_per_method=work, method_costs=costs, pairs=pairs,
+                how=("per model: sum over metrics and methods of (explained images x the "
+                     "method's cost in forward passes / forward images per s) + the metric's "
+                     "own forward passes (perturbed copies, per method) / forward images per s "
+                     "under the chosen precision + the selection pass over the test set; the "
+                     "costs come from the method-cost table (random-init zoo ViT of the "
+                     "largest size measured; ViT-CX's mask count is that of random weights), "
+                     "the throughput from the ViT-87 model of the pair; data loading and the "
+                     "statistics are not counted"))
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def environment(device: torch.device) -> dict:
+    env = dict(python=platform.python_version(), torch=torch.__version__,
+               xai_bench=getattr(xai_bench, "__version__", None), device=str(device),
+               cpu_threads=torch.get_num_threads(), platform=platform.platform())
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device),
+                   cuda=torch.version.cuda,
+                   matmul_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+                   cudnn_tf32=bool(torch.backends.cudnn.allow_tf32),
+                   gpu_memory_bytes=int(torch.cuda.get_device_properties(device).total_memory))
+    return env
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", default="gpu_check.json", help="the JSON file to write")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="forward precision of the device run and the throughput")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
+    g = p.add_argument_group("1. the quick suite")
+    g.add_argument("--models", default="bcos_vit_nano,vit_nano")
+    g.add_argument("--dataset", default="shapes",
+                   help="data set spec (default: the embedded shapes; e.g. shapes:n=300 for a "
+                        "smaller test split, evaluated with the shipped weights)")
+    g.add_argument("--methods", default="all")
+    g.add_argument("--metrics", default="all")
+    g.add_argument("--n-grids", type=int, default=24)
+    g.add_argument("--n-images", type=int, default=24)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"absolute tolerance per record value (default {DEFAULT_TOLERANCE})")
+    g = p.add_argument_group("2. method costs")
+    g.add_argument("--sizes", default="b", help="model sizes of method_cost.py (default b)")
+    g.add_argument("--batch-sizes", default="32")
+    g.add_argument("--cost-methods", default=None, help="default: --methods")
+    g.add_argument("--repeats", type=int, default=None)
+    g = p.add_argument_group("3. throughput")
+    g.add_argument("--throughput-models", default=DEFAULT_THROUGHPUT_MODELS)
+    g.add_argument("--throughput-batch", type=int, default=32)
+    g.add_argument("--throughput-repeats", type=int, default=3)
+    g = p.add_argument_group("4. the paper's protocol")
+    g.add_argument("--protocol-grids", type=int, default=250)
+    g.add_argument("--protocol-images", type=int, default=250)
+    g.add_argument("--dataset-size", type=int, default=50000,
+                   help="test images of the selection pass (ImageNet val: 50000)")
+    p.add_argument("--skip", default="", help="parts to skip: suite,cost,throughput")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        parser.error(str(e))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available (use --device cpu)")
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    report = dict(config=vars(args), environment=environment(device))
+    seconds = {}
+    unknown = skip - {"suite", "cost", "throughput"}
+    if unknown:
+        parser.error(f"--skip: unknown part(s) {sorted(unknown)}; choose from suite, cost, "
+                     f"throughput")
+    for short, part, run in (("suite", "suite", lambda: suite_part(args)),
+                             ("cost", "method_cost", lambda: cost_part(args, device)),
+                             ("throughput", "throughput", lambda: throughput_part(args, device))):
+        if short in skip:
+            report[part] = dict(skipped=True)
+            continue
+        print(f"gpu_check: {part} ...", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        report[part] = run()
+        seconds[part] = time.perf_counter() - t
+    report["protocol_estimate"] = estimate_part(args, report["method_cost"],
+                                                report["throughput"])
+    report["seconds"] = seconds
+    Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n",
+                              encoding="utf-8")
+    print_summary(report)
+    print(f"written: {args.out}")
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    suite = report.get("suite", {})
+    if "comparison" in suite:
+        c, m = suite["comparison"], suite["means"]
+        print(f"suite ({suite['device']}, {suite['precision']} vs cpu fp32): {c['n_compared']} "
+              f"records compared, max |diff| {c['max_abs_diff']:.3g}, {c['n_over_tolerance']} "
+              f"over {c['tolerance']:g}; only on device {c['only_on_device']}, only on cpu "
+              f"{c['only_on_cpu']}, status changed {c['status_changed']}; max |diff| of means "
+              f"{m['max_abs_diff']:.3g}; best method changed: "
+              f"{', '.join(suite['best_method_changed']) or 'none'}")
+    cost = report.get("method_cost", {})
+    if cost.get("rows"):
+        print(f"{'model':16s} {'batch':>5s} {'method':11s} {'fwd ms/img':>10s} "
+              f"{'method ms/img':>13s} {'cost (fwd)':>10s}")
+        for r in cost["rows"]:
+            print(f"{r['model']:16s} {r['batch']:5d} {r['method']:11s} {r['forward_ms']:10.3f} "
+                  f"{r['method_ms']:13.3f} {r['cost']:10.2f}")
+    for r in report.get("throughput", {}).get("rows", []):
+        extra = "".join(f", {k[:-len('_images_per_s')]} {v:.1f} img/s" for k, v in r.items()
+                        if k.endswith("_images_per_s"))
+        print(f"throughput {r['model']} (batch {r['batch']}){extra}")
+    for pair in report.get("protocol_estimate", {}).get("pairs", []):
+        parts = ", ".join(f"{name} {m['total_hours']:.2f} h" for name, m in
+                          pair["models"].items())
+        print(f"paper protocol, pair of {pair['bcos']}: {pair['total_hours']:.2f} h ({parts})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""benchmarks/gpu_check.py end to end on the CPU with tiny options: the JSON has every part, and
+the CPU-vs-CPU comparison of the quick suite's records finds no difference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+TINY = ["--device", "cpu", "--dataset", "shapes:n=300", "--n-grids", "2", "--n-images", "2",
+        "--sizes", "nano", "--batch-sizes", "2", "--repeats", "1",
+        "--throughput-models", "bcos_vit_nano", "--throughput-batch", "4",
+        "--throughput-repeats", "1", "--methods", "rollout,ixg"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check") / "check.json"
+    assert load_script().main(TINY + ["--out", str(out)]) == 0
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_cpu_vs_cpu_records_agree_exactly(report):
+    suite = report["suite"]
+    comparison = suite["comparison"]
+    assert comparison["n_compared"] > 0 and comparison["tolerance"] == 0.01
+    assert comparison["n_over_tolerance"] == 0 and comparison["max_abs_diff"] == 0.0
+    assert comparison["only_on_device"] == comparison["only_on_cpu"] == 0
+    assert comparison["status_changed"] == 0 and comparison["nan_mismatch"] == 0
+    assert suite["means"]["max_abs_diff"] == 0.0 and suite["best_method_changed"] == []
+    assert set(comparison["per_metric"]) >= {"grid_pointing_game", "pixel_perturbation",
+                                             "deletion", "random_target"}
+
+
+def test_every_part_is_in_the_json(report):
+    assert set(report) >= {"config", "environment", "suite", "method_cost", "throughput",
+                           "protocol_estimate", "seconds"}
+    rows = report["method_cost"]["rows"]
+    assert {(r["model"], r["method"]) for r in rows} == {
+        (m, name) for m in ("bcos_vit_nano", "vit_nano")
+        for name in ("(fwd+bwd)", "rollout", "ixg")}
+    assert all(r["cost"] > 0 and r["batch"] == 2 for r in rows)
+    throughput = {r["model"]: r for r in report["throughput"]["rows"]}
+    assert throughput["bcos_vit_nano"]["inherent_images_per_s"] > 0
+    assert throughput["vit_nano"]["forward_fp32_images_per_s"] > 0  # the twin, for the estimate
+    (pair,) = report["protocol_estimate"]["pairs"]
+    assert set(pair["models"]) == {"bcos_vit_nano", "vit_nano"} and pair["total_hours"] > 0
+    work = report["protocol_estimate"]["work_per_method"]
+    assert work["grid_pointing_game"]["explained"] == 1000  # 250 grids x 4 targets
+    assert work["pixel_perturbation"]["forwards"] == 250 * 17
