@@ -32,9 +32,10 @@ def _env(tmp_path):
     return env
 
 
-def _command(out, name, processes):
-    if processes == 1:
-        return [sys.executable, "-m", "xai_bench", *ARGS, "--out", str(out), "--name", name]
+def _command(out, name, processes, launcher="torchrun"):
+    if processes == 1 or launcher == "flag":  # `xai-bench run --processes N` starts torchrun
+        return [sys.executable, "-m", "xai_bench", *ARGS, "--out", str(out), "--name", name,
+                "--processes", str(processes)]
     return [TORCHRUN, "--standalone", f"--nproc-per-node={processes}", "-m", "xai_bench",
             *ARGS, "--out", str(out), "--name", name]
 
@@ -91,9 +92,12 @@ def test_two_gloo_processes_give_the_single_process_records(reference):
 @pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/stat").exists(),
                     reason="torchrun or /proc is missing")
 def test_a_killed_two_process_job_resumes_with_one_process(reference):
+    """``xai-bench run --processes 2``, killed (torchrun's agent and both workers at once)
+    after a few cells, then resumed by one process: the records of the uninterrupted run."""
     out, single = reference
     run_dir = out / "killed"
-    job = subprocess.Popen(_command(out, "killed", 2), env=_env(out), stdout=subprocess.PIPE,
+    job = subprocess.Popen(_command(out, "killed", 2, launcher="flag"), env=_env(out),
+                           stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     cells = run_dir / "cells"

@@ -72,7 +72,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
              name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
              method_params: dict | None = None, replicates: int = 1,
              metric_params: dict | None = None, precision: str = "fp32",
-             compile: bool = False, progress: bool = False, log=None) -> "Results | None":
+             compile: bool = False, progress: bool = False, log=None,
+             before_run=None) -> "Results | None":
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
@@ -103,6 +104,8 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
                        replicates=replicates, metric_params=dict(metric_params or {}),
                        precision=precision, compile=compile)
     runner = Runner(config, progress=progress, log=log or (lambda *_: None))
+    if before_run is not None:  # the configuration is valid; e.g. the CLI's --processes
+        before_run(runner)
     info = runner.run()
     if info is None:  # a process other than rank 0 of a multi-process run: rank 0 reports
         return None

@@ -341,6 +341,9 @@ def info(checkpoint, evaluate_on, device):
               "selection, ViT-CX masks); explanations stay float32 (docs/gpu.md)")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the forward-only "
               "model calls (pays off on paper-scale runs on a GPU; docs/gpu.md)")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="share the work out over this many local processes of one thread each "
+              "(torchrun --nproc-per-node; docs/distributed.md)")
 @click.option("--no-plots", is_flag=True, help="do not write the figures and the report")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("-q", "--quiet", is_flag=True, help="print only the paths written (and errors)")
@@ -349,7 +352,7 @@ def info(checkpoint, evaluate_on, device):
 @friendly_errors
 def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_images,
         batch_size, device, seed, out, name, method_args, metric_args, untrained, epochs,
-        precision, compile_, no_plots, no_progress, quiet, verbose):
+        precision, compile_, processes, no_plots, no_progress, quiet, verbose):
     """Benchmark models x attribution methods x metrics; resumable.
 
     Writes records.csv, curves.csv, the statistics tables and run.json under OUT/<run name>/,
@@ -364,6 +367,18 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
     """
     import xai_bench.api
 
+    def start_processes(runner):
+        """--processes N: once the configuration is checked (usage errors exit 2 here, once),
+        run the command again as N workers of one thread each and end with their exit code."""
+        if processes == 1 or runner.ranks.distributed:  # 1, or already a worker
+            return
+        from xai_bench.distributed import launch_local
+
+        if Path(sys.argv[0]).name not in ("xai-bench", "__main__.py"):
+            raise click.UsageError("--processes starts the xai-bench command again; from "
+                                   "Python, start your script with torchrun instead")
+        sys.exit(launch_local(processes, sys.argv[1:]))
+
     method_params = _dotted_params(method_args, "--method-arg", "METHOD",
                                    "intgrad.n_steps=20")
     metric_params = _dotted_params(metric_args, "--metric-arg", "METRIC",
@@ -375,7 +390,7 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         batch_size=batch_size, device=device, seed=seed, name=name, untrained=untrained,
         train_epochs=epochs, method_params=method_params, replicates=replicates,
         metric_params=metric_params, precision=precision, compile=compile_,
-        progress=not (quiet or no_progress),
+        progress=not (quiet or no_progress), before_run=start_processes,
         log=None if quiet else click.echo)
     if results is None:  # torchrun: a process other than rank 0, which writes the results
         return

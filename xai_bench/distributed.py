@@ -148,3 +148,28 @@ def clear_claims(run_dir, invocation: str | None = None) -> None:
             folder.rmdir()
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
+
+
+def launch_local(processes: int, argv: list) -> int:
+    """``xai-bench run --processes N``: run this command as N processes on this machine,
+    exactly as ``torchrun --standalone --nproc-per-node N -m xai_bench ARGV`` would (this
+    process becomes torchrun's agent: it starts the workers, stops them all if one fails, and
+    returns their exit code). Each worker gets one intra-op thread unless OMP_NUM_THREADS says
+    otherwise, which on a CPU is what makes N processes faster than N threads."""
+    import logging
+
+    from torch.distributed import run as torchrun
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # torchrun's agent logs its rendezvous at INFO level; the workers' own output is the run's
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
+    try:
+        torchrun.main(["--standalone", f"--nproc-per-node={int(processes)}", "--module",
+                       "xai_bench", *argv])
+    except SystemExit as e:  # torchrun exits with the failed worker's code
+        return int(e.code or 0)
+    except Exception as e:  # ChildFailedError: a worker failed; its output says why
+        failures = getattr(e, "failures", None) or {}
+        codes = [getattr(f, "exitcode", 1) for f in failures.values()]
+        return next((c for c in codes if c), 1) if codes else 1
+    return 0
