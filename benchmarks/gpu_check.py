@@ -29,12 +29,15 @@ Five parts, all written to one JSON file (``--out``, default ``gpu_check.json``)
    frozen B-cos DenseNet (``--throughput-models``; the conventional twin's forward too, for
    the estimate), batch ``--throughput-batch``.
 4. **protocol_estimate**: the paper's full protocol per B-cos / conventional pair
-   (``--protocol-grids`` 250 grids × 4 targets, ``--protocol-images`` 250 images, every method,
-   every metric, plus the selection pass over ``--dataset-size`` test images), estimated as
-   ``Σ (explained images × method cost in forwards + the metric's own forwards) / forward
-   throughput`` per model. The method costs are those of part 2 (measured on the zoo ViT of
-   the largest size and batch measured, per family: B-cos or conventional), the throughput
-   that of part 3's ViT-87 model of the same size (else the largest measured); ViT-CX's cost
+   (``--protocol-grids`` 250 grids × 4 targets, ``--protocol-images`` 250 images, every method
+   of the cost table, every metric, plus the selection pass over ``--dataset-size`` test
+   images), estimated per model as ``Σ_methods (explained images × method cost in forwards /
+   fp32 forward throughput + the metrics' perturbed copies / forward throughput under
+   --precision) + selection pass / forward throughput``. The explained images follow the
+   runner: with :mod:`xai_bench.map_cache` the selected images' true-class maps are computed
+   once for all image metrics (see :func:`explanations`). The method costs are those of
+   part 2 (the zoo ViT of the largest size and batch measured, per family: B-cos or
+   conventional), the throughput that of part 3's ViT-87 model and its twin; ViT-CX's cost
    depends on its number of masks, which is that of a random initialisation here.
 5. The JSON also holds the configuration, the versions, the device and each part's run time.
 
@@ -102,24 +105,66 @@ def run_suite(args, device: str, precision: str = "fp32", compile_: bool = False
                   batch_size=args.batch_size, device=device, seed=0, progress=False)
     # a runner that takes the forward options itself gets them (it would otherwise set its
     # defaults inside); the context covers one that does not
-    accepted = inspect.signature(xai_bench.evaluate).parameters
+    from xai_bench.api import evaluate  # (xai_bench.evaluate is a lazy (*args, **kwargs) alias)
+
+    accepted = inspect.signature(evaluate).parameters
     if "precision" in accepted:
         kwargs["precision"] = precision
     if "compile" in accepted:
         kwargs["compile"] = compile_
     with forward_options(precision, compile=compile_):
-        results = xai_bench.evaluate(**kwargs)
+        results = evaluate(**kwargs)
     return results.records, results.info
 
 
+def with_content(frame):
+    """``frame`` with a ``content`` column: what a record was computed on, so that records of
+    different samples under the same id are not compared (a changed selection renumbers
+    grids: ``grid0003`` may hold other images). Per-image rows: the dataset index (and the
+    random class of random_target); grid cells: the dataset indices of the grid's four
+    cells; rows without an index (a metric's ``mean`` row): the sorted indices of all the
+    cell's samples."""
+    frame = frame.copy()
+    frame["target"] = frame["target"].fillna(-1).astype(int)
+    if "source_index" not in frame:
+        frame["content"] = ""
+        return frame
+    src = frame["source_index"]
+    own = src.map(lambda v: "" if v != v or v is None else str(int(v)))
+    if "random_target" in frame:
+        extra = frame["random_target"].map(lambda v: "" if v != v or v is None else f"~{int(v)}")
+        own = own + extra
+    content = own.copy()
+    grid = frame["sample_id"].astype(str).str.extract(r"^(grid\d+)/cell(\d+)$")
+    is_grid = grid[0].notna()
+    if is_grid.any():
+        cells = frame[is_grid].assign(grid=grid[0][is_grid], cell=grid[1][is_grid].astype(int))
+        composition = (cells.sort_values("cell")
+                       .groupby(["model", "metric", "grid"])["source_index"]
+                       .agg(lambda v: ",".join(str(int(i)) for i in dict.fromkeys(v))))
+        content[is_grid] = [composition[(m, mt, g)] for m, mt, g in
+                            zip(cells["model"], cells["metric"], cells["grid"])]
+    missing = own == ""
+    if missing.any():
+        groups = frame[~missing].groupby(["model", "method", "metric"])["source_index"]
+        digest = groups.agg(lambda v: ",".join(str(int(i)) for i in sorted(set(v))))
+        content[missing] = [digest.get((m, me, mt), "") for m, me, mt in
+                            zip(frame["model"][missing], frame["method"][missing],
+                                frame["metric"][missing])]
+    frame["content"] = content
+    return frame
+
+
 def compare_records(device_records, cpu_records, tolerance: float, n_worst: int = 10) -> dict:
-    """Value-by-value comparison of two runs' records keyed by :data:`SUITE_KEY`."""
+    """Value-by-value comparison of two runs' records keyed by :data:`SUITE_KEY` and what
+    they were computed on (:func:`with_content`): records whose samples differ between the
+    runs count as ``only_on_device`` / ``only_on_cpu``, not as differences."""
     import pandas as pd
 
+    key = SUITE_KEY + ["content"]
+
     def keyed(frame):
-        frame = frame.copy()
-        frame["target"] = frame["target"].fillna(-1).astype(int)
-        return frame.drop_duplicates(SUITE_KEY, keep="last").set_index(SUITE_KEY)
+        return with_content(frame).drop_duplicates(key, keep="last").set_index(key)
 
     dev, cpu = keyed(device_records), keyed(cpu_records)
     both = dev.index.intersection(cpu.index)
@@ -137,9 +182,10 @@ def compare_records(device_records, cpu_records, tolerance: float, n_worst: int 
         per_metric[str(metric)] = dict(n=int(len(d)), max_abs_diff=float(d.max()),
                                        n_over_tolerance=int((d > tolerance).sum()))
     worst = []
-    for key in diff.sort_values(ascending=False).head(n_worst).index:
-        worst.append(dict(zip(SUITE_KEY, [k if isinstance(k, str) else int(k) for k in key]),
-                          device=float(a[key]), cpu=float(b[key]), abs_diff=float(diff[key])))
+    for index in diff.sort_values(ascending=False).head(n_worst).index:
+        worst.append(dict(zip(SUITE_KEY, [k if isinstance(k, str) else int(k) for k in index]),
+                          device=float(a[index]), cpu=float(b[index]),
+                          abs_diff=float(diff[index])))
     return dict(tolerance=tolerance, n_compared=int(len(diff)),
                 max_abs_diff=float(diff.max()) if len(diff) else 0.0,
                 n_over_tolerance=int(len(over)), nan_mismatch=nan_mismatch,
@@ -179,12 +225,67 @@ def best_methods(records) -> dict:
     return out
 
 
+def selection_changes(device_records, cpu_records) -> dict:
+    """Per (model, metric) whose samples differ between the runs (a different selection of
+    images or grids): how many of the device run's sample ids the CPU run does not have."""
+    def ids(frame):
+        ok = frame[(frame["status"] == "ok") & (frame["sample_id"] != "mean")]
+        return ok.groupby(["model", "metric"])["sample_id"].agg(lambda s: set(s.astype(str)))
+
+    dev, cpu = ids(device_records), ids(cpu_records)
+    out = {}
+    for key in dev.index.union(cpu.index):
+        a, b = dev.get(key, set()), cpu.get(key, set())
+        if a != b:
+            out["/".join(key)] = dict(n_device=len(a), n_cpu=len(b), not_on_cpu=len(a - b))
+    return out
+
+
+def prediction_changes(args, models) -> dict:
+    """The selection pass itself: per shipped model, the test-set predictions on the device
+    under the run's forward options against the CPU in fp32: top-1 changes, the largest logit
+    difference, and whether the confidence ranking's top images differ."""
+    from xai_bench.data import get_dataset
+    from xai_bench.inference import predict
+    from xai_bench.metrics.common import confident_order
+    from xai_bench.training.shipped import SHIPPED_DIR, read_manifest
+
+    manifest = read_manifest()
+    data = get_dataset(args.dataset, "test")
+    out = {}
+    for name in models:
+        if name not in manifest:
+            continue
+        model = xai_bench.get_model(name, checkpoint=str(SHIPPED_DIR / manifest[name]["file"]))
+        cpu = predict(model.eval(), data, device="cpu", batch_size=args.batch_size, cache=False)
+        model = model.to(args.device)
+        with forward_options(args.precision, compile=args.compile):
+            dev = predict(model, data, device=args.device, batch_size=args.batch_size,
+                          cache=False)
+        k = min(args.n_images, len(data))
+        # the perturbation metrics' selection: the k most confident correctly classified
+        top_cpu = set(confident_order(cpu.log_confidence, cpu.correct)[:k].tolist())
+        top_dev = set(confident_order(dev.log_confidence, dev.correct)[:k].tolist())
+        out[name] = dict(n=len(data), argmax_changed=int((dev.predicted != cpu.predicted).sum()),
+                         max_abs_logit_diff=float((dev.logits - cpu.logits).abs().max()),
+                         accuracy=dict(device=dev.accuracy, cpu=cpu.accuracy),
+                         top_confident=k, top_confident_changed=len(top_dev - top_cpu))
+        del model
+        _empty_cache(torch.device(args.device))
+    return out
+
+
 def suite_part(args) -> dict:
     t0 = time.perf_counter()
     dev_records, dev_info = run_suite(args, args.device, args.precision, args.compile)
     t1 = time.perf_counter()
     cpu_records, cpu_info = run_suite(args, "cpu")
     t2 = time.perf_counter()
+    if args.save_records:
+        folder = Path(args.save_records)
+        folder.mkdir(parents=True, exist_ok=True)
+        dev_records.to_csv(folder / "records_device.csv", index=False)
+        cpu_records.to_csv(folder / "records_cpu.csv", index=False)
     comparison = compare_records(dev_records, cpu_records, args.tolerance)
     best_dev, best_cpu = best_methods(dev_records), best_methods(cpu_records)
     accuracy = {label: dict(device=dev_info["models"][label].get("test_accuracy"),
@@ -195,6 +296,8 @@ def suite_part(args) -> dict:
                 counts=dict(device=dev_info.get("counts", {}), cpu=cpu_info.get("counts", {})),
                 comparison=comparison, means=mean_differences(dev_records, cpu_records),
                 best_method_changed=sorted(k for k in best_dev if best_dev[k] != best_cpu.get(k)),
+                selection_changed=selection_changes(dev_records, cpu_records),
+                predictions=prediction_changes(args, args.models.split(",")),
                 test_accuracy=accuracy,
                 seconds=dict(device=t1 - t0, cpu=t2 - t1))
 
@@ -316,47 +419,53 @@ def throughput_part(args, device: torch.device) -> dict:
 
 # ---- 4. the paper's protocol, estimated -------------------------------------------------------
 
-def metric_work(n_grids: int, n_images: int) -> dict:
-    """Per metric (with its defaults and the protocol's sample counts): explained images per
-    method (each one method call's worth of work on one image) and the metric's own forward
-    passes beyond the explanations (perturbed copies). The selection pass over the test set is
-    shared by the metrics of a model and counted once, separately."""
-    pp = xai_bench.get_metric("pixel_perturbation", n_images=n_images)
-    dl = xai_bench.get_metric("deletion", n_images=n_images)
-    ins = xai_bench.get_metric("insertion", n_images=n_images)
-    pr = xai_bench.get_metric("parameter_randomisation", n_images=n_images)
-    stages = pr.params.get("max_stages") or 3  # None (all stages) is not the default
-    return {
-        # every grid is explained for each of its 4 classes
-        "grid_pointing_game": dict(explained=4 * n_grids, forwards=0),
-        "mask_localisation": dict(explained=n_images, forwards=0),
-        "pixel_perturbation": dict(explained=n_images,
-                                   forwards=n_images * pp.evaluate_forwards_per_image),
-        "deletion": dict(explained=n_images, forwards=n_images * dl.evaluate_forwards_per_image),
-        "insertion": dict(explained=n_images,
-                          forwards=n_images * ins.evaluate_forwards_per_image),
-        # the trained model's maps and those of `max_stages` randomised stages
-        "parameter_randomisation": dict(explained=n_images * (1 + stages), forwards=0),
-        # the true class and one random other class
-        "random_target": dict(explained=2 * n_images, forwards=0),
-    }
+def maps_are_shared() -> bool:
+    """Whether the runner explains the selected images once for all metrics of a model
+    (:mod:`xai_bench.map_cache`)."""
+    return importlib.util.find_spec("xai_bench.map_cache") is not None
 
 
-def _paper_size(name: str) -> str | None:
-    for size in ("ti", "s", "b", "nano", "micro"):
-        if f"_{size}_" in f"{name}_":
-            return size
-    return None
+def metric_forwards(n_images: int) -> dict:
+    """The metrics' own forward passes per method beyond the explanations (the perturbed
+    copies), with their defaults and the protocol's image count."""
+    return {name: n_images * xai_bench.get_metric(name, n_images=n_images)
+            .evaluate_forwards_per_image
+            for name in ("pixel_perturbation", "deletion", "insertion")}
+
+
+def explanations(n_grids: int, n_images: int, *, class_agnostic: bool, shared: bool) -> dict:
+    """Images one method explains per model in the protocol (each one image's worth of a
+    method call), by what they are for.
+
+    Without map sharing every metric explains its own: every grid for each of its 4 classes,
+    the selected images once per image metric, the trained model and ``max_stages``
+    randomised copies (parameter randomisation), the true and a random class (random
+    target). With sharing (:mod:`xai_bench.map_cache`) the true-class maps of the selected
+    images are computed once for mask localisation, the perturbation metrics, random target
+    and the trained model of parameter randomisation, and a class-agnostic method explains a
+    grid once for its four classes and needs no second map for the random class."""
+    stages = xai_bench.get_metric("parameter_randomisation").params.get("max_stages") or 3
+    grids = n_grids * (1 if shared and class_agnostic else 4)
+    if shared:
+        return {"grid_pointing_game": grids,
+                "selected images (shared by the image metrics)": n_images,
+                "random_target (the random class)": 0 if class_agnostic else n_images,
+                "parameter_randomisation (randomised copies)": n_images * stages}
+    return {"grid_pointing_game": grids, "mask_localisation": n_images,
+            "pixel_perturbation": n_images, "deletion": n_images, "insertion": n_images,
+            "parameter_randomisation": n_images * (1 + stages),
+            "random_target": 2 * n_images}
 
 
 def estimate_part(args, cost: dict, throughput: dict) -> dict:
-    work = metric_work(args.protocol_grids, args.protocol_images)
+    shared = maps_are_shared()
+    forwards = metric_forwards(args.protocol_images)
     rows = cost.get("rows", [])
     if not rows or not throughput.get("rows"):
         return dict(note="needs the method costs and the throughput", pairs=[])
     # per family: the method costs of the largest size and batch measured
     order = {s: i for i, s in enumerate(("nano", "micro", "ti", "s", "b"))}
-    costs = {}
+    costs, measured_on = {}, {}
     for family in ("bcos", "conventional"):
         mine = [r for r in rows if r["family"] == family and r["method"] != "(fwd+bwd)"]
         if not mine:
@@ -364,49 +473,49 @@ def estimate_part(args, cost: dict, throughput: dict) -> dict:
         top = max(mine, key=lambda r: (order.get(r["size"], -1), r["batch"]))
         costs[family] = {r["method"]: r["cost"] for r in mine
                          if r["size"] == top["size"] and r["batch"] == top["batch"]}
-        costs[family + "_measured_on"] = f"{top['model']} batch {top['batch']}"
+        measured_on[family] = f"{top['model']} batch {top['batch']}"
     pairs = []
-    bcos_rows = [r for r in throughput["rows"] if r["role"] == "bcos"]
     twins = {r["model"]: r for r in throughput["rows"] if r["role"] == "twin"}
-    metric_fwd_key = (f"forward_{args.precision}_images_per_s" if args.precision != "fp32"
-                      else "forward_fp32_images_per_s")
-    for b_row in bcos_rows:
+    metric_key = f"forward_{args.precision}_images_per_s"
+    for b_row in (r for r in throughput["rows"] if r["role"] == "bcos"):
         pair = dict(bcos=b_row["model"], models={})
         t_row = twins.get(twin_name(b_row["model"]) or "")
         for family, row in (("bcos", b_row), ("conventional", t_row)):
             if row is None or family not in costs:
                 continue
-            fwd = row["forward_fp32_images_per_s"]
-            metric_fwd = row.get(metric_fwd_key, fwd)
-            per_metric, per_method = {}, {}
-            for metric, w in work.items():
-                seconds = w["forwards"] * len(costs[family]) / metric_fwd
-                seconds += sum(w["explained"] * c / fwd for c in costs[family].values())
-                per_metric[metric] = seconds
+            fwd = row["forward_fp32_images_per_s"]  # the unit of the method costs
+            metric_fwd = row.get(metric_key, fwd)  # perturbed copies, selection: --precision
+            per_method = {}
             for method, c in costs[family].items():
-                per_method[method] = sum(
-                    (w["explained"] * c / fwd + w["forwards"] / metric_fwd)
-                    for w in work.values())
+                agnostic = bool(getattr(xai_bench.METHODS.get(method), "class_agnostic",
+                                        False)) if method in xai_bench.METHODS else False
+                counts = explanations(args.protocol_grids, args.protocol_images,
+                                      class_agnostic=agnostic, shared=shared)
+                per_method[method] = dict(
+                    explained=sum(counts.values()),
+                    seconds=sum(counts.values()) * c / fwd + sum(forwards.values()) / metric_fwd)
             selection = args.dataset_size / metric_fwd
-            total = sum(per_metric.values()) + selection
+            total = sum(m["seconds"] for m in per_method.values()) + selection
             pair["models"][row["model"]] = dict(
                 family=family, forward_images_per_s=fwd, metric_forward_images_per_s=metric_fwd,
-                methods=sorted(costs[family]), seconds_per_metric=per_metric,
-                seconds_per_method=per_method, selection_seconds=selection,
-                total_hours=total / 3600)
+                per_method=per_method, selection_seconds=selection, total_hours=total / 3600)
         pair["total_hours"] = sum(m["total_hours"] for m in pair["models"].values())
         pairs.append(pair)
     return dict(protocol=dict(n_grids=args.protocol_grids, targets_per_grid=4,
                               n_images=args.protocol_images, dataset_size=args.dataset_size),
-                work_per_method=work, method_costs=costs, pairs=pairs,
-                how=("per model: sum over metrics and methods of (explained images x the "
-                     "method's cost in forward passes / forward images per s) + the metric's "
-                     "own forward passes (perturbed copies, per method) / forward images per s "
-                     "under the chosen precision + the selection pass over the test set; the "
-                     "costs come from the method-cost table (random-init zoo ViT of the "
-                     "largest size measured; ViT-CX's mask count is that of random weights), "
-                     "the throughput from the ViT-87 model of the pair; data loading and the "
-                     "statistics are not counted"))
+                maps_shared=shared,
+                explanations_per_method=explanations(args.protocol_grids, args.protocol_images,
+                                                     class_agnostic=False, shared=shared),
+                forwards_per_method=forwards, method_costs=costs,
+                method_costs_measured_on=measured_on, pairs=pairs,
+                how=("per model and method: explained images x the method's cost in forward "
+                     "passes / fp32 forward images per s, + the metrics' perturbed copies / "
+                     "forward images per s under --precision; + the selection pass over the "
+                     "test set once per model. The costs come from the method-cost table "
+                     "(random-init zoo ViT of the largest size and batch measured; ViT-CX's "
+                     "mask count is that of random weights), the throughput from the ViT-87 "
+                     "model of the pair; data loading, the statistics and the report are not "
+                     "counted"))
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -441,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-grids", type=int, default=24)
     g.add_argument("--n-images", type=int, default=24)
     g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--save-records", default=None, metavar="DIR",
+                   help="also write both runs' records to DIR/records_{device,cpu}.csv")
     g.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"absolute tolerance per record value (default {DEFAULT_TOLERANCE})")
     g = p.add_argument_group("2. method costs")
@@ -506,7 +617,13 @@ def print_summary(report: dict) -> None:
               f"over {c['tolerance']:g}; only on device {c['only_on_device']}, only on cpu "
               f"{c['only_on_cpu']}, status changed {c['status_changed']}; max |diff| of means "
               f"{m['max_abs_diff']:.3g}; best method changed: "
-              f"{', '.join(suite['best_method_changed']) or 'none'}")
+              f"{', '.join(suite['best_method_changed']) or 'none'}; samples differ in "
+              f"{len(suite['selection_changed'])} (model, metric) cells")
+        for name, p in suite.get("predictions", {}).items():
+            print(f"  selection pass of {name}: {p['argmax_changed']}/{p['n']} top-1 changed, "
+                  f"max |logit diff| {p['max_abs_logit_diff']:.3g}, "
+                  f"{p['top_confident_changed']}/{p['top_confident']} of the most confident "
+                  f"images changed")
     cost = report.get("method_cost", {})
     if cost.get("rows"):
         print(f"{'model':16s} {'batch':>5s} {'method':11s} {'fwd ms/img':>10s} "
@@ -518,7 +635,7 @@ def print_summary(report: dict) -> None:
         extra = "".join(f", {k[:-len('_images_per_s')]} {v:.1f} img/s" for k, v in r.items()
                         if k.endswith("_images_per_s"))
         print(f"throughput {r['model']} (batch {r['batch']}){extra}")
-    for pair in report.get("protocol_estimate", {}).get("pairs", []):
+    for pair in report.get("protocol_estimate", {}).get("pairs", []) or []:
         parts = ", ".join(f"{name} {m['total_hours']:.2f} h" for name, m in
                           pair["models"].items())
         print(f"paper protocol, pair of {pair['bcos']}: {pair['total_hours']:.2f} h ({parts})")

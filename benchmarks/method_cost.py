@@ -8,11 +8,15 @@ Usage::
 
 Timing: CPU by default (``--device``); the models are randomly initialised (the costs do not
 depend on training, except ViT-CX's number of masks N); ``torch.set_num_threads`` is left at
-torch's default unless ``--threads`` is given. One warm-up call, then ``--repeats`` rounds
-that each time the plain forward pass (under ``torch.no_grad()``, i.e. inference cost) and
-then the method on the same batch; the cost is median(method) / median(forward), both per batch
-of the same size, so it is also the cost per image. Interleaving the two keeps the ratio
-honest on a machine whose speed drifts (e.g. shared cores).
+torch's default unless ``--threads`` is given. One warm-up call of each, then ``--repeats``
+rounds of the plain forward pass (under ``torch.no_grad()``, i.e. inference cost) and the
+method on the same batch, and one more forward at the end, so that timed forwards bracket
+every method call; the cost is median(method) / median(forward), both per batch of the same
+size, so it is also the cost per image. Interleaving the two keeps the ratio honest on a
+machine whose speed drifts (e.g. shared cores). Every timed forward comes right after an
+untimed one: a forward straight after a heavy method runs cold (its caches and the allocator's
+memory left as the method left them: on the nano ViT at batch 1, 3.5 ms straight after
+``intgrad`` against 2.4 ms warm), which would under-report that method's cost.
 
 The first row per model and batch, ``(fwd+bwd)``, is a reference: one plain forward and
 backward to the input, the floor for gradient methods.
@@ -93,12 +97,17 @@ def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
     def explain():
         method(model, x, targets)
 
+    def warm_forward():
+        timed(forward, device)  # untimed: warms up after whatever ran before
+        return timed(forward, device, clock)
+
     timed(forward, device)  # warm-up
     timed(explain, device)
     fwd, meth = [], []
     for _ in range(repeats):
-        fwd.append(timed(forward, device, clock))
+        fwd.append(warm_forward())
         meth.append(timed(explain, device, clock))
+    fwd.append(warm_forward())  # the forwards bracket every method call
     f, m = statistics.median(fwd), statistics.median(meth)
     return dict(forward_ms=1e3 * f / batch_size, method_ms=1e3 * m / batch_size, cost=m / f)
 

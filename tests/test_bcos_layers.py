@@ -1,3 +1,4 @@
+import contextlib
 import math
 
 import pytest
@@ -97,3 +98,115 @@ def test_encoding_and_logit_layer():
     layer = LogitLayer(10, temperature=2.0)
     assert layer.bias == pytest.approx(math.log(1 / 9))
     torch.testing.assert_close(layer(torch.ones(1, 10)), torch.full((1, 10), 0.5 + math.log(1 / 9)))
+
+
+# --------------------------------------------------------------- the fused forward/backward
+
+from xai_bench.models.bcos_layers import _BcosConvFunction, _BcosLinearFunction, fused  # noqa: E402
+
+
+@pytest.mark.parametrize("b", [2.0, 2.5])
+@pytest.mark.parametrize("max_out", [1, 2])
+def test_fused_linear_gradcheck(b, max_out):
+    torch.manual_seed(6)
+    layer = BcosLinear(7, 5, b=b, max_out=max_out).double()
+    x = torch.randn(3, 4, 7, dtype=torch.float64, requires_grad=True)
+    w = layer.unit_weight().detach().requires_grad_()
+    fn = lambda x, w: _BcosLinearFunction.apply(x, w, b, max_out, layer.gain, False)  # noqa
+    assert torch.autograd.gradcheck(fn, (x, w))
+
+
+@pytest.mark.parametrize("b", [2.0, 2.5])
+@pytest.mark.parametrize("max_out", [1, 2])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 1, 2)])
+def test_fused_conv_gradcheck(b, max_out, kernel, stride, padding):
+    torch.manual_seed(7)
+    conv = BcosConv2d(3, 4, kernel, stride=stride, padding=padding, b=b, max_out=max_out)
+    conv = conv.double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = conv.unit_weight().detach().requires_grad_()
+    fn = lambda x, w: _BcosConvFunction.apply(x, w, b, max_out, conv.gain, False, stride,  # noqa
+                                              padding)
+    assert torch.autograd.gradcheck(fn, (x, w))
+
+
+def _input_and_weight_grads(model, x, target, explain):
+    x = x.clone().requires_grad_(True)
+    with (explanation_mode(model) if explain else contextlib.nullcontext()):
+        logits = model(x)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(logits[:, target].sum(), [x] + params, allow_unused=True)
+    return logits.detach(), grads[0], grads[1:]
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_fused_model_gradients_equal_the_unfused_ones(explain):
+    """The whole B-cos ViT: same logits (bitwise: the forward computes the same expressions),
+    input and parameter gradients equal to float32 rounding; in explanation mode the input
+    gradient is still W(x), whose contributions sum to the logit minus the bias."""
+    import xai_bench
+
+    torch.manual_seed(8)
+    model = xai_bench.get_model("bcos_vit_nano").eval()
+    x = model.encode(torch.rand(4, 3, 32, 32))
+    logits, gx, gw = _input_and_weight_grads(model, x, 3, explain)
+    with fused(False):
+        ref_logits, ref_gx, ref_gw = _input_and_weight_grads(model, x, 3, explain)
+    assert torch.equal(logits, ref_logits)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-4, atol=1e-5 * ref_gx.abs().max().item())
+    assert [g is None for g in gw] == [g is None for g in ref_gw]  # (explanation mode: the
+    for g, ref in zip(gw, ref_gw):                                  # attention is a constant)
+        if ref is not None:
+            torch.testing.assert_close(g, ref, rtol=1e-4,
+                                       atol=1e-5 * ref.abs().max().item() + 1e-12)
+    if explain:
+        contributions = (gx * x).sum((1, 2, 3))
+        torch.testing.assert_close(contributions, logits[:, 3] - model.logit_bias, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_fused_explanation_mode_gradient_is_the_dynamic_weight():
+    torch.manual_seed(9)
+    conv = BcosConv2d(3, 4, 3, padding=1, b=2.0, max_out=2).double()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    with explanation_mode(conv):
+        y = conv(x)
+        assert y.grad_fn.__class__.__name__ == "_BcosConvFunctionBackward"
+        (g,) = torch.autograd.grad(y[0, 2, 1, 3], x)
+    assert (g * x).sum().item() == pytest.approx(y[0, 2, 1, 3].item(), rel=1e-12)
+
+
+def test_fused_gradient_of_a_zero_input_is_finite():
+    for layer, x in ((BcosLinear(4, 3, max_out=2), torch.zeros(2, 4)),
+                     (BcosConv2d(3, 4, 3, padding=1), torch.zeros(1, 3, 4, 4))):
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(layer(x).sum(), x)
+        assert torch.isfinite(g).all()
+
+
+def test_double_backward_falls_back_to_the_plain_expressions():
+    """``create_graph=True`` differentiates the plain expressions (recomputed), so second
+    derivatives are right; gradgradcheck in float64."""
+    torch.manual_seed(10)
+    layer = BcosLinear(5, 3, b=2.0, max_out=2).double()
+    conv = BcosConv2d(2, 3, 3, stride=2, padding=1).double()
+    x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    xc = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(conv, (xc,))
+    (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    with fused(False):
+        (ref,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(g, ref)
+    assert g.requires_grad
+
+
+def test_no_graph_no_fused_function_and_the_switch_restores():
+    layer = BcosLinear(4, 3, max_out=2)
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        assert layer(x).grad_fn is None
+    assert layer(x).grad_fn.__class__.__name__ == "_BcosLinearFunctionBackward"
+    with fused(False):
+        assert "BcosLinearFunction" not in layer(x).grad_fn.__class__.__name__
+    assert layer(x).grad_fn.__class__.__name__ == "_BcosLinearFunctionBackward"

@@ -55,6 +55,11 @@ def test_every_part_is_in_the_json(report):
     assert throughput["vit_nano"]["forward_fp32_images_per_s"] > 0  # the twin, for the estimate
     (pair,) = report["protocol_estimate"]["pairs"]
     assert set(pair["models"]) == {"bcos_vit_nano", "vit_nano"} and pair["total_hours"] > 0
-    work = report["protocol_estimate"]["work_per_method"]
-    assert work["grid_pointing_game"]["explained"] == 1000  # 250 grids x 4 targets
-    assert work["pixel_perturbation"]["forwards"] == 250 * 17
+    estimate = report["protocol_estimate"]
+    assert estimate["explanations_per_method"]["grid_pointing_game"] == 1000  # 250 grids x 4
+    assert estimate["forwards_per_method"] == {"pixel_perturbation": 250 * 17,
+                                               "deletion": 250 * 33, "insertion": 250 * 33}
+    per_method = pair["models"]["vit_nano"]["per_method"]
+    assert set(per_method) == {"rollout", "ixg"}
+    if estimate["maps_shared"]:  # rollout is class-agnostic: one map per grid, not four
+        assert per_method["rollout"]["explained"] < per_method["ixg"]["explained"]

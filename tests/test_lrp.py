@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 import xai_bench
 from xai_bench.models.lrp import (
-    relprop_linear, relprop_matmul, relprop_mean_pool, relprop_residual, safe_div,
+    LRPLinear, relprop_linear, relprop_matmul, relprop_mean_pool, relprop_residual, safe_div,
 )
 
 
@@ -177,3 +177,46 @@ def test_lrp_maps_are_batch_invariant_in_float64(name):
     single = torch.cat([method(model, x[i:i + 1], t[i:i + 1]) for i in range(6)])
     scale = single.abs().flatten(1).amax(1)[:, None, None]
     assert ((batched - single).abs() / scale).max() < 1e-8
+
+
+# ------------------------------------------- the fast α1β0 rule against its definition, float64
+
+
+def _alpha1_beta0_by_definition(x, weight, relevance):
+    """Each contribution ``c_ij = x_j w_ij`` written out; output i passes its relevance on to
+    the inputs in proportion to its positive contributions: ``R_j = Σ_i c_ij⁺ / Σ_j' c_ij'⁺ R_i``
+    (0 for an output without any)."""
+    c = (x.unsqueeze(-2) * weight).clamp(min=0)           # (..., out, in)
+    total = c.sum(-1, keepdim=True)
+    share = torch.where(total > 0, c / torch.where(total > 0, total, 1.0), 0.0)
+    return (share * relevance.unsqueeze(-1)).sum(-2)
+
+
+@pytest.mark.parametrize("with_output", [False, True])
+def test_fast_alpha1_beta0_rule_equals_its_definition(with_output):
+    x, w, b = rand(2, 5, 9), rand(6, 9, seed=1), rand(6, seed=3)
+    r = rand(2, 5, 6, seed=2)
+    x[0, 0] = 0.0                                   # an all-zero input row
+    x[1, 2] = w[4].sign() * -x[1, 2].abs()          # output 4 of this row: no positive part
+    kw = dict(output=torch.nn.functional.linear(x, w, b), bias=b) if with_output else {}
+    got = relprop_linear(x, w, r, **kw)
+    torch.testing.assert_close(got, _alpha1_beta0_by_definition(x, w, r), rtol=1e-12,
+                               atol=1e-12)
+    # …and the straightforward four-product evaluation the rule replaces
+    xp, xn, wp, wn = x.clamp(min=0), x.clamp(max=0), w.clamp(min=0), w.clamp(max=0)
+    s = safe_div(r, xp @ wp.T + xn @ wn.T)
+    torch.testing.assert_close(got, xp * (s @ wp) + xn * (s @ wn), rtol=1e-12, atol=1e-12)
+
+
+def test_lrp_linear_uses_the_recorded_output_with_the_same_result():
+    torch.manual_seed(0)
+    layer = LRPLinear(7, 4).double()
+    torch.nn.init.normal_(layer.bias)
+    x, r = rand(3, 7), rand(3, 4, seed=1)
+    layer.lrp_record = True
+    out = layer(x)
+    assert layer.saved_output is not None and torch.equal(layer.saved_output, out)
+    torch.testing.assert_close(layer.relprop(r), relprop_linear(x, layer.weight.detach(), r),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.relprop(r), _alpha1_beta0_by_definition(
+        x, layer.weight.detach(), r), rtol=1e-12, atol=1e-12)

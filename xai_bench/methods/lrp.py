@@ -66,12 +66,17 @@ def _relprop_stops_below(model, lowest: int):
     below ``lowest`` and the ``relprop`` of block ``lowest``'s ``attn.qkv`` (the layer below
     its attention matrix, which stops only if ``attn.attention_relevance`` is already set),
     so a model whose ``relprop`` does not go through them simply runs to the end (same
-    result, full cost). The shadowing is undone on exit."""
+    result, full cost). The shadowing is undone on exit. With ``lowest`` 0 (every block) the
+    pass runs to the end: ``model.relprop`` returns the token relevance."""
+    if lowest <= 0:
+        yield
+        return
+
     def stop(*args, **kwargs):
         raise _StopRelevance
 
     with contextlib.ExitStack() as stack:
-        if lowest > 0 and hasattr(model.blocks[lowest - 1], "relprop"):
+        if hasattr(model.blocks[lowest - 1], "relprop"):
             _shadow(model.blocks[lowest - 1], "relprop", stop, stack)
         attn = getattr(model.blocks[lowest], "attn", None)
         qkv = getattr(attn, "qkv", None)

@@ -6,6 +6,17 @@ B-cos transform of a weight row ``w`` for an input ``x`` (Böhle et al.):
 It is dynamic linear: ``f(x) = s(x) ŵᵀx`` with the input-dependent scale ``s(x)``. In
 explanation mode ``s(x)`` is detached, so the gradient of an output w.r.t. the input *is* the
 effective linear weight ``W(x)`` of that output.
+
+Forward and backward. Whenever a graph is recorded (gradient methods, training), the two B-cos
+layers run as one autograd function each (:class:`_BcosLinearFunction`,
+:class:`_BcosConvFunction`): the forward computes exactly what the plain expressions below
+compute and keeps ``|cos|^(B-1)``, the output, the norm and the MaxOut selection; the backward
+is the closed form of the gradient in one pass (a handful of elementwise operations and the
+matrix product or transposed convolution), where autograd would retrace every elementwise
+step (``abs``, the division by the norm, the norm itself, the MaxOut). In explanation mode the
+same function treats ``|cos|^(B-1)`` and the norm as constants. A backward that itself records
+a graph (``create_graph=True``, e.g. double backward) recomputes the layer with the plain
+expressions and differentiates those. :func:`fused` switches the fusion off (for comparisons).
 """
 
 from __future__ import annotations
@@ -20,6 +31,27 @@ from torch import nn
 # Added under the square root of ‖x‖² so that an all-zero input (zero padding, removed pixels)
 # gives cos = 0 instead of NaN. Small enough not to change any realistic activation.
 NORM_EPS = 1e-6
+
+# Run the B-cos layers as one autograd function each when a graph is recorded (module doc).
+_FUSED = True
+
+
+@contextlib.contextmanager
+def fused(enabled: bool = True):
+    """Within the context, B-cos layers use the fused forward/backward (``enabled``, the
+    default outside any context) or the plain autograd expressions (``False``; same values,
+    gradients equal to float rounding, slower backward)."""
+    global _FUSED
+    previous, _FUSED = _FUSED, bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED = previous
+
+
+def _use_fused(x: torch.Tensor, weight: torch.Tensor, b: float, max_out: int) -> bool:
+    return (_FUSED and b != 1.0 and max_out in (1, 2) and torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad))
 
 
 def encode_six_channels(images: torch.Tensor) -> torch.Tensor:
@@ -74,13 +106,11 @@ class BcosLinear(_ExplainableMixin, nn.Module):
         return w / w.norm(dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.unit_weight())
-        out = _max_out(out, self.max_out, dim=-1)
-        if self.b != 1.0:
-            with _constant_if(self.explanation_mode):
-                norm = (x.pow(2).sum(-1, keepdim=True) + NORM_EPS).sqrt()
-            out = _bcos_scale(out, norm, self.b, self.explanation_mode)
-        return out * self.gain
+        weight = self.unit_weight()
+        if _use_fused(x, weight, self.b, self.max_out):
+            return _BcosLinearFunction.apply(x, weight, self.b, self.max_out, self.gain,
+                                             self.explanation_mode)
+        return _bcos_linear(x, weight, self.b, self.max_out, self.gain, self.explanation_mode)
 
     def extra_repr(self) -> str:
         return (f"{self.in_features}, {self.out_features}, b={self.b:g}, max_out={self.max_out}, "
@@ -107,20 +137,194 @@ class BcosConv2d(_ExplainableMixin, nn.Module):
         return w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.unit_weight(), stride=self.stride, padding=self.padding)
-        out = _max_out(out, self.max_out, dim=1)
-        if self.b != 1.0:
-            with _constant_if(self.explanation_mode):
-                ones = x.new_ones(1, 1, self.kernel_size, self.kernel_size)
-                sq = F.conv2d(x.pow(2).sum(1, keepdim=True), ones, stride=self.stride,
-                              padding=self.padding)
-            out = _bcos_scale(out, (sq + NORM_EPS).sqrt(), self.b, self.explanation_mode)
-        return out * self.gain
+        weight = self.unit_weight()
+        args = (self.b, self.max_out, self.gain, self.explanation_mode, self.stride,
+                self.padding)
+        if _use_fused(x, weight, self.b, self.max_out):
+            return _BcosConvFunction.apply(x, weight, *args)
+        return _bcos_conv(x, weight, *args)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, b={self.b:g}, "
                 f"max_out={self.max_out}, gain={self.gain:.4g}")
+
+
+def _bcos_linear(x, weight, b, max_out, gain, detach):
+    """The B-cos linear layer as plain autograd expressions (``weight``: unit rows)."""
+    out = F.linear(x, weight)
+    out = _max_out(out, max_out, dim=-1)
+    if b != 1.0:
+        with _constant_if(detach):
+            norm = _linear_norm(x)
+        out = _bcos_scale(out, norm, b, detach)
+    return out * gain
+
+
+def _bcos_conv(x, weight, b, max_out, gain, detach, stride, padding):
+    """The B-cos convolution as plain autograd expressions (``weight``: unit filters)."""
+    out = F.conv2d(x, weight, stride=stride, padding=padding)
+    out = _max_out(out, max_out, dim=1)
+    if b != 1.0:
+        with _constant_if(detach):
+            norm = _patch_norm(x, weight.shape[-1], stride, padding)
+        out = _bcos_scale(out, norm, b, detach)
+    return out * gain
+
+
+def _linear_norm(x):
+    return (x.pow(2).sum(-1, keepdim=True) + NORM_EPS).sqrt()
+
+
+def _patch_norm(x, kernel_size, stride, padding):
+    ones = x.new_ones(1, 1, kernel_size, kernel_size)
+    sq = F.conv2d(x.pow(2).sum(1, keepdim=True), ones, stride=stride, padding=padding)
+    return (sq + NORM_EPS).sqrt()
+
+
+def _fused_scale(lin, norm, b, max_out, gain, dim):
+    """Forward of MaxOut and the B-cos scale without a graph, the same values as
+    :func:`_max_out` and :func:`_bcos_scale` (then ``× gain``) compute: returns the output,
+    ``|cos|^(B-1)`` and, for MaxOut 2, whether the second unit of each pair won (ties go to
+    the first, as with ``max``)."""
+    selected = None
+    if max_out == 2:
+        dim = dim % lin.dim()
+        groups = lin.unflatten(dim, (-1, 2))
+        first, second = groups.select(dim + 1, 0), groups.select(dim + 1, 1)
+        out = torch.maximum(first, second)
+        selected = second > first
+    else:
+        out = lin
+    scale = out.abs().div_(norm)
+    if b != 2.0:
+        scale.pow_(b - 1.0)
+    return (out * scale).mul_(gain), scale, selected
+
+
+def _fused_scale_backward(grad, out, scale, norm, selected, b, gain, detach, dim):
+    """Gradient of ``y = gain · v · |cos|^(B-1)``, ``cos = v / ‖x‖`` w.r.t. the pre-MaxOut
+    units and the norm: ``∂y/∂v = B · gain · |cos|^(B-1)`` (``gain · |cos|^(B-1)`` with the
+    scale constant) and ``Σ_o g_o ∂y_o/∂‖x‖ = (1 - B) Σ_o g_o y_o / ‖x‖``. Returns the
+    gradient of the units (MaxOut: the winner of each pair gets it, the other 0) and the
+    factor ``c`` with ``∂L/∂x = c · x`` through the norm (``None`` with the scale constant)."""
+    coef = None
+    if not detach:
+        coef = torch.linalg.vecdot(grad, out, dim=dim).unsqueeze(dim)
+        coef.mul_(1.0 - b).div_(norm * norm)
+    # one pass: factor · grad · scale
+    g_units = torch.addcmul(grad.new_zeros(()), grad, scale, value=gain if detach else b * gain)
+    if selected is not None:
+        d = dim % g_units.dim() + 1
+        shape = list(g_units.shape)
+        shape.insert(d, 2)
+        both = g_units.new_empty(shape)
+        second = torch.mul(g_units, selected, out=both.select(d, 1))
+        torch.sub(g_units, second, out=both.select(d, 0))  # exact: g - g or g - 0
+        g_units = both.flatten(d - 1, d)
+    return g_units, coef
+
+
+def _needed(ctx, i: int) -> bool:
+    """Whether the backward now running needs the gradient of input ``i``: needs_input_grad,
+    narrowed to what this graph task executes (``torch.autograd.grad(y, x)`` needs no weight
+    gradient, although the weights require grad), as autograd's own nodes do."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[i][0]
+    try:
+        return node is not None and torch._C._will_engine_execute_node(node)
+    except (AttributeError, RuntimeError):  # private API gone or no graph task: be safe
+        return True
+
+
+class _BcosLinearFunction(torch.autograd.Function):
+    """Fused B-cos linear layer (module doc). Inputs: ``x``, the unit weight rows, B,
+    MaxOut, gain, explanation mode."""
+
+    @staticmethod
+    def forward(ctx, x, weight, b, max_out, gain, detach):
+        norm = _linear_norm(x)
+        out, scale, selected = _fused_scale(F.linear(x, weight), norm, b, max_out, gain, -1)
+        ctx.save_for_backward(x, weight, out, scale, norm, selected)
+        ctx.args = (b, max_out, gain, detach)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, out, scale, norm, selected = ctx.saved_tensors
+        b, max_out, gain, detach = ctx.args
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain expressions
+            return _differentiable_backward(ctx, grad, _bcos_linear, (x, weight),
+                                            (b, max_out, gain, detach))
+        need_x, need_w = _needed(ctx, 0), _needed(ctx, 1)
+        g_units, coef = _fused_scale_backward(grad, out, scale, norm, selected, b, gain,
+                                              detach, -1)
+        grad_x = grad_w = None
+        if need_x:
+            grad_x = g_units.matmul(weight)
+            if coef is not None:
+                grad_x.addcmul_(x, coef)
+        if need_w:
+            grad_w = g_units.reshape(-1, weight.shape[0]).t().matmul(x.reshape(-1, x.shape[-1]))
+        return grad_x, grad_w, None, None, None, None
+
+
+class _BcosConvFunction(torch.autograd.Function):
+    """Fused B-cos convolution (module doc). Inputs: ``x``, the unit filters, B, MaxOut,
+    gain, explanation mode, stride, padding."""
+
+    @staticmethod
+    def forward(ctx, x, weight, b, max_out, gain, detach, stride, padding):
+        norm = _patch_norm(x, weight.shape[-1], stride, padding)
+        lin = F.conv2d(x, weight, stride=stride, padding=padding)
+        out, scale, selected = _fused_scale(lin, norm, b, max_out, gain, 1)
+        ctx.save_for_backward(x, weight, out, scale, norm, selected)
+        ctx.args = (b, max_out, gain, detach, stride, padding)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, out, scale, norm, selected = ctx.saved_tensors
+        b, max_out, gain, detach, stride, padding = ctx.args
+        if torch.is_grad_enabled():
+            return _differentiable_backward(ctx, grad, _bcos_conv, (x, weight), ctx.args)
+        need_x, need_w = _needed(ctx, 0), _needed(ctx, 1)
+        g_units, coef = _fused_scale_backward(grad, out, scale, norm, selected, b, gain,
+                                              detach, 1)
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            g_units, x, weight, None, _pair(stride), _pair(padding), [1, 1], False, [0, 0],
+            1, (need_x, need_w, False))
+        if need_x and coef is not None:
+            # through ‖patch‖: the ones-kernel convolution's transpose spreads c over patches
+            k = weight.shape[-1]
+            if max(_pair(padding)) <= k // 2:  # the adjoint of a sum pool, the cheapest way
+                spread = torch.ops.aten.avg_pool2d_backward(
+                    coef, x[:, :1], [k, k], _pair(stride), _pair(padding), False, True, 1)
+            else:  # (pooling allows no more padding than that)
+                spread = torch.ops.aten.convolution_backward(
+                    coef, x[:, :1], x.new_ones(1, 1, k, k), None, _pair(stride),
+                    _pair(padding), [1, 1], False, [0, 0], 1, (True, False, False))[0]
+            grad_x.addcmul_(x, spread)
+        return grad_x, grad_w, None, None, None, None, None, None
+
+
+def _pair(v):
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _differentiable_backward(ctx, grad, plain, inputs, args):
+    """Backward under ``create_graph=True``: recompute the layer with the plain expressions
+    from the saved inputs and differentiate them, so that the gradient has a graph."""
+    wanted = [i for i in range(len(inputs)) if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        out = plain(*inputs, *args)
+        got = torch.autograd.grad(out, [inputs[i] for i in wanted], grad, create_graph=True,
+                                  allow_unused=True)
+    grads = [None] * (len(inputs) + len(args))
+    for i, g in zip(wanted, got):
+        grads[i] = g
+    return tuple(grads)
 
 
 def _max_out(out: torch.Tensor, m: int, dim: int) -> torch.Tensor:
