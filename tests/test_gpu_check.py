@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,13 @@ def load_script():
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    # in a process of its own, as a user runs it: the script sets up models, data and
+    # registries of its own, which must not leak into the other tests
     out = tmp_path_factory.mktemp("gpu_check") / "check.json"
-    assert load_script().main(TINY + ["--out", str(out)]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(SCRIPT), *TINY, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(out.read_text(encoding="utf-8"))
 
 

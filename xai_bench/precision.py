@@ -11,7 +11,10 @@ forward (its features are clustered) and every method's own forwards.
 
     from xai_bench.precision import forward_options
     with forward_options("bf16", compile=True):
-        xai_bench.evaluate(...)
+        metric.evaluate(model, method, prepared, device="cuda")
+
+A run (``xai-bench run --precision bf16 --compile``, ``evaluate(precision=..., compile=...)``)
+sets the options from its configuration for its whole duration.
 
 - :func:`forward_options` sets the options for the code inside it (a ``contextvars``
   variable, so threads and asyncio tasks started elsewhere keep their own);
