@@ -362,7 +362,10 @@ def twin_name(name: str) -> str | None:
 
 
 def throughput_of(name: str, device: torch.device, batch: int, repeats: int,
-                  precision: str, with_inherent: bool) -> dict:
+                  precision: str, compile_: bool, with_inherent: bool) -> dict:
+    """Images per second of ``name`` (random weights): plain fp32 forward, forward under
+    the chosen options (when not plain fp32) and, with ``with_inherent``, the inherent
+    explanation; median of ``repeats`` timed calls after one warm-up."""
     torch.manual_seed(0)
     model = xai_bench.get_model(name).to(device).eval()
     size = model.image_size if isinstance(model.image_size, (tuple, list)) else \
@@ -376,7 +379,8 @@ def throughput_of(name: str, device: torch.device, batch: int, repeats: int,
             model(x)
 
     def forward_chosen():
-        with forward_options(precision), torch.no_grad(), forward_autocast(device):
+        with forward_options(precision, compile=compile_), torch.no_grad(), \
+                forward_autocast(device):
             forward_model(model)(x)
 
     inherent = xai_bench.get_method("inherent")
@@ -387,8 +391,9 @@ def throughput_of(name: str, device: torch.device, batch: int, repeats: int,
     row = dict(model=name, image_size=list(size), batch=batch,
                parameters=int(sum(p.numel() for p in model.parameters())))
     plans = [("forward_fp32", forward_fp32)]
-    if precision != "fp32":
-        plans.append((f"forward_{precision}", forward_chosen))
+    chosen = precision + ("_compiled" if compile_ else "")
+    if chosen != "fp32":
+        plans.append((f"forward_{chosen}", forward_chosen))
     if with_inherent and inherent.applies_to(model):
         plans.append(("inherent", explain))
     for label, fn in plans:
@@ -398,8 +403,6 @@ def throughput_of(name: str, device: torch.device, batch: int, repeats: int,
     if "inherent_images_per_s" in row:
         row["inherent_cost_forwards"] = (row["forward_fp32_images_per_s"]
                                          / row["inherent_images_per_s"])
-    del model, x
-    _empty_cache(device)
     return row
 
 
@@ -411,9 +414,10 @@ def throughput_part(args, device: torch.device) -> dict:
                 continue
             print(f"  throughput {which} ...", file=sys.stderr, flush=True)
             row = throughput_of(which, device, args.throughput_batch, args.throughput_repeats,
-                                args.precision, with_inherent)
+                                args.precision, args.compile, with_inherent)
             row["role"] = "bcos" if with_inherent else "twin"
             rows.append(row)
+            _empty_cache(device)  # the model is gone with throughput_of's frame
     return dict(batch=args.throughput_batch, precision=args.precision, rows=rows)
 
 
@@ -476,7 +480,7 @@ def estimate_part(args, cost: dict, throughput: dict) -> dict:
         measured_on[family] = f"{top['model']} batch {top['batch']}"
     pairs = []
     twins = {r["model"]: r for r in throughput["rows"] if r["role"] == "twin"}
-    metric_key = f"forward_{args.precision}_images_per_s"
+    metric_key = f"forward_{args.precision}{'_compiled' if args.compile else ''}_images_per_s"
     for b_row in (r for r in throughput["rows"] if r["role"] == "bcos"):
         pair = dict(bcos=b_row["model"], models={})
         t_row = twins.get(twin_name(b_row["model"]) or "")
