@@ -210,3 +210,5 @@ def test_no_graph_no_fused_function_and_the_switch_restores():
     with fused(False):
         assert "BcosLinearFunction" not in layer(x).grad_fn.__class__.__name__
     assert layer(x).grad_fn.__class__.__name__ == "_BcosLinearFunctionBackward"
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the plain expressions
+        assert "BcosLinearFunction" not in layer(x).grad_fn.__class__.__name__

@@ -51,7 +51,16 @@ def fused(enabled: bool = True):
 
 def _use_fused(x: torch.Tensor, weight: torch.Tensor, b: float, max_out: int) -> bool:
     return (_FUSED and b != 1.0 and max_out in (1, 2) and torch.is_grad_enabled()
-            and (x.requires_grad or weight.requires_grad))
+            and (x.requires_grad or weight.requires_grad) and not _autocast(x))
+
+
+def _autocast(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device (the fused backward assumes the forward's
+    dtypes; xai-bench autocasts forward-only passes, which take the plain path anyway)."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # older torch: no device argument
+        return torch.is_autocast_enabled()
 
 
 def encode_six_channels(images: torch.Tensor) -> torch.Tensor:
