@@ -1,5 +1,7 @@
 import contextlib
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,15 @@ from xai_bench.data import SyntheticShapes
 def shapes_small():
     """A small train/test split of the embedded data (fast to generate)."""
     return (SyntheticShapes("train", n=600, seed=0), SyntheticShapes("test", n=200, seed=0))
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

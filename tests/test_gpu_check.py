@@ -3,7 +3,6 @@ the CPU-vs-CPU comparison of the quick suite's records finds no difference."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,13 +16,6 @@ TINY = ["--device", "cpu", "--dataset", "shapes:n=300", "--n-grids", "2", "--n-i
         "--sizes", "nano", "--batch-sizes", "2", "--repeats", "1",
         "--throughput-models", "bcos_vit_nano", "--throughput-batch", "4",
         "--throughput-repeats", "1", "--methods", "rollout,ixg"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

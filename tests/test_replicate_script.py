@@ -3,9 +3,6 @@ CIFAR-10-like ImageFolder written here (the shapes data as JPEGs: no download, n
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,7 +11,8 @@ from xai_bench.data import get_dataset
 from xai_bench.data.synthetic import SyntheticShapes
 from xai_bench.training import RECIPES, get_recipe, train_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
+
 CIFAR_RECIPES = sorted(n for n in RECIPES if "cifar10" in n)
 
 
@@ -59,11 +57,7 @@ def test_cifar_recipes_train_end_to_end(fake_cifar, recipe_name, one_thread):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("replicate", ROOT / "benchmarks" /
-                                                  "replicate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("replicate")
 
 
 def test_replicate_script_trains_runs_ablates_and_writes_the_report(fake_cifar, tmp_path,

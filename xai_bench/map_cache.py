@@ -31,23 +31,20 @@ import hashlib
 
 import torch
 
+from xai_bench.seeding import tensor_bytes
+
 __all__ = ["MapCache", "sharing_maps", "active_cache", "batch_digest"]
 
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("xai_bench_map_cache", default=None)
-
-
-def _bytes_digest(h, tensor: torch.Tensor) -> None:
-    t = tensor.detach().to("cpu").contiguous()
-    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def batch_digest(*tensors: torch.Tensor) -> str:
     """SHA-256 of the exact bytes, dtypes and shapes of ``tensors``."""
     h = hashlib.sha256()
     for t in tensors:
-        _bytes_digest(h, t)
+        dtype, shape, raw = tensor_bytes(t)
+        h.update(f"{dtype}|{shape}|".encode())
+        h.update(raw)
     return h.hexdigest()
 
 
@@ -68,13 +65,6 @@ class MapCache:
         self._maps: dict = {}
         self._methods: dict = {}  # id -> method: keeps the object alive, so its id stays unique
         self.hits = self.misses = self.saved = 0
-
-    def clear(self) -> None:
-        self._maps.clear()
-        self._methods.clear()
-
-    def __len__(self) -> int:
-        return len(self._maps)
 
     def serves(self, model) -> bool:
         return model is self.model

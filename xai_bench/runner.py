@@ -238,6 +238,7 @@ class Runner:
         self.reasons: Counter = Counter()
         #: images not explained again thanks to the shared maps (:mod:`xai_bench.map_cache`)
         self.maps_saved = 0
+        self.cells_wall_s = 0.0
         self._prepared: dict = {}
         try:
             self._resolve()
@@ -643,14 +644,15 @@ class Runner:
                 if found is None:  # the model broke its contract: its cells are errors
                     continue
                 model, card = found
-                self._run_units(model, spec.name, card, [(method, cells)], bar,
-                                prepared=self._prepared_for(spec.label))
+                self._run_unit(model, spec.name, card, method, cells, bar,
+                               self._prepared_for(spec.label))
             r.barrier()  # every process has committed its cells
             #: wall time from the first model card to the last process's last cell
             self.cells_wall_s = time.time() - started
             if r.distributed and r.is_main:
                 clear_claims(self.run_dir, invocation)
                 self._collect(plan)
+            self._log_shortfalls(plan)
         finally:
             bar.close()
 
@@ -664,11 +666,10 @@ class Runner:
         return self._prepared[label]
 
     def _collect(self, plan):
-        """Rank 0 of a multi-process run: the cells the other processes committed."""
-        for spec, _, pending in plan:
-            for key in [f"model__{spec.label}"] + [key for _, _, key, _ in pending]:
-                if key in self._cells and key not in [k for _, _, k, _ in pending]:
-                    continue
+        """Rank 0 of a multi-process run: every pending cell, as committed by whichever
+        process computed it (rank 0 wrote the model cards itself)."""
+        for _, _, pending in plan:
+            for _, _, key, _ in pending:
                 entry, problem = self.store.read(key)
                 if entry is None:
                     raise RunError(f"cell {key} was not committed by any process "
@@ -746,30 +747,33 @@ class Runner:
             units.setdefault(method.name, (method, []))[1].append((metric, key, ident))
         return list(units.values())
 
-    def _run_units(self, model, model_name, card, units, bar, prepared=None):
-        """Run ``units`` (``[(method, [(metric, key, identity), ...]), ...]``) of one model.
-        ``prepared``: metric name -> (prepared, error, seconds), filled on first use."""
+    def _run_unit(self, model, model_name, card, method, cells, bar, prepared):
+        """Run one unit: ``method``'s pending ``cells`` (``[(metric, key, identity), ...]``)
+        on one model, sharing its maps. ``prepared``: metric name -> (prepared, error,
+        seconds) of this model, filled on first use."""
         from xai_bench.map_cache import sharing_maps
 
-        prepared = {} if prepared is None else prepared
-        for method, cells in units:
-            # one cache per (model, method): the maps of one method are held at a time
-            with sharing_maps(model) as cache:
-                for metric, key, ident in cells:
-                    if metric.name not in prepared:
-                        prepared[metric.name] = self._prepare(model, card, metric)
-                    self._run_cell(model, model_name, card, method, metric, key, ident,
-                                   prepared[metric.name], bar)
-            self.maps_saved += cache.saved
-        by_metric: dict = {}  # one line per (metric, what) that used fewer samples
-        for _, cells in units:
-            for metric, key, _ in cells:
+        # one cache per (model, method): the maps of one method are held at a time
+        with sharing_maps(model) as cache:
+            for metric, key, ident in cells:
+                if metric.name not in prepared:
+                    prepared[metric.name] = self._prepare(model, card, metric)
+                self._run_cell(model, model_name, card, method, metric, key, ident,
+                               prepared[metric.name], bar)
+        self.maps_saved += cache.saved
+
+    def _log_shortfalls(self, plan):
+        """One line per (model, metric) whose computed cells used fewer samples than asked."""
+        for spec, _, pending in plan:
+            found: dict = {}
+            for _, metric, key, _ in pending:
                 for what, pair in (self._cells.get(key, {}).get("notes") or {}).items():
-                    by_metric[(metric.name, what)] = tuple(pair)
-        for (metric_name, what), (n, requested) in by_metric.items():
-            self.log(f"{metric_name} on {model_name}: {n} of the {requested} requested {what} "
-                     f"could be used (the test set has too few correctly classified images "
-                     f"that pass the selection; see the records' selection columns)")
+                    found[(metric.name, what)] = tuple(pair)
+            for (metric_name, what), (n, requested) in found.items():
+                self.log(f"{metric_name} on {spec.name}: {n} of the {requested} requested "
+                         f"{what} could be used (the test set has too few correctly "
+                         f"classified images that pass the selection; see the records' "
+                         f"selection columns)")
 
     def _prepare(self, model, card, metric):
         """``(prepared, error, seconds)`` of one metric on one model (method-independent)."""
@@ -894,7 +898,7 @@ class Runner:
                                  classes=list(getattr(dataset, "classes", []) or []),
                                  image_size=list(getattr(dataset, "image_size", []) or [])),
                     timings=dict(last_invocation_wall_s=round(wall_s, 3),
-                                 cells_wall_s=round(getattr(self, "cells_wall_s", 0.0), 3),
+                                 cells_wall_s=round(self.cells_wall_s, 3),
                                  maps_reused_images=self.maps_saved,
                                  cells_total_s=round(sum(t["time_s"] for t in timings.values()),
                                                      3),

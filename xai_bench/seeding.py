@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "content_seed", "cpu_generator", "numpy_rng", "SEP"]
+__all__ = ["derive_seed", "content_seed", "tensor_bytes", "cpu_generator", "numpy_rng", "SEP"]
 
 #: separator between the encoded parts (the ASCII unit separator)
 SEP = "\x1f"
@@ -63,14 +63,20 @@ def derive_seed(*parts) -> int:
     return _digest_seed(SEP.join(repr(_normalise(p)) for p in parts))
 
 
-def content_seed(tensor: torch.Tensor, seed: int) -> int:
-    """A seed derived from ``seed`` and a tensor's exact bytes (moved to the CPU, made
-    contiguous; its dtype and shape are part of the key): per-sample randomness that does not
-    depend on the sample's position in a batch, and the same on CPU and GPU."""
+def tensor_bytes(tensor: torch.Tensor) -> tuple[str, tuple, bytes]:
+    """``(dtype name, shape, raw bytes)`` of a tensor, moved to the CPU and made contiguous:
+    what identifies its exact content on any device."""
     t = tensor.detach().to("cpu").contiguous()
     raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-    return derive_seed("content", str(t.dtype).removeprefix("torch."), tuple(t.shape),
-                       hashlib.sha256(raw).hexdigest(), int(seed))
+    return str(t.dtype).removeprefix("torch."), tuple(t.shape), raw
+
+
+def content_seed(tensor: torch.Tensor, seed: int) -> int:
+    """A seed derived from ``seed`` and a tensor's exact bytes (:func:`tensor_bytes`; its
+    dtype and shape are part of the key): per-sample randomness that does not depend on the
+    sample's position in a batch, and the same on CPU and GPU."""
+    dtype, shape, raw = tensor_bytes(tensor)
+    return derive_seed("content", dtype, shape, hashlib.sha256(raw).hexdigest(), int(seed))
 
 
 def cpu_generator(seed: int) -> torch.Generator:
