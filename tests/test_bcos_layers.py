@@ -212,3 +212,19 @@ def test_no_graph_no_fused_function_and_the_switch_restores():
     assert layer(x).grad_fn.__class__.__name__ == "_BcosLinearFunctionBackward"
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: the plain expressions
         assert "BcosLinearFunction" not in layer(x).grad_fn.__class__.__name__
+
+
+@pytest.mark.parametrize("b", [2.0, 2.5])
+def test_forward_without_a_graph_equals_the_plain_expressions(b):
+    """Without a graph the layers compute the fused expressions in place: the same values,
+    bit for bit, as the plain expressions and as the forward that records a graph."""
+    torch.manual_seed(11)
+    for layer, x in ((BcosLinear(6, 5, b=b, max_out=2), torch.randn(3, 7, 6)),
+                     (BcosLinear(6, 5, b=b, max_out=1), torch.randn(3, 6)),
+                     (BcosConv2d(3, 4, 3, padding=1, b=b, max_out=2), torch.randn(2, 3, 6, 6))):
+        with torch.no_grad():
+            fast = layer(x)
+            with fused(False):
+                plain = layer(x)
+        assert torch.equal(fast, plain)
+        assert torch.equal(fast, layer(x.clone().requires_grad_(True)).detach())

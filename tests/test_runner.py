@@ -326,3 +326,38 @@ def test_quiet_prints_only_paths_verbose_every_method_and_report_command(tmp_pat
     bad = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert bad.exit_code == 2 and "not a run directory" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_a_cell_in_parts_resumes_from_its_committed_parts(tmp_path, monkeypatch):
+    """A grid pointing game cell of 20 pairs at batch size 8 is computed in 3 parts, each
+    committed on its own: interrupted after 2 parts, the rerun computes only the other 4 of
+    the 6 (two models) and ends with the records of an uninterrupted run."""
+    from xai_bench.errors import Interrupted
+    from xai_bench.metrics.localisation import GridPointingGame
+
+    def config(out):
+        return RunConfig(methods=["ixg"], metrics=["grid_pointing_game"], n_grids=5,
+                         batch_size=8, out=out, name="parts")
+
+    original, calls = GridPointingGame.evaluate_part, []
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[3])  # start
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GridPointingGame, "evaluate_part", counted)
+    interrupt = True
+    with pytest.raises(Interrupted):
+        Runner(config(str(tmp_path)), progress=False, log=lambda *_: None).run()
+    parts_dir = tmp_path / "parts" / "parts"
+    assert len(list(parts_dir.glob("*.json"))) == 2 and calls == [0, 8, 16]
+    interrupt, calls[:] = False, []
+    resumed = Runner(config(str(tmp_path)), progress=False, log=lambda *_: None)
+    resumed.run()
+    assert calls == [16, 0, 8, 16]  # the interrupted part, then the second model's three
+    assert not parts_dir.exists()  # joined into their cells, then removed
+    whole = Runner(config(None), progress=False, log=lambda *_: None)
+    whole.run()
+    assert resumed.records.equals(whole.records)

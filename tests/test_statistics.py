@@ -223,6 +223,47 @@ def test_replicates_are_compared_separately():
     assert len(c) == 6 and sorted(set(c["replicate"])) == [0, 1]
 
 
+def test_pairs_match_an_inner_merge_with_shuffled_partial_and_duplicate_samples():
+    rng = np.random.default_rng(5)
+    parts = []
+    for meth in ("a", "b", "c"):
+        ids = [f"img{i:03d}" for i in rng.permutation(40)[:int(rng.integers(20, 40))]]
+        ids += ids[:3]  # duplicated samples: the first row counts
+        parts.append(rows("m", meth, "mask_localisation", rng.random(len(ids)), ids=ids))
+    records = frame(*parts)
+    records["target"] = records["sample_id"].str[-1].astype(int)  # one target per image
+    c = st.compare(records, n_resamples=R)
+    assert (c["n"] > 0).all()
+    samples = st.sample_values(records)
+    samples["target"] = samples["target"].astype(str)
+    by = {m: g.drop_duplicates(["sample_id", "target"]) for m, g in samples.groupby("method")}
+    for r in c.itertuples():
+        j = by[r.method_a].merge(by[r.method_b], on=["sample_id", "target"])
+        va, vb = j["value_x"].to_numpy(), j["value_y"].to_numpy()
+        assert r.n == len(j)
+        assert r.mean_a == va.sum() / len(va) and r.mean_b == vb.sum() / len(vb)
+        assert r.p_value == st._scipy_wilcoxon(va - vb, "approx" if len(j) > 50 else "exact")
+
+
+def test_the_fast_wilcoxon_and_quantiles_equal_scipy_and_numpy_bit_for_bit():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 90))
+        d = [rng.normal(size=n), np.round(rng.normal(size=n), 1),
+             rng.integers(-3, 4, size=n).astype(float)][trial % 3]
+        if np.all(d == 0):
+            continue
+        exact = n <= 50 and np.all(d != 0) and np.unique(np.abs(d)).size == n
+        ref = stats.wilcoxon(d, zero_method="zsplit", method="exact" if exact else "approx")
+        assert st._wilcoxon(d) == float(ref.pvalue)
+        x = rng.normal(size=int(rng.integers(1, 2500)))
+        t = float(rng.uniform(0, 0.5))
+        q = np.array([t, 1 - t])
+        assert np.array_equal(st._quantiles(x.copy(), q), np.quantile(x, q))
+
+
 # ------------------------------------------------------------------------------ ranks, best
 
 def _hand_summary(means, hib=True, model="m", metric="mask_localisation"):

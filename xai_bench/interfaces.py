@@ -184,6 +184,13 @@ METRIC_MEMBERS = (
     Member("prepare", True, REQUIRED, "prepare(model, dataset, *, device, batch_size, seed)"),
     Member("evaluate", True, REQUIRED, "evaluate(model, method, prepared, *, device, "
            "batch_size) -> MetricResult"),
+    Member("requested_samples", True, "None", "samples the parameters ask for; with the "
+           "three below (`SampleMetric`) a cell is computed in parts of one batch each"),
+    Member("samples", True, "None", "samples(prepared): how many there are"),
+    Member("evaluate_part", True, "none", "evaluate_part(model, method, prepared, start, "
+           "stop, *, device, batch_size) -> dict of tensors"),
+    Member("reduce", True, "none", "reduce(model, prepared, joined parts, *, device) -> "
+           "MetricResult"),
 )
 
 

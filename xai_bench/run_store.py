@@ -1,7 +1,8 @@
 """Where a run keeps its finished work: checked entry files under ``RUN_DIR/cells/`` and the
 lock that keeps two processes out of one run directory.
 
-Every entry (a finished cell, a model's summary) is one JSON file written atomically, holding
+Every entry (a finished cell, a model's summary, a part of a cell shared out in parts under
+``RUN_DIR/parts/``) is one JSON file written atomically, holding
 the entry's ``identity`` (everything that determined it), its payload and a ``checksum``
 (SHA-256 of the rest). Arrays kept for figures go to a ``.npz`` beside it, written first, whose
 SHA-256 the JSON records. Reading verifies both; a file that is truncated, garbled, edited or
@@ -59,6 +60,13 @@ class MemoryStore:
         self.entries[key] = entry
         return entry
 
+    def remove(self, key: str) -> None:
+        self.entries.pop(key, None)
+        self.arrays.pop(key, None)
+
+    def remove_folder_if_empty(self) -> None:
+        pass
+
     @contextlib.contextmanager
     def lock(self):
         yield self
@@ -68,11 +76,12 @@ class MemoryStore:
 
 
 class RunStore:
-    """Entries as checked files under ``run_dir/cells/``."""
+    """Entries as checked files under ``run_dir/<folder>/`` (``cells`` by default)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, folder: str = "cells"):
         self.run_dir = Path(run_dir)
-        self.cells_dir = self.run_dir / "cells"
+        self.folder = folder
+        self.cells_dir = self.run_dir / folder
 
     def path(self, key: str) -> Path:
         return self.cells_dir / f"{file_safe(key)}.json"
@@ -86,7 +95,7 @@ class RunStore:
         path = self.path(key)
         if not path.exists():
             return None, None
-        name = f"cells/{path.name}"
+        name = f"{self.folder}/{path.name}"
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
@@ -120,6 +129,19 @@ class RunStore:
         entry["checksum"] = _checksum(entry)
         atomic_io.write_text(self.path(key), json.dumps(entry, indent=1, default=str) + "\n")
         return entry
+
+    def remove(self, key: str) -> None:
+        """Delete an entry and its arrays (a part once its cell is committed)."""
+        self.path(key).unlink(missing_ok=True)
+        self.arrays_path(key).unlink(missing_ok=True)
+
+    def remove_folder_if_empty(self) -> None:
+        """Remove ``run_dir/<folder>/`` when nothing is left in it (rank 0, when every process
+        is done: another could be writing into it until then)."""
+        try:
+            self.cells_dir.rmdir()
+        except OSError:
+            pass
 
     def discard_if_empty(self):
         """Remove the run directory if it holds nothing but the lock (and an empty

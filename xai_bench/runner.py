@@ -52,6 +52,8 @@ from xai_bench.seeding import derive_seed
 #: The embedded default: the small B-cos ViT and its conventional twin on synthetic shapes.
 DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
 DEFAULT_DATASET = "shapes"
+#: where the parts of a cell computed in parts wait for the rest (docs/distributed.md)
+PARTS_FOLDER = "parts"
 #: options the runner passes to metric constructors that take them
 METRIC_RUN_OPTIONS = ("n_grids", "n_images", "seed")
 
@@ -255,12 +257,15 @@ class Runner:
                            "directory: give --out on a file system every process sees")
         if config.out is None:
             self.store, self.run_dir = MemoryStore(), None
+            self.parts = MemoryStore()
         else:
             out = Path(config.out)
             if out.exists() and not out.is_dir():
                 raise RunError(f"--out {out} is a file; give a directory for the results")
             self.run_dir = out / self.run_name
             self.store = RunStore(self.run_dir)
+            #: the parts of cells computed in parts, until their cell is committed
+            self.parts = RunStore(self.run_dir, folder=PARTS_FOLDER)
 
     # ---- validation ----------------------------------------------------------------------
     def _resolve(self):
@@ -608,7 +613,7 @@ class Runner:
             for spec in self.model_specs:  # train (or load) every default model once, here
                 self._model_identity(spec)
         # rank 0 draws the invocation's name once its models are ready: the others wait here
-        invocation = invocation_name(r) if r.distributed else None
+        invocation = self._invocation = invocation_name(r) if r.distributed else None
         plan = self._plan(run_ident, data_ident)
         where = self.run_dir if self.run_dir is not None else "(in memory)"
         self.log(f"run directory: {where} ({self._kept}/{self._total} cells already done)")
@@ -630,13 +635,12 @@ class Runner:
                     ready[spec.label] = self._model_ready(spec, model_ident, data_ident,
                                                           run_ident, pending, bar)
             r.barrier()
-            units = [(spec, method, cells) for spec, _, pending in plan
-                     for method, cells in self._units(pending)]
-            if r.distributed:
-                units.sort(key=lambda u: -_unit_cost(u[1].name, len(u[2])))
-            for spec, method, cells in units:
-                if r.distributed and not claim(self.run_dir, invocation,
-                                               cell_key(spec.label, method.name, "unit")):
+            work = self._work(plan)
+            if r.distributed:  # the expensive pieces first, the cheap ones fill the gaps
+                work.sort(key=lambda item: -item.cost)
+            for item in work:
+                spec, method = item.spec, item.method
+                if r.distributed and not claim(self.run_dir, invocation, item.name):
                     continue
                 found = ready.get(spec.label) or self._model_ready(
                     spec, None, data_ident, run_ident, [], bar)
@@ -644,14 +648,16 @@ class Runner:
                 if found is None:  # the model broke its contract: its cells are errors
                     continue
                 model, card = found
-                self._run_unit(model, spec.name, card, method, cells, bar,
-                               self._prepared_for(spec.label))
+                self._run_unit(model, spec.name, card, method, item.cells, bar,
+                               self._prepared_for(spec.label), item.part)
             r.barrier()  # every process has committed its cells
             #: wall time from the first model card to the last process's last cell
             self.cells_wall_s = time.time() - started
             if r.distributed and r.is_main:
                 clear_claims(self.run_dir, invocation)
                 self._collect(plan)
+            if r.is_main:
+                self.parts.remove_folder_if_empty()
             self._log_shortfalls(plan)
         finally:
             bar.close()
@@ -741,26 +747,140 @@ class Runner:
     def _units(pending) -> list:
         """The pending cells of one model grouped by method, in method order: a **unit** is
         one (model, method) with its pending metrics. A unit is explained once (its maps are
-        shared by its metrics) and is what the processes of a multi-process run share out."""
+        shared by its metrics)."""
         units: dict = {}
         for method, metric, key, ident in pending:
             units.setdefault(method.name, (method, []))[1].append((metric, key, ident))
         return list(units.values())
 
-    def _run_unit(self, model, model_name, card, method, cells, bar, prepared):
-        """Run one unit: ``method``'s pending ``cells`` (``[(metric, key, identity), ...]``)
-        on one model, sharing its maps. ``prepared``: metric name -> (prepared, error,
-        seconds) of this model, filled on first use."""
+    def _n_parts(self, metric) -> int:
+        """How many parts a cell of ``metric`` is computed in: one per batch of the samples
+        its parameters ask for (a metric that cannot be split, or that asks for one batch or
+        less, is computed whole: 1). Fixed by the configuration alone, never by the number of
+        processes, so that a cell is computed the same way whoever computes it."""
+        requested = getattr(metric.metric, "requested_samples", lambda: None)()
+        if not requested:
+            return 1
+        return max(1, math.ceil(int(requested) / self.config.batch_size))
+
+    def _work(self, plan) -> list:
+        """What the processes share out: part ``k`` of every unit, for ``k`` up to its cells'
+        largest number of parts. Part 0 also holds the cells computed whole."""
+        work = []
+        for spec, _, pending in plan:
+            for method, cells in self._units(pending):
+                n_parts = [self._n_parts(metric) for metric, _, _ in cells]
+                for part in range(max(n_parts)):
+                    share = sum(1 / n for n in n_parts if part < n)
+                    name = cell_key(spec.label, method.name, "unit") + (
+                        f"__part{part:04d}" if max(n_parts) > 1 else "")
+                    work.append(WorkItem(spec, method, cells, part, name,
+                                         _unit_cost(method.name, share)))
+        return work
+
+    def _run_unit(self, model, model_name, card, method, cells, bar, prepared, part=0):
+        """Run part ``part`` of one unit: ``method``'s pending ``cells``
+        (``[(metric, key, identity), ...]``) on one model, sharing its maps. A cell of one
+        part is computed whole at part 0; a cell of several gets its part ``part`` computed
+        (:meth:`_run_cell_part`). ``prepared``: metric name -> (prepared, error, seconds) of
+        this model, filled on first use."""
         from xai_bench.map_cache import sharing_maps
 
         # one cache per (model, method): the maps of one method are held at a time
         with sharing_maps(model) as cache:
             for metric, key, ident in cells:
+                n_parts = self._n_parts(metric)
+                if part >= n_parts:
+                    continue
                 if metric.name not in prepared:
                     prepared[metric.name] = self._prepare(model, card, metric)
-                self._run_cell(model, model_name, card, method, metric, key, ident,
-                               prepared[metric.name], bar)
+                if n_parts > 1 and self._splits(model, method, metric, prepared[metric.name]):
+                    self._run_cell_part(model, model_name, method, metric, key, ident,
+                                        prepared[metric.name], bar, part, n_parts)
+                elif part == 0:
+                    self._run_cell(model, model_name, card, method, metric, key, ident,
+                                   prepared[metric.name], bar)
         self.maps_saved += cache.saved
+
+    @staticmethod
+    def _splits(model, method, metric, prepared) -> bool:
+        """Whether the cell is computed in parts (else whole, at part 0: also every cell that
+        ends as an error or is skipped before anything is computed)."""
+        found, prepare_error, _ = prepared
+        return (method.error is None and prepare_error is None
+                and method.method.applies_to(model)
+                and all(hasattr(metric.metric, m) for m in ("evaluate_part", "reduce"))
+                and getattr(metric.metric, "samples", lambda _: None)(found) is not None)
+
+    @staticmethod
+    def _part_key(key: str, part: int) -> str:
+        return f"{key}__part{part:04d}"
+
+    def _run_cell_part(self, model, model_name, method, metric, key, ident, prepared, bar,
+                       part, n_parts):
+        """Compute part ``part`` of a cell (samples ``part·B`` to ``(part+1)·B`` of the
+        prepared selection, ``B`` = batch size) and commit it, unless a part with the cell's
+        identity is already committed; then, if every part is there, the cell itself."""
+        found, _, _ = prepared
+        part_key = self._part_key(key, part)
+        entry, _ = self.parts.read(part_key)
+        if not self._part_matches(entry, ident, n_parts):
+            size = self.config.batch_size
+            start, stop = part * size, min((part + 1) * size, metric.metric.samples(found))
+            bar.set_description(f"{key} part {part + 1}/{n_parts}")
+            t = time.time()
+            arrays, error = {}, None
+            if start < stop:  # fewer samples than requested leave the last parts empty
+                torch.manual_seed(derive_seed(self.config.seed, key, part))
+                values, error = _attempt(lambda: metric.metric.evaluate_part(
+                    model, method.method, found, start, stop, device=self.device,
+                    batch_size=size))
+                if error is None:
+                    arrays = {name: v.detach().cpu().numpy() for name, v in values.items()}
+            self.parts.write(part_key, {"identity": ident, "part": part, "n_parts": n_parts,
+                                        "samples": [start, stop], "error": error,
+                                        "time_s": round(time.time() - t, 4)}, arrays)
+        self._commit_parts_if_complete(model, model_name, method, metric, key, ident,
+                                       prepared, bar, n_parts)
+
+    @staticmethod
+    def _part_matches(entry, ident, n_parts) -> bool:
+        return entry is not None and entry["identity"] == ident and \
+            entry["n_parts"] == n_parts
+
+    def _commit_parts_if_complete(self, model, model_name, method, metric, key, ident,
+                                  prepared, bar, n_parts):
+        """Join the parts of a cell and commit it once all are there. Every process checks
+        after committing a part, so the last one to finish sees them all; in a multi-process
+        run a claim makes exactly one of those that see them all do it."""
+        entries = []
+        for part in range(n_parts):
+            entry, _ = self.parts.read(self._part_key(key, part))
+            if not self._part_matches(entry, ident, n_parts):
+                return
+            entries.append(entry)
+        if self.ranks.distributed and not claim(self.run_dir, self._invocation,
+                                                f"{key}__join"):
+            return
+        found, _, prepare_time = prepared
+        t = time.time()
+        error = next((e["error"] for e in entries if e.get("error")), None)
+        if error is not None:
+            rows = self._failed(model_name, method.name, metric, "error", error), [], {}, {}
+        else:
+            from xai_bench.metrics.base import join_parts
+
+            joined = join_parts([{name: torch.from_numpy(v) for name, v in
+                                  self.parts.read_arrays(self._part_key(key, part)).items()}
+                                 for part in range(n_parts)])
+            rows = self._scored(model_name, method, metric, lambda: metric.metric.reduce(
+                model, found, joined, device=self.device))
+        records, curves, examples, notes = rows
+        self._commit(key, ident, records, curves, examples,
+                     sum(e["time_s"] for e in entries) + time.time() - t, prepare_time, notes)
+        bar.update(1)
+        for part in range(n_parts):  # the cell holds it all now
+            self.parts.remove(self._part_key(key, part))
 
     def _log_shortfalls(self, plan):
         """One line per (model, metric) whose computed cells used fewer samples than asked."""
@@ -827,26 +947,27 @@ class Runner:
                                    f"{card['family']} model '{model_name}'")
         else:
             torch.manual_seed(derive_seed(cfg.seed, key))
-            base = dict(model=model_name, method=method.name, metric=metric.name,
-                        category=metric.metric.category,
-                        higher_is_better=metric.metric.higher_is_better)
-            try:
-                result = metric.metric.evaluate(model, method.method, prepared,
-                                                device=self.device, batch_size=cfg.batch_size)
-                records = [dict(base, **r, status="ok", message="") for r in result.records]
-                curves = [dict(model=model_name, method=method.name, metric=metric.name,
-                               **c) for c in result.curves]
-                examples = result.examples
-                notes = _shortfall(result.summary)
-            except (KeyboardInterrupt, XaiBenchError) as e:
-                if not isinstance(e, ContractError):
-                    raise
-                records = self._failed(model_name, method.name, metric, "error", _one_line(e))
-            except Exception as e:
-                records = self._failed(model_name, method.name, metric, "error", _one_line(e))
+            records, curves, examples, notes = self._scored(
+                model_name, method, metric, lambda: metric.metric.evaluate(
+                    model, method.method, prepared, device=self.device,
+                    batch_size=cfg.batch_size))
         self._commit(key, ident, records, curves, examples, time.time() - t, prepare_time,
                      notes)
         bar.update(1)
+
+    def _scored(self, model_name, method, metric, compute):
+        """``(records, curves, examples, notes)`` of the cell whose :class:`MetricResult`
+        ``compute()`` returns (an error cell if it fails)."""
+        result, error = _attempt(compute)
+        if error is not None:
+            return self._failed(model_name, method.name, metric, "error", error), [], {}, {}
+        base = dict(model=model_name, method=method.name, metric=metric.name,
+                    category=metric.metric.category,
+                    higher_is_better=metric.metric.higher_is_better)
+        records = [dict(base, **r, status="ok", message="") for r in result.records]
+        curves = [dict(model=model_name, method=method.name, metric=metric.name, **c)
+                  for c in result.curves]
+        return records, curves, result.examples, _shortfall(result.summary)
 
     def _commit(self, key, ident, records, curves, examples, time_s, prepare_time_s,
                 notes=None):
@@ -923,6 +1044,32 @@ class Runner:
                 atomic_io.write_arrays(self.run_dir / "examples.npz", examples)
             atomic_io.write_json(self.run_dir / "run.json", info)
         return info
+
+
+@dataclass
+class WorkItem:
+    """Part ``part`` of a unit (one model, one method, its pending cells): what one process
+    claims by ``name``. ``cost``: its estimated share of the work (:func:`_unit_cost`)."""
+
+    spec: ModelSpec
+    method: MethodEntry
+    cells: list
+    part: int
+    name: str
+    cost: float
+
+
+def _attempt(compute):
+    """``(value, None)``, or ``(None, one-line error)`` when ``compute()`` fails the cell:
+    an interrupt and the harness's own errors (other than a broken contract) propagate."""
+    try:
+        return compute(), None
+    except (KeyboardInterrupt, XaiBenchError) as e:
+        if not isinstance(e, ContractError):
+            raise
+        return None, _one_line(e)
+    except Exception as e:
+        return None, _one_line(e)
 
 
 def _checkpoint_facts(model, checkpoint) -> dict:
@@ -1022,7 +1169,7 @@ _METHOD_COST = {"intgrad": 120.0, "vit_cx": 60.0, "chefer_lrp": 4.5, "plrp": 2.2
                 "rollout": 1.1, "finatt": 1.1, "uniform": 0.1, "random": 0.1}
 
 
-def _unit_cost(method: str, n_cells: int) -> float:
+def _unit_cost(method: str, n_cells: float) -> float:
     return _METHOD_COST.get(method, 2.5) * n_cells
 
 

@@ -41,6 +41,11 @@ import pandas as pd
 from scipy import stats as _stats
 from scipy.special import ndtr, ndtri
 
+try:  # the exact null distribution scipy.stats.wilcoxon uses (private; see _wilcoxon)
+    from scipy.stats._hypotests import _get_wilcoxon_distr
+except ImportError:  # pragma: no cover - other scipy layouts: use scipy.stats.wilcoxon
+    _get_wilcoxon_distr = None
+
 from xai_bench.errors import ConfigError
 
 __all__ = [
@@ -186,6 +191,16 @@ def _ratio(v, w, idx):
     return vw / w[idx].sum(axis=-1)
 
 
+def _resampled_ratio(v, w):
+    """``idx -> _ratio(v, w, idx)``, the same numbers; with unit weights the denominator of
+    every resample is exactly its size, so only the values are gathered."""
+    if np.all(w == 1.0):
+        n = v.shape[-1]
+        return lambda idx: np.take(v, idx).sum(axis=-1) / n
+    vw = v * w
+    return lambda idx: np.take(vw, idx).sum(axis=-1) / np.take(w, idx).sum(axis=-1)
+
+
 def _loo(v, w) -> np.ndarray:
     """Leave-one-out values of ``sum v w / sum w`` (jackknife; needs n >= 2)."""
     sw, svw = w.sum(), (v * w).sum()
@@ -222,8 +237,31 @@ def _interval(theta: float, boot: np.ndarray, jackknives, confidence: float,
             adjusted = ndtr(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
             if np.all(np.isfinite(adjusted)):
                 levels = adjusted
-    low, high = np.quantile(boot, levels)
+    low, high = _quantiles(boot, levels)
     return float(low), float(high)
+
+
+def _quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, q)`` (default "linear" method) of a 1-d float array without NaN, the
+    same numbers bit for bit (the same order statistics and interpolation formula) without
+    that function's per-call overhead."""
+    n = x.size
+    virtual = (n - 1) * np.asarray(q, dtype=float)
+    below = np.floor(virtual)
+    above = below + 1
+    last = virtual >= n - 1
+    below[last] = above[last] = -1
+    first = virtual < 0
+    below[first] = above[first] = 0
+    below, above = below.astype(np.intp), above.astype(np.intp)
+    ordered = np.partition(x, np.unique(np.concatenate(([0, -1], below, above))))
+    a, b = ordered[below], ordered[above]
+    gamma = virtual - below
+    step = b - a
+    out = a + step * gamma
+    upper = gamma >= 0.5
+    out[upper] = (b - step * (1 - gamma))[upper]
+    return out
 
 
 def _one_sample(v, w, rng, n_resamples, confidence, interval):
@@ -231,7 +269,8 @@ def _one_sample(v, w, rng, n_resamples, confidence, interval):
     theta = float((v * w).sum() / w.sum()) if n else math.nan
     if n == 0:
         return theta, math.nan, math.nan
-    boot = np.concatenate([_ratio(v, w, idx) for idx in _draw(rng, n, n_resamples)])
+    resampled = _resampled_ratio(v, w)
+    boot = np.concatenate([resampled(idx) for idx in _draw(rng, n, n_resamples)])
     jack = [_loo(v, w)] if n >= 2 else None
     return (theta, *_interval(theta, boot, jack, confidence, interval))
 
@@ -253,17 +292,20 @@ def bootstrap_interval(values, weights=None, *, confidence: float = 0.95,
                        float(confidence), interval)
 
 
-def _paired(va, wa, vb, wb, rng, n_resamples, confidence, interval):
+def _paired(va, wa, vb, wb, rng, n_resamples, confidence, interval, want_p=True):
     """Paired bootstrap of ``ratio(a) - ratio(b)`` on the same resampled samples; returns
     ``(diff, low, high, p)`` with ``p`` the two-sided bootstrap t-test of ``diff = 0``:
     ``t = diff / sd(bootstrap diffs)`` against Student's t with n - 1 degrees of freedom
-    (p = 1 when every resampled difference is 0, p = 0 for a constant non-zero one)."""
+    (p = 1 when every resampled difference is 0, p = 0 for a constant non-zero one; NaN
+    without ``want_p``)."""
     n = len(va)
     diff = float((va * wa).sum() / wa.sum() - (vb * wb).sum() / wb.sum())
-    boot = np.concatenate([_ratio(va, wa, idx) - _ratio(vb, wb, idx)
-                           for idx in _draw(rng, n, n_resamples)])
+    ratio_a, ratio_b = _resampled_ratio(va, wa), _resampled_ratio(vb, wb)
+    boot = np.concatenate([ratio_a(idx) - ratio_b(idx) for idx in _draw(rng, n, n_resamples)])
     jack = [_loo(va, wa) - _loo(vb, wb)] if n >= 2 else None
     low, high = _interval(diff, boot, jack, confidence, interval)
+    if not want_p:
+        return diff, low, high, math.nan
     finite = boot[np.isfinite(boot)]
     tol = 1e-12 * max(1.0, abs(diff))
     if finite.size < 2 or not np.isfinite(diff):
@@ -306,6 +348,21 @@ def _empty(columns) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
+def _groups(frame: pd.DataFrame, by: list):
+    """``(key, row positions)`` for each group of ``frame.groupby(by, sort=False)``, in its
+    order and with its rows (positions ascending), without building a frame per group."""
+    grouped = frame.groupby(by, sort=False)
+    codes = grouped.ngroup().to_numpy(float)  # NaN for rows whose key has a missing value
+    keep = np.flatnonzero(np.isfinite(codes))
+    codes = codes[keep].astype(np.int64)
+    order = keep[np.argsort(codes, kind="stable")]
+    bounds = np.searchsorted(np.sort(codes), np.arange(grouped.ngroups + 1))
+    cols = [frame[c].to_numpy(object) for c in by]
+    for i in range(grouped.ngroups):
+        at = order[bounds[i]:bounds[i + 1]]
+        yield tuple(col[at[0]] for col in cols), at
+
+
 def summarise(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000,
               seed: int = 0, interval: str = "bca") -> pd.DataFrame:
     """One row per (model, method, metric, replicate) with ok samples: ``n`` samples, ``mean``
@@ -320,18 +377,24 @@ def summarise(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: i
     columns = SUMMARY_COLUMNS + (["family"] if "family" in samples else [])
     if samples.empty:
         return _empty(columns)
+    values = samples["value"].to_numpy(float)
+    weights = samples["weight"].to_numpy(float)
+    column = {c: samples[c].to_numpy(object) for c in
+              ("higher_is_better", "category", "reported", "estimator", "family")
+              if c in samples}
     rows = []
-    for key, g in samples.groupby(GROUP, sort=False):
-        v, w = g["value"].to_numpy(float), g["weight"].to_numpy(float)
+    for key, at in _groups(samples, GROUP):
+        v, w = values[at], weights[at]
         mean, low, high = _one_sample(v, w, _rng(seed, "summary", *key), int(n_resamples),
                                       float(confidence), interval)
-        first = g.iloc[0]
-        row = dict(zip(GROUP, key), n=len(g), mean=mean, ci_low=low, ci_high=high,
-                   higher_is_better=as_bool(first.get("higher_is_better", True)),
-                   category=first.get("category", ""), statistic=first["reported"],
-                   estimator=first["estimator"])
-        if "family" in g:
-            row["family"] = first["family"]
+        first = at[0]
+        hib = column["higher_is_better"][first] if "higher_is_better" in column else True
+        row = dict(zip(GROUP, key), n=len(at), mean=mean, ci_low=low, ci_high=high,
+                   higher_is_better=as_bool(hib),
+                   category=column["category"][first] if "category" in column else "",
+                   statistic=column["reported"][first], estimator=column["estimator"][first])
+        if "family" in column:
+            row["family"] = column["family"][first]
         rows.append(row)
     out = pd.DataFrame(rows, columns=columns)
     out["n"] = out["n"].astype(int)
@@ -360,21 +423,72 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+_WILCOXON_NULL: dict = {}
+
+
 def _wilcoxon(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the paired differences ``d`` (zeros split
+    between the signs, no continuity correction): the exact null distribution for at most 50
+    differences without zeros or ties, the normal approximation (tie-corrected variance)
+    otherwise (scipy would fall back to a slow permutation test). The same numbers, bit for
+    bit, as ``scipy.stats.wilcoxon(d, zero_method="zsplit", method="exact" / "approx")``,
+    computed without its per-call overhead."""
     d = d[np.isfinite(d)]
     if d.size == 0:
         return math.nan
     if np.all(d == 0):
         return 1.0
+    n = d.size
     magnitudes = np.abs(d)
-    # exact null distribution for small samples without zeros or ties; the normal
-    # approximation otherwise (scipy would fall back to a slow permutation test)
-    exact = d.size <= 50 and np.all(d != 0) and np.unique(magnitudes).size == d.size
+    order = np.argsort(magnitudes, kind="stable")
+    ordered = magnitudes[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[:-1] != ordered[1:])))
+    counts = np.diff(starts, append=n)
+    zeros = d == 0
+    exact = n <= 50 and not zeros.any() and counts.size == n
+    if exact and _get_wilcoxon_distr is None:  # pragma: no cover
+        return _scipy_wilcoxon(d, "exact")
+    ranks = np.empty(n)
+    ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2, counts)  # average ranks
+    # sums of (half-)integers: exact, so independent of the order of summation
+    r_plus = float(ranks[d > 0].sum()) + float(ranks[zeros].sum()) / 2
+    if exact:
+        pmf = _WILCOXON_NULL.get(n)
+        if pmf is None:
+            pmf = _WILCOXON_NULL[n] = _get_wilcoxon_distr(n)
+        mean = n * (n + 1) / 4
+        k = int(math.floor(r_plus))  # survival function at floor(r_plus)
+        sf = float(pmf[k:].sum()) if k <= mean else 1 - float(pmf[:k].sum())
+        k = int(math.ceil(r_plus))  # distribution function at ceil(r_plus)
+        cdf = float(pmf[:k + 1].sum()) if k <= mean else 1 - float(pmf[k + 1:].sum())
+        return float(min(max(2 * min(sf, cdf), 0.0), 1.0))
+    count = float(n)
+    mn = count * (count + 1.0) * 0.25
+    se = count * (count + 1.0) * (2.0 * count + 1.0)
+    t = counts.astype(float)
+    tie_correct = float(np.sum(t ** 3 - t))
+    se = math.sqrt((se - tie_correct / 2) / 24)
+    z = (r_plus - mn) / se
+    return float(2 * ndtr(-abs(z)))
+
+
+def _scipy_wilcoxon(d: np.ndarray, method: str) -> float:
     try:
-        return float(_stats.wilcoxon(d, zero_method="zsplit",
-                                     method="exact" if exact else "approx").pvalue)
+        return float(_stats.wilcoxon(d, zero_method="zsplit", method=method).pvalue)
     except ValueError:
         return math.nan
+
+
+def _first_rows(methods: np.ndarray, keys: np.ndarray):
+    """``(method, positions)`` per method in order of first appearance (as
+    ``groupby("method", sort=False)``; missing methods dropped), each method's first row per
+    key (as ``drop_duplicates``), positions ascending."""
+    for m in dict.fromkeys(methods):
+        if not isinstance(m, str) and pd.isna(m):
+            continue
+        mine = np.flatnonzero(methods == m)
+        _, first = np.unique(keys[mine], return_index=True)
+        yield m, mine[np.sort(first)]
 
 
 def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000,
@@ -395,18 +509,37 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
     if samples.empty:
         return _empty(COMPARISON_COLUMNS)
     samples["target"] = samples["target"].astype(str)
+    # one integer per (sample_id, target) (missing values match each other, as in a merge);
+    # the pairs are then found with numpy rather than one merge per pair of methods
+    keys = samples.groupby(["sample_id", "target"], sort=False, dropna=False).ngroup() \
+        .to_numpy(np.int64)
+    n_keys = int(keys.max()) + 1 if len(keys) else 0
+    values = samples["value"].to_numpy(float)
+    weights = samples["weight"].to_numpy(float)
+    is_ratio = (samples["estimator"] == "ratio").to_numpy(bool)
     frames = []
+    method_of = samples["method"].to_numpy(object)
     for fkey, fam in samples.groupby(FAMILY, sort=False):
         model, metric, replicate = fkey
-        methods = list(dict.fromkeys(fam["method"]))
-        by_method = {m: g.drop_duplicates(["sample_id", "target"]) for m, g in
-                     fam.groupby("method", sort=False)}
+        positions = fam.index.to_numpy(np.int64)  # samples has a RangeIndex
+        fam_methods = method_of[positions]
+        methods, rows_of, where = [], {}, {}
+        for m, rows_m in _first_rows(fam_methods, keys[positions]):
+            rows_m = positions[rows_m]  # this method's rows, one per sample, in table order
+            methods.append(m)
+            rows_of[m] = rows_m
+            at = np.full(n_keys, -1, dtype=np.int64)
+            at[keys[rows_m]] = rows_m
+            where[m] = at
         hib = as_bool(fam["higher_is_better"].iloc[0]) if "higher_is_better" in fam else True
         rows = []
         for a, b in combinations(methods, 2):
-            ga, gb = by_method[a], by_method[b]
-            j = ga.merge(gb, on=["sample_id", "target"], suffixes=("_a", "_b"))
-            n = len(j)
+            # the inner join of a's and b's samples, in a's order (as DataFrame.merge)
+            ia = rows_of[a]
+            ib = where[b][keys[ia]]
+            found = ib >= 0
+            ia, ib = ia[found], ib[found]
+            n = len(ia)
             row = dict(model=model, metric=metric, replicate=int(replicate), method_a=a,
                        method_b=b, n=n, higher_is_better=hib)
             if n == 0:
@@ -414,14 +547,13 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
                                  ci_low=math.nan, ci_high=math.nan, test="none",
                                  p_value=math.nan))
                 continue
-            ratio = bool((j["estimator_a"] == "ratio").all() and (j["estimator_b"] == "ratio")
-                         .all())
-            va, vb = j["value_a"].to_numpy(float), j["value_b"].to_numpy(float)
-            wa = j["weight_a"].to_numpy(float) if ratio else np.ones(n)
-            wb = j["weight_b"].to_numpy(float) if ratio else np.ones(n)
+            ratio = bool(is_ratio[ia].all() and is_ratio[ib].all())
+            va, vb = values[ia], values[ib]
+            wa = weights[ia] if ratio else np.ones(n)
+            wb = weights[ib] if ratio else np.ones(n)
             rng = _rng(seed, "compare", model, metric, replicate, a, b)
             diff, low, high, p_boot = _paired(va, wa, vb, wb, rng, int(n_resamples),
-                                              float(confidence), interval)
+                                              float(confidence), interval, want_p=ratio)
             test, p = ("bootstrap", p_boot) if ratio else ("wilcoxon", _wilcoxon(va - vb))
             rows.append(dict(row, mean_a=float((va * wa).sum() / wa.sum()),
                              mean_b=float((vb * wb).sum() / wb.sum()), diff=diff, ci_low=low,

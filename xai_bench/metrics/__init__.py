@@ -16,15 +16,21 @@ Usage::
     metric = xai_bench.get_metric("pixel_perturbation", n_images=250)
     prepared = metric.prepare(model, dataset, device="cpu", batch_size=32, seed=0)
     result = metric.evaluate(model, method, prepared, device="cpu", batch_size=32)
+
+Every built-in metric is a :class:`SampleMetric`: ``evaluate`` is ``reduce`` of the joined
+``evaluate_part`` of all samples, so a cell can be computed in parts (see metrics.base).
 """
 
 from xai_bench.metrics import localisation, perturbation, sanity  # noqa: F401
-from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
+from xai_bench.metrics.base import (
+    Metric, MetricNotApplicable, MetricResult, SampleMetric, join_parts, register_metric,
+)
 from xai_bench.metrics.common import ImageSelection, select_confident
 from xai_bench.data.grids import cell_masks, make_grids, make_mosaic
 from xai_bench.metrics.localisation import GridSet
 from xai_bench.metrics.perturbation import ABC_FRACTIONS
 
-__all__ = ["Metric", "MetricNotApplicable", "MetricResult", "register_metric", "ImageSelection",
+__all__ = ["Metric", "SampleMetric", "join_parts", "MetricNotApplicable", "MetricResult",
+           "register_metric", "ImageSelection",
            "select_confident", "GridSet", "cell_masks", "make_grids", "make_mosaic",
            "ABC_FRACTIONS"]

@@ -21,6 +21,21 @@ Every record holds at least ``sample_id`` (a stable string), ``target`` (the cla
 and ``value``; metrics add what was explained and how (``explained``, ``confidence``,
 ``substrate``, ``statistic``, ...). The runner adds model / method / metric / status.
 
+Split over samples. A metric whose samples are scored independently (all the built-in ones)
+also offers the two halves of ``evaluate`` so that one cell can be shared out in parts::
+
+    n = metric.samples(prepared)                         # e.g. images, or grid cells
+    parts = [metric.evaluate_part(model, method, prepared, start, stop, ...)
+             for start, stop in ...]                     # dicts of tensors, any process
+    result = metric.reduce(model, prepared, join_parts(parts), device="cpu")
+
+``evaluate`` is exactly ``reduce(evaluate_part(0, n))``. A part whose ``start`` is a multiple
+of ``batch_size`` computes its samples in the very batches ``evaluate`` uses, so the joined
+parts are bit-identical to one call (the runner cuts parts that way; see docs/distributed.md).
+``requested_samples()`` says how many samples the metric's parameters ask for before anything
+is prepared (the runner plans its parts from it). A metric without ``samples`` (plugins may
+leave it out) is evaluated whole.
+
 A metric that cannot be computed for a (model, data set) pair — e.g. mask localisation on a
 data set without object masks — raises :class:`MetricNotApplicable` from ``prepare``; the
 runner records the cells as ``skipped`` with the message.
@@ -30,7 +45,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Metric", "MetricResult", "MetricNotApplicable", "register_metric"]
+import torch
+
+__all__ = ["Metric", "SampleMetric", "MetricResult", "MetricNotApplicable", "register_metric",
+           "join_parts"]
 
 
 class MetricNotApplicable(ValueError):
@@ -93,6 +111,15 @@ class Metric:
         """Score ``method`` on what ``prepare`` selected."""
         raise NotImplementedError
 
+    def samples(self, prepared) -> int | None:
+        """How many samples :meth:`evaluate_part` splits over; ``None``: the metric is
+        evaluated whole (the default)."""
+        return None
+
+    def requested_samples(self) -> int | None:
+        """The samples the parameters ask for (``None``: unknown or not splittable)."""
+        return None
+
     def __call__(self, model, method, dataset, *, device="cpu", batch_size: int = 32,
                  seed=None) -> MetricResult:
         """``prepare`` then ``evaluate`` (for a single method)."""
@@ -106,6 +133,41 @@ class Metric:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
+
+
+class SampleMetric(Metric):
+    """A metric scored sample by sample: subclasses implement :meth:`samples`,
+    :meth:`evaluate_part` and :meth:`reduce`; ``evaluate`` is the two in one call."""
+
+    def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
+                      batch_size: int = 32) -> dict:
+        """The raw per-sample results of samples ``start:stop`` (batches of ``batch_size``
+        from ``start``): a dict of tensors whose first dimension runs over what the part
+        produced, joined along it by :func:`join_parts`."""
+        raise NotImplementedError
+
+    def reduce(self, model, prepared, part: dict, *, device="cpu") -> MetricResult:
+        """The cell's result from the joined parts of every sample."""
+        raise NotImplementedError
+
+    def evaluate(self, model, method, prepared, *, device="cpu",
+                 batch_size: int = 32) -> MetricResult:
+        part = self.evaluate_part(model, method, prepared, 0, self.samples(prepared),
+                                  device=device, batch_size=batch_size)
+        return self.reduce(model, prepared, part, device=device)
+
+
+def join_parts(parts: list) -> dict:
+    """The parts of one cell, in sample order, as one: each tensor concatenated along its
+    first dimension (empty pieces are left out, so a part that kept nothing of a kind joins
+    whatever shape the others have)."""
+    names = list(dict.fromkeys(name for part in parts for name in part))
+    joined = {}
+    for name in names:
+        pieces = [part[name] for part in parts if name in part]
+        full = [t for t in pieces if t.numel()]
+        joined[name] = torch.cat(full) if len(full) > 1 else (full or pieces)[0]
+    return joined
 
 
 def register_metric(cls):

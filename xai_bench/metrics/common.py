@@ -361,6 +361,15 @@ class ExtremeSamples:
         ranked = sorted(self._kept, key=lambda i: (-goodness(i), i))
         return ranked[:self.k], ranked[::-1][:self.k]
 
+    def kept(self):
+        """``(indices, scores, maps)`` of every sample kept so far, by index: what a part of
+        the samples hands on, so that :meth:`add` of the parts' kept samples keeps what one
+        pass over all samples keeps (the maps are already thumbnails, which stay as they are)."""
+        order = sorted(self._kept)
+        maps = torch.stack([self._kept[i][1] for i in order]) if order else torch.empty(0)
+        return (torch.tensor(order, dtype=torch.long),
+                torch.tensor([self._kept[i][0] for i in order], dtype=torch.float64), maps)
+
     def selected(self):
         """``(indices, best, scores, maps)``: the best samples (best first), then the worst
         (worst first); ``best`` is 1 for the former, 0 for the latter."""

@@ -56,7 +56,9 @@ import torch
 from xai_bench.data.grids import (  # noqa: F401  (re-exported)
     GRID_LAYOUT, GRID_RESIZE, cell_masks, make_grids, make_mosaic,
 )
-from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
+from xai_bench.metrics.base import (
+    MetricNotApplicable, MetricResult, SampleMetric, register_metric,
+)
 from xai_bench.data import load_batch
 from xai_bench.metrics.common import (
     ExtremeSamples, attribute, check_size, confidence_name, confident_order, model_name,
@@ -178,7 +180,7 @@ def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
 
 
 @register_metric
-class GridPointingGame(Metric):
+class GridPointingGame(SampleMetric):
     """Grid pointing game: share of positive attribution in the explained cell of 2x2 grids.
 
     n_grids: grids requested (fewer when the eligible images run out); seed: of the class
@@ -244,23 +246,40 @@ class GridPointingGame(Metric):
                        rank_by=rank_by, n_correct=int(found.correct.sum()),
                        n_eligible=sum(len(items) for items in per_class.values()))
 
-    def evaluate(self, model, method, prepared: GridSet, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
-        n_pairs = len(prepared) * 4
-        scores = torch.empty(n_pairs, dtype=torch.float64)
-        example = []  # the maps of grid 0 for its four classes: the qualitative figure (Fig. 7)
-        extremes = ExtremeSamples(GALLERY_SIZE, n_pairs, self.higher_is_better)
+    def samples(self, prepared: GridSet) -> int:
+        return len(prepared) * 4  # the (grid, cell) pairs, row-major
+
+    def requested_samples(self) -> int:
+        return self.params["n_grids"] * 4
+
+    def evaluate_part(self, model, method, prepared: GridSet, start: int, stop: int, *,
+                      device="cpu", batch_size: int = 32) -> dict:
+        """``scores`` of the pairs ``start:stop``; ``example_maps``: their maps of grid 0 (the
+        qualitative figure, Fig. 7); ``extreme_*``: the part's candidates for the gallery (its
+        best and worst pairs, as :class:`ExtremeSamples` keeps them for all pairs)."""
+        scores = torch.empty(stop - start, dtype=torch.float64)
+        example = []
+        extremes = ExtremeSamples(GALLERY_SIZE, self.samples(prepared), self.higher_is_better)
         with eval_mode(model):
-            for start in range(0, n_pairs, batch_size):
-                pairs = torch.arange(start, min(start + batch_size, n_pairs))
+            for first in range(start, stop, batch_size):
+                pairs = torch.arange(first, min(first + batch_size, stop))
                 g, c = pairs // 4, pairs % 4
                 x = model.encode(prepared.grids[g].to(device))
                 targets = prepared.labels[g, c].to(device)
                 maps = attribute(method, model, x, targets)
-                scores[start:start + len(pairs)] = positive_share(
-                    maps, prepared.cell_masks[c].to(maps.device)).cpu()
+                here = slice(first - start, first - start + len(pairs))
+                scores[here] = positive_share(maps, prepared.cell_masks[c].to(maps.device)).cpu()
                 example.append(maps[g == 0].float().cpu())
-                extremes.add(pairs, scores[start:start + len(pairs)], maps)
+                extremes.add(pairs, scores[here], maps)
+        indices, kept_scores, kept_maps = extremes.kept()
+        return {"scores": scores, "example_maps": torch.cat(example), "extreme_index": indices,
+                "extreme_score": kept_scores, "extreme_map": kept_maps}
+
+    def reduce(self, model, prepared: GridSet, part: dict, *, device="cpu") -> MetricResult:
+        n_pairs = self.samples(prepared)
+        scores = part["scores"]
+        extremes = ExtremeSamples(GALLERY_SIZE, n_pairs, self.higher_is_better)
+        extremes.add(part["extreme_index"], part["extreme_score"], part["extreme_map"])
         records = []
         for p in range(n_pairs):
             g, c = divmod(p, 4)
@@ -279,14 +298,14 @@ class GridPointingGame(Metric):
                        rank_by=prepared.rank_by, n_correct=prepared.n_correct,
                        n_eligible=prepared.n_eligible)
         examples = dict(image=prepared.grids[0].float().numpy(),
-                        maps=torch.cat(example)[:4].numpy(),
+                        maps=part["example_maps"][:4].numpy(),
                         targets=prepared.labels[0].numpy(), grid=0,
                         **gallery(model, prepared, extremes, device))
         return MetricResult(records=records, curves=[], summary=summary, examples=examples)
 
 
 @register_metric
-class MaskLocalisation(Metric):
+class MaskLocalisation(SampleMetric):
     """Share of positive attribution inside the object mask (data sets with masks)."""
 
     name = "mask_localisation"
@@ -304,18 +323,32 @@ class MaskLocalisation(Metric):
         return select_confident(model, dataset, self.params["n_images"], device=device,
                                 batch_size=batch_size, with_masks=True)
 
-    def evaluate(self, model, method, prepared, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
+    def samples(self, prepared) -> int:
+        return len(prepared)
+
+    def requested_samples(self) -> int:
+        return self.params["n_images"]
+
+    def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
+                      batch_size: int = 32) -> dict:
+        """``scores`` of the images ``start:stop``."""
+        if prepared.masks is None:
+            raise MetricNotApplicable("the prepared selection has no object masks")
+        scores = torch.empty(stop - start, dtype=torch.float64)
+        with eval_mode(model):
+            for first in range(start, stop, batch_size):
+                sl = slice(first, min(first + batch_size, stop))
+                x = model.encode(prepared.images[sl].to(device))
+                maps = attribute(method, model, x, prepared.labels[sl].to(device))
+                scores[first - start:sl.stop - start] = positive_share(
+                    maps, prepared.masks[sl].to(maps.device)).cpu()
+        return {"scores": scores}
+
+    def reduce(self, model, prepared, part: dict, *, device="cpu") -> MetricResult:
         if prepared.masks is None:
             raise MetricNotApplicable("the prepared selection has no object masks")
         n = len(prepared)
-        scores = torch.empty(n, dtype=torch.float64)
-        with eval_mode(model):
-            for start in range(0, n, batch_size):
-                sl = slice(start, min(start + batch_size, n))
-                x = model.encode(prepared.images[sl].to(device))
-                maps = attribute(method, model, x, prepared.labels[sl].to(device))
-                scores[sl] = positive_share(maps, prepared.masks[sl].to(maps.device)).cpu()
+        scores = part["scores"]
         area = prepared.masks.double().mean(dim=(1, 2))
         records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
                         source_index=int(idx), explained="true class", mask_fraction=float(a))

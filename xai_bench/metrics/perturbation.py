@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.metrics.base import Metric, MetricResult, register_metric
+from xai_bench.metrics.base import MetricResult, SampleMetric, register_metric
 from xai_bench.metrics.common import (
     BLUR_KERNELS, BLUR_PADDINGS, ImageSelection, attribute, check_choice, gaussian_blur,
     n_pixels, perturbed_confidences, pixel_ranks, select_confident, trapezoid,
@@ -46,19 +46,27 @@ BLUR_SPACES = ("rgb", "model")
 ABC_FRACTIONS = tuple(i / 32 for i in range(9))  # 0, 1/32, ..., 8/32 (up to 25 %)
 
 
-class ConfidentImagesMetric(Metric):
-    """Base of the metrics that explain the most confident correct test images."""
+class ConfidentImagesMetric(SampleMetric):
+    """Base of the metrics that explain the most confident correct test images (the samples
+    are the selected images)."""
+
+    def samples(self, prepared: ImageSelection) -> int:
+        return len(prepared)
+
+    def requested_samples(self) -> int:
+        return self.params["n_images"]
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> ImageSelection:
         return select_confident(model, dataset, self.params["n_images"], device=device,
                                 batch_size=batch_size)
 
-    def _chunks(self, model, method, prepared: ImageSelection, device, batch_size):
-        """Yield ``(slice, x, targets, maps)`` over chunks of ``batch_size`` images."""
-        n = len(prepared)
-        for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
+    def _chunks(self, model, method, prepared: ImageSelection, device, batch_size, start,
+                stop):
+        """Yield ``(slice, x, targets, maps)`` over chunks of ``batch_size`` of the images
+        ``start:stop``."""
+        for first in range(start, stop, batch_size):
+            sl = slice(first, min(first + batch_size, stop))
             x = model.encode(prepared.images[sl].to(device))
             targets = prepared.labels[sl].to(device)
             yield sl, x, targets, attribute(method, model, x, targets)
@@ -115,20 +123,26 @@ class PixelPerturbation(ConfidentImagesMetric):
         return ([(0, 0)] + [(0, n_pixels(f, n_pix)) for f in fr[1:]]
                 + [(1, n_pixels(f, n_pix)) for f in fr[1:]])
 
-    def evaluate(self, model, method, prepared: ImageSelection, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
-        fr = self.params["fractions"]
-        n_f = len(fr)
-        n_pix = prepared.images.shape[-2] * prepared.images.shape[-1]
-        points = self._points(n_pix)
+    def evaluate_part(self, model, method, prepared: ImageSelection, start: int, stop: int, *,
+                      device="cpu", batch_size: int = 32) -> dict:
+        """``confidences``: (images, 2F-1) = [0 %, most-first 1..F-1, least-first 1..F-1]."""
+        points = self._points(prepared.images.shape[-2] * prepared.images.shape[-1])
         confs = []
         with eval_mode(model):
-            for _, x, targets, maps in self._chunks(model, method, prepared, device, batch_size):
+            for _, x, targets, maps in self._chunks(model, method, prepared, device, batch_size,
+                                                    start, stop):
                 ranks = torch.stack([pixel_ranks(maps, descending=True),
                                      pixel_ranks(maps, descending=False)])
                 confs.append(perturbed_confidences(model, x, None, ranks, points, targets,
                                                    batch_size))
-        conf = torch.cat(confs)  # (n, 2F-1): [0 %, most-first 1..F-1, least-first 1..F-1]
+        return {"confidences": torch.cat(confs)}
+
+    def reduce(self, model, prepared: ImageSelection, part: dict, *,
+               device="cpu") -> MetricResult:
+        fr = self.params["fractions"]
+        n_f = len(fr)
+        points = self._points(prepared.images.shape[-2] * prepared.images.shape[-1])
+        conf = part["confidences"]
         most = conf[:, :n_f]
         least = torch.cat([conf[:, :1], conf[:, n_f:]], dim=1)
         clean = conf[:, 0]
@@ -197,21 +211,32 @@ class RiseMetric(ConfidentImagesMetric):
         """(outside, inside) for :func:`perturbed_confidences`."""
         raise NotImplementedError
 
-    def evaluate(self, model, method, prepared: ImageSelection, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
+    def _curve_points(self, prepared: ImageSelection):
         n_steps = self.params["n_steps"]
         n_pix = prepared.images.shape[-2] * prepared.images.shape[-1]
         fractions = [s / n_steps for s in range(n_steps + 1)]
-        points = [(0, n_pixels(f, n_pix)) for f in fractions]
+        return fractions, [(0, n_pixels(f, n_pix)) for f in fractions]
+
+    def evaluate_part(self, model, method, prepared: ImageSelection, start: int, stop: int, *,
+                      device="cpu", batch_size: int = 32) -> dict:
+        """``confidences``: (images, n_steps + 1), the curve of each image."""
+        _, points = self._curve_points(prepared)
         confs = []
         with eval_mode(model):
-            for sl, x, targets, maps in self._chunks(model, method, prepared, device, batch_size):
+            for sl, x, targets, maps in self._chunks(model, method, prepared, device, batch_size,
+                                                     start, stop):
                 ranks = pixel_ranks(maps, descending=True)[None]
                 with torch.no_grad():
                     outside, inside = self._inputs(model, prepared, sl, x)
                 confs.append(perturbed_confidences(model, outside, inside, ranks, points,
                                                    targets, batch_size))
-        conf = torch.cat(confs)  # (n, n_steps + 1)
+        return {"confidences": torch.cat(confs)}
+
+    def reduce(self, model, prepared: ImageSelection, part: dict, *,
+               device="cpu") -> MetricResult:
+        n_steps = self.params["n_steps"]
+        fractions, points = self._curve_points(prepared)
+        conf = part["confidences"]  # (n, n_steps + 1)
         per_image = trapezoid(conf, fractions)
         mean_curve = conf.mean(0)
         auc = float(trapezoid(mean_curve, fractions))

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from xai_bench.interfaces import has_attention, model_name
-from xai_bench.metrics.base import Metric, MetricNotApplicable, MetricResult, register_metric
+from xai_bench.metrics.base import (
+    MetricNotApplicable, MetricResult, SampleMetric, register_metric,
+)
 from xai_bench.metrics.common import ImageSelection, attribute, select_confident
 from xai_bench.modes import eval_mode
 from xai_bench.seeding import content_seed, cpu_generator, derive_seed
@@ -226,7 +228,7 @@ class RandomisationPlan:
 
 
 @register_metric
-class ParameterRandomisation(Metric):
+class ParameterRandomisation(SampleMetric):
     """Cascading model-parameter randomisation (Adebayo et al., 2018): Spearman rank
     correlation of |map| on the trained and on the cumulatively randomised model."""
 
@@ -266,21 +268,41 @@ class ParameterRandomisation(Metric):
                                                             self.params["max_stages"]),
                                  fractions=fractions, seed=seed)
 
-    def evaluate(self, model, method, prepared: RandomisationPlan, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
+    def samples(self, prepared: RandomisationPlan) -> int:
+        return len(prepared)
+
+    def requested_samples(self) -> int:
+        return self.params["n_images"]
+
+    def evaluate_part(self, model, method, prepared: RandomisationPlan, start: int, stop: int,
+                      *, device="cpu", batch_size: int = 32) -> dict:
+        """``rho_abs`` / ``rho_signed``: (images, compared stages) of the images
+        ``start:stop`` (every part runs the whole cascade on its own copy of the model)."""
         sel = prepared.selection
+        images, labels = sel.images[start:stop], sel.labels[start:stop]
         kwargs = dict(device=device, batch_size=batch_size)
-        original = _maps(method, model, sel.images, sel.labels, **kwargs)
+        original = _maps(method, model, images, labels, **kwargs)
         randomised = copy.deepcopy(model)
-        rho_abs, rho_signed = {}, {}
+        rho_abs, rho_signed = [], []
         last = max(prepared.evaluated)
         for s, names in enumerate(prepared.stage_parameters[:last + 1]):
             randomise_parameters(randomised, names, prepared.seed)
             if s in prepared.evaluated:
-                maps = _maps(method, randomised, sel.images, sel.labels, **kwargs)
-                rho_abs[s] = spearman(original.abs(), maps.abs())
-                rho_signed[s] = spearman(original, maps)
+                maps = _maps(method, randomised, images, labels, **kwargs)
+                rho_abs.append(spearman(original.abs(), maps.abs()))
+                rho_signed.append(spearman(original, maps))
         del randomised
+        return {"rho_abs": torch.stack(rho_abs, 1), "rho_signed": torch.stack(rho_signed, 1)}
+
+    def reduce(self, model, prepared: RandomisationPlan, part: dict, *,
+               device="cpu") -> MetricResult:
+        sel = prepared.selection
+        last = max(prepared.evaluated)
+        # stage index -> per-image values
+        rho_abs = {s: part["rho_abs"][:, j].contiguous()
+                   for j, s in enumerate(prepared.evaluated)}
+        rho_signed = {s: part["rho_signed"][:, j].contiguous()
+                      for j, s in enumerate(prepared.evaluated)}
         records = []
         for i, (idx, y) in enumerate(zip(sel.indices.tolist(), sel.labels.tolist())):
             for s in prepared.evaluated:
@@ -321,7 +343,7 @@ def random_other_class(image: torch.Tensor, label: int, num_classes: int, seed: 
 
 
 @register_metric
-class RandomTarget(Metric):
+class RandomTarget(SampleMetric):
     """Class sensitivity: Spearman rank correlation of |map| for the true class and for a
     random other class."""
 
@@ -346,21 +368,35 @@ class RandomTarget(Metric):
         return RandomTargets(selection=selection,
                              random_targets=torch.tensor(others, dtype=torch.long), seed=seed)
 
-    def evaluate(self, model, method, prepared: RandomTargets, *, device="cpu",
-                 batch_size: int = 32) -> MetricResult:
+    def samples(self, prepared: RandomTargets) -> int:
+        return len(prepared)
+
+    def requested_samples(self) -> int:
+        return self.params["n_images"]
+
+    def evaluate_part(self, model, method, prepared: RandomTargets, start: int, stop: int, *,
+                      device="cpu", batch_size: int = 32) -> dict:
+        """``rho_abs`` / ``rho_signed`` of the images ``start:stop``."""
         sel = prepared.selection
-        n = len(sel)
-        rho_abs = torch.empty(n, dtype=torch.float64)
-        rho_signed = torch.empty(n, dtype=torch.float64)
+        rho_abs = torch.empty(stop - start, dtype=torch.float64)
+        rho_signed = torch.empty(stop - start, dtype=torch.float64)
         with eval_mode(model):
-            for start in range(0, n, batch_size):
-                sl = slice(start, min(start + batch_size, n))
+            for first in range(start, stop, batch_size):
+                sl = slice(first, min(first + batch_size, stop))
+                here = slice(first - start, sl.stop - start)
                 x = model.encode(sel.images[sl].to(device))
                 true_maps = attribute(method, model, x, sel.labels[sl].to(device)).double()
                 other_maps = attribute(method, model, x,
                                        prepared.random_targets[sl].to(device)).double()
-                rho_abs[sl] = spearman(true_maps.abs(), other_maps.abs()).cpu()
-                rho_signed[sl] = spearman(true_maps, other_maps).cpu()
+                rho_abs[here] = spearman(true_maps.abs(), other_maps.abs()).cpu()
+                rho_signed[here] = spearman(true_maps, other_maps).cpu()
+        return {"rho_abs": rho_abs, "rho_signed": rho_signed}
+
+    def reduce(self, model, prepared: RandomTargets, part: dict, *,
+               device="cpu") -> MetricResult:
+        sel = prepared.selection
+        n = len(sel)
+        rho_abs, rho_signed = part["rho_abs"], part["rho_signed"]
         records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), random_target=int(r),
                         value=float(a), rho_signed=float(s), source_index=int(idx),
                         explained="true class vs random class", statistic="spearman_abs")

@@ -16,7 +16,9 @@ matrix product or transposed convolution), where autograd would retrace every el
 step (``abs``, the division by the norm, the norm itself, the MaxOut). In explanation mode the
 same function treats ``|cos|^(B-1)`` and the norm as constants. A backward that itself records
 a graph (``create_graph=True``, e.g. double backward) recomputes the layer with the plain
-expressions and differentiates those. :func:`fused` switches the fusion off (for comparisons).
+expressions and differentiates those. A forward without a graph (perturbation metrics,
+selection) computes the same fused expressions in place, without keeping anything.
+:func:`fused` switches the fusion off (for comparisons).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ def fused(enabled: bool = True):
 def _use_fused(x: torch.Tensor, weight: torch.Tensor, b: float, max_out: int) -> bool:
     return (_FUSED and b != 1.0 and max_out in (1, 2) and torch.is_grad_enabled()
             and (x.requires_grad or weight.requires_grad) and not _autocast(x))
+
+
+def _use_fast_forward(x, weight, b, max_out) -> bool:
+    """Whether a forward without a graph runs the fused expressions in place (the same
+    values as the plain ones, fewer temporaries)."""
+    return (_FUSED and b != 1.0 and max_out in (1, 2)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
 def _autocast(x: torch.Tensor) -> bool:
@@ -119,6 +128,9 @@ class BcosLinear(_ExplainableMixin, nn.Module):
         if _use_fused(x, weight, self.b, self.max_out):
             return _BcosLinearFunction.apply(x, weight, self.b, self.max_out, self.gain,
                                              self.explanation_mode)
+        if _use_fast_forward(x, weight, self.b, self.max_out):
+            return _fused_scale(F.linear(x, weight), _linear_norm(x), self.b, self.max_out,
+                                self.gain, -1, keep=False)[0]
         return _bcos_linear(x, weight, self.b, self.max_out, self.gain, self.explanation_mode)
 
     def extra_repr(self) -> str:
@@ -151,6 +163,10 @@ class BcosConv2d(_ExplainableMixin, nn.Module):
                 self.padding)
         if _use_fused(x, weight, self.b, self.max_out):
             return _BcosConvFunction.apply(x, weight, *args)
+        if _use_fast_forward(x, weight, self.b, self.max_out):
+            lin = F.conv2d(x, weight, stride=self.stride, padding=self.padding)
+            norm = _patch_norm(x, weight.shape[-1], self.stride, self.padding)
+            return _fused_scale(lin, norm, self.b, self.max_out, self.gain, 1, keep=False)[0]
         return _bcos_conv(x, weight, *args)
 
     def extra_repr(self) -> str:
@@ -191,7 +207,7 @@ def _patch_norm(x, kernel_size, stride, padding):
     return (sq + NORM_EPS).sqrt()
 
 
-def _fused_scale(lin, norm, b, max_out, gain, dim):
+def _fused_scale(lin, norm, b, max_out, gain, dim, keep=True):
     """Forward of MaxOut and the B-cos scale without a graph, the same values as
     :func:`_max_out` and :func:`_bcos_scale` (then ``× gain``) compute: returns the output,
     ``|cos|^(B-1)`` and, for MaxOut 2, whether the second unit of each pair won (ties go to
@@ -202,12 +218,14 @@ def _fused_scale(lin, norm, b, max_out, gain, dim):
         groups = lin.unflatten(dim, (-1, 2))
         first, second = groups.select(dim + 1, 0), groups.select(dim + 1, 1)
         out = torch.maximum(first, second)
-        selected = second > first
+        selected = second > first if keep else None
     else:
         out = lin
     scale = out.abs().div_(norm)
     if b != 2.0:
         scale.pow_(b - 1.0)
+    if not keep:  # nothing saved for a backward: the scale's memory takes the output
+        return scale.mul_(out).mul_(gain), None, None
     return (out * scale).mul_(gain), scale, selected
 
 
