@@ -28,6 +28,7 @@ show is still written, saying why, so a plots folder never keeps a stale figure.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from pathlib import Path
@@ -60,6 +61,8 @@ GRID_METRIC = "grid_pointing_game"
 CHANCE = 0.25  # a uniform map in the 2x2 grid pointing game
 SANITY_METRICS = ("parameter_randomisation", "random_target")
 DPI = 150
+#: side in pixels of each panel of Fig. 7 (a 32-pixel grid enlarged 6×)
+FIG7_SIDE = 192
 
 METHOD_ORDER = ("inherent", "ixg", "intgrad", "rollout", "finatt", "gradsam", "gradcam",
                 "chefer_lrp", "plrp", "vit_cx")
@@ -296,6 +299,149 @@ def _placeholder(path: Path, title: str, message: str) -> Path:
     return _save(fig, path)
 
 
+# ------------------------------------------------------------------------------ composed images
+#
+# Figures that are only pictures (Fig. 7, the report's galleries) are composed as one pixel
+# array with numpy and written with Pillow: a matplotlib axes per panel (dozens per figure)
+# costs far more to lay out and draw than the pixels themselves. Maps are coloured with the
+# same colour map function (no figure), text is set in matplotlib's own DejaVu Sans.
+
+_WHITE, _BLACK, _YELLOW = (255, 255, 255), (0, 0, 0), (255, 255, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size: int):
+    """DejaVu Sans (shipped with matplotlib) at ``size`` pixels; Pillow's default font where
+    it cannot be loaded."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+                                      / "DejaVuSans.ttf"), size)
+    except OSError:
+        try:
+            return ImageFont.load_default(size=size)  # Pillow >= 10.1
+        except TypeError:
+            return ImageFont.load_default()
+
+
+def _text_width(text: str, font) -> float:
+    return max((font.getlength(line) for line in str(text).split("\n")), default=0.0)
+
+
+def _fit_text(text: str, font, width: float) -> str:
+    """``text`` (one line) cut with "…" to at most ``width`` pixels."""
+    text = str(text)
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An (h, w, 3) uint8 image at ``height`` × ``width``: nearest neighbour when enlarged
+    (the data's own pixels, as ``interpolation="nearest"``), area-averaged when reduced."""
+    h, w = rgb.shape[:2]
+    if (h, w) == (height, width):
+        return rgb
+    if height >= h and width >= w:
+        rows = np.arange(height) * h // height
+        cols = np.arange(width) * w // width
+        return rgb[rows[:, None], cols[None, :]]
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BOX))
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return (np.clip(np.nan_to_num(np.asarray(rgb, np.float32)), 0, 1) * 255 + 0.5) \
+        .astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def _colormap(name: str):
+    return matplotlib.colormaps[name]  # a copy per look-up: kept, with its lookup table
+
+
+def _map_rgb(attribution: np.ndarray, limit: float) -> np.ndarray:
+    """``attribution`` on the blue-white-red map, clamped to ``[-limit, limit]`` (as
+    ``imshow(cmap="bwr", vmin=-limit, vmax=limit)``); non-finite values white."""
+    a = np.asarray(attribution, np.float64)
+    limit = limit or 1.0
+    rgb = _colormap("bwr")(np.clip((a + limit) / (2 * limit), 0, 1))[..., :3]
+    rgb[~np.isfinite(a)] = 1.0
+    return _to_uint8(rgb)
+
+
+def _panel(rgb: np.ndarray, side: int, cell: int = -1, outline: int = 2) -> np.ndarray:
+    """An (h, w, 3) uint8 image scaled to fit ``side`` × ``side`` (aspect kept), the cell
+    ``cell`` (0-3, row-major) of its 2×2 grid outlined in yellow."""
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w, 1)
+    out = _resize(rgb, max(1, round(h * scale)), max(1, round(w * scale))).copy()
+    if 0 <= cell < 4:
+        H, W = out.shape[:2]
+        row, col = divmod(cell, 2)
+        y0, y1 = row * H // 2, (row + 1) * H // 2
+        x0, x1 = col * W // 2, (col + 1) * W // 2
+        t = max(1, min(outline, (y1 - y0) // 4, (x1 - x0) // 4))
+        for ys, xs in ((slice(y0, y0 + t), slice(x0, x1)), (slice(y1 - t, y1), slice(x0, x1)),
+                       (slice(y0, y1), slice(x0, x0 + t)), (slice(y0, y1), slice(x1 - t, x1))):
+            out[ys, xs] = _YELLOW
+    return out
+
+
+class _Canvas:
+    """A white RGB pixel array to paste panels into and write text on, saved as PNG."""
+
+    def __init__(self, width: int, height: int):
+        from PIL import Image, ImageDraw
+
+        self.pixels = np.full((int(height), int(width), 3), 255, np.uint8)
+        self._texts = []  # drawn last, on the finished pixels
+        self._image, self._draw = Image, ImageDraw
+
+    def paste(self, rgb: np.ndarray, x: int, y: int, box: int | None = None,
+              border=(64, 64, 64)) -> None:
+        """``rgb`` with its top-left corner at (x, y) (centred in a ``box`` square when
+        given), framed by a one-pixel ``border`` just outside it."""
+        h, w = rgb.shape[:2]
+        if box is not None:
+            x, y = x + (box - w) // 2, y + (box - h) // 2
+        if border is not None:
+            self.pixels[max(y - 1, 0):y + h + 1, max(x - 1, 0):x + w + 1] = border
+        self.pixels[y:y + h, x:x + w] = rgb
+
+    def text(self, x: float, y: float, text: str, size: int, *, anchor: str = "ma",
+             fill=(0, 0, 0), rotate: bool = False) -> None:
+        """``text`` (lines centred on each other) at (x, y); ``anchor`` as Pillow's (the
+        default: its top centre). ``rotate``: read bottom to top, centred at (x, y)."""
+        self._texts.append((x, y, str(text), size, anchor, fill, rotate))
+
+    def png(self) -> bytes:
+        import io
+
+        image = self._image.fromarray(self.pixels)
+        draw = self._draw.Draw(image)
+        for x, y, text, size, anchor, fill, rotate in self._texts:
+            font = _font(size)
+            if rotate:  # drawn on its own strip, turned, pasted
+                w = int(math.ceil(_text_width(text, font))) + 4
+                h = (size + 4) * (text.count("\n") + 1)
+                strip = self._image.new("RGB", (w, h), _WHITE)
+                self._draw.Draw(strip).multiline_text((w / 2, h / 2), text, font=font,
+                                                       fill=fill, anchor="mm", align="center")
+                strip = strip.rotate(90, expand=True)  # on white: the margin is white
+                image.paste(strip, (int(x - strip.width / 2), int(y - strip.height / 2)))
+            else:
+                draw.multiline_text((x, y), text, font=font, fill=fill, anchor=anchor,
+                                    align="center", spacing=max(1, size // 5))
+        buffer = io.BytesIO()
+        image.save(buffer, format="png", compress_level=6)  # 9: 2 % smaller, 8× slower
+        return buffer.getvalue()
+
+
 def _group_layout(methods: list) -> list:
     """x positions of a model's methods: real methods side by side, a gap, the baselines."""
     xs, x, seen_base = [], 0.0, False
@@ -334,6 +480,7 @@ def plot_fig6(summary: pd.DataFrame, out: Path, *, models=None, records=None) ->
         frame = first[first["metric"] == metric]
         rest = others[others["metric"] == metric]
         ticks, labels, centres, heads = [], [], [], []
+        bars, whiskers = {False: [], True: []}, []  # drawn with one call each (far faster)
         offset = 0.0
         for gi, model in enumerate(models):
             g = frame[frame["model"] == model].set_index("method")
@@ -352,13 +499,9 @@ def plot_fig6(summary: pd.DataFrame, out: Path, *, models=None, records=None) ->
                     continue
                 row = g.loc[method]
                 mean, lo, hi = float(row["mean"]), float(row["ci_low"]), float(row["ci_high"])
-                base_m = is_baseline(method)
-                ax.bar(x, mean, width=0.8, color=method_colour(method), edgecolor="#303030",
-                       linewidth=0.5, hatch=_BASELINE_HATCH if base_m else None,
-                       alpha=0.75 if base_m else 1.0, zorder=2)
+                bars[is_baseline(method)].append((x, mean, method_colour(method)))
                 if np.isfinite(lo) and np.isfinite(hi):
-                    ax.errorbar(x, mean, yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]],
-                                fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
+                    whiskers.append((x, mean, max(mean - lo, 0.0), max(hi - mean, 0.0)))
             ticks += xs
             labels += [_label(m) for m in methods]
             width_g = (xs[-1] - xs[0]) if xs else 2.0
@@ -373,6 +516,16 @@ def plot_fig6(summary: pd.DataFrame, out: Path, *, models=None, records=None) ->
                 sep = (xs[-1] if xs else offset + 2.0) + 1.25
                 ax.axvline(sep, color="#bbbbbb", lw=0.8, zorder=1)
                 offset = sep + 1.25
+        for base_m, group in bars.items():
+            if group:
+                x, mean, colour = zip(*group)
+                ax.bar(x, mean, width=0.8, color=colour, edgecolor="#303030", linewidth=0.5,
+                       hatch=_BASELINE_HATCH if base_m else None,
+                       alpha=0.75 if base_m else 1.0, zorder=2)
+        if whiskers:
+            x, mean, down, up = (np.asarray(v, float) for v in zip(*whiskers))
+            ax.errorbar(x, mean, yerr=[down, up], fmt="none", ecolor="black", elinewidth=0.8,
+                        capsize=2, zorder=3)
         ax.set_xticks(ticks, labels, rotation=90)
         ax.set_xlim(-0.8, (max(ticks) if ticks else offset + 2.0) + 0.8)
         ax.tick_params(axis="x", length=0)
@@ -489,9 +642,10 @@ def plot_curves(curves: pd.DataFrame, out: Path, summary: pd.DataFrame | None = 
             if text is None and len(common) > 1:
                 x = np.asarray(common, float)
                 text = f"ABC {np.trapezoid(least[common].values - most[common].values, x):.3g}"
-            # the ABC goes above the panel, where it covers no curve
+            # the ABC goes above the panel, where it covers no curve; y given: no ticks on
+            # top to clear, so matplotlib need not measure every panel for every title
             ax.set_title(f"{model} · {_label(method)}" + (f"\n{text}" if text else ""),
-                         fontsize=7)
+                         fontsize=7, y=1.0)
         row0 += block[model]
     for r in range(nrows):
         for col in range(ncols):
@@ -571,7 +725,7 @@ def plot_agreement(agreement: pd.DataFrame, out: Path, *, models=None,
         ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(k), names)
         ax.grid(False)
-        ax.set_title(model, fontsize=9)
+        ax.set_title(model, fontsize=9, y=1.0)  # nothing on top to clear
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="Kendall τ-b")
     fig.suptitle("Metric agreement: Kendall τ between the metrics' rankings of the methods\n"
                  "(↓ lower-is-better metric, reversed first: τ = 1 means the same order of "
@@ -601,9 +755,12 @@ def plot_grid_examples(examples: dict, info: dict, out: Path) -> list[Path]:
     """One Fig. 7 per model: the grid image with the explained cell outlined, then each
     method's map for that cell's class (blue-white-red, clamped at the 99.9th percentile of
     |map|, each map on its own scale). A panel whose map is constant or a baseline says so
-    in its title."""
+    in its title. Composed as one pixel array (panels ``FIG7_SIDE`` pixels a side, enlarged
+    nearest-neighbour) and written with Pillow, without a matplotlib figure."""
     classes = (info.get("dataset") or {}).get("classes") or []
     methods = (info.get("config") or {}).get("methods") or []
+    side, gap, margin, label_w = FIG7_SIDE, 14, 10, 26
+    head, small, title = 14, 13, 17  # text sizes in pixels (7, 6.5 and 8 points at DPI)
     paths = []
     for model in dict.fromkeys(m for m, _, metric in examples if metric == GRID_METRIC):
         found = {me: ex for (mo, me, mt), ex in examples.items()
@@ -611,49 +768,59 @@ def plot_grid_examples(examples: dict, info: dict, out: Path) -> list[Path]:
         names = [me for me in methods if me in found] + \
             _order_methods(set(found) - set(methods))
         first = found[names[0]]
-        image = np.clip(first["image"].transpose(1, 2, 0), 0, 1)
-        height, width = image.shape[:2]
-        fig, axes = plt.subplots(4, 1 + len(names), figsize=(1.5 * (1 + len(names)), 7.0),
-                                 squeeze=False)
-        notes = {}
-        for cell in range(4):
-            target = int(first["targets"][cell])
-            label = classes[target] if 0 <= target < len(classes) else str(target)
-            ax = axes[cell, 0]
-            ax.imshow(image)
-            row, col = divmod(cell, 2)
-            ax.add_patch(Rectangle((col * width / 2 - 0.5, row * height / 2 - 0.5), width / 2,
-                                   height / 2, fill=False, edgecolor="yellow", lw=1.5))
-            ax.set_ylabel(label, fontsize=8)
-            for j, name in enumerate(names, start=1):
-                attribution = found[name]["maps"][cell]
-                finite = np.abs(attribution[np.isfinite(attribution)])
-                v = float(np.percentile(finite, 99.9)) if finite.size else 1.0
-                axes[cell, j].imshow(attribution, cmap="bwr", vmin=-(v or 1.0), vmax=v or 1.0)
-                notes[cell, j] = _map_note(name, attribution)
+        image = _to_uint8(np.asarray(first["image"], np.float32).transpose(1, 2, 0))
+        notes = {(cell, j): _map_note(name, found[name]["maps"][cell])
+                 for cell in range(4) for j, name in enumerate(names, start=1)}
+        heads, cell_notes = ["grid (explained cell)"], {}
         for j, name in enumerate(names, start=1):
             column = {notes[cell, j] for cell in range(4)}
             shared = column.pop() if len(column) == 1 else None
-            for cell in range(4):
-                note = notes[cell, j]
-                if cell == 0:  # the column head; a note every row shares is said once here
-                    title = _label(name) + (f"\n({note})" if shared else "")
-                    if not shared and note:
-                        title += f"\n({note})"
-                    axes[0, j].set_title(title, fontsize=7)
-                elif note and not shared:
-                    axes[cell, j].set_title(f"({note})", fontsize=6, color="#333333")
-        axes[0, 0].set_title("grid (explained cell)", fontsize=7)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
+            note = notes[0, j]
+            # the column head; a note every row shares is said once here
+            heads.append(_label(name) + (f"\n({note})" if note else ""))
+            if not shared:
+                cell_notes.update({(cell, j): f"({notes[cell, j]})" for cell in range(1, 4)
+                                   if notes[cell, j]})
         suptitle = f"{model}: one grid explained for each of its four classes"
         if any(is_class_agnostic(n) for n in names):
             suptitle += f"\n{AGNOSTIC_NOTE}"
-        fig.suptitle(suptitle, fontsize=9)
-        fig.tight_layout()
-        paths.append(_save(fig, Path(out) / f"fig7_grid_{file_safe(model)}.png"))
+        ncols = 1 + len(names)
+        width = max(margin + label_w + ncols * side + (ncols - 1) * gap + margin,
+                    int(_text_width(suptitle, _font(title))) + 2 * margin)
+        title_h = (title + 5) * (suptitle.count("\n") + 1) + 14
+        head_h = (head + 4) * max(h.count("\n") + 1 for h in heads) + 6
+        bands = [head_h] + [(small + 8) if any((cell, j) in cell_notes
+                                               for j in range(1, ncols)) else 10
+                            for cell in range(1, 4)]
+        height = margin + title_h + sum(bands) + 4 * side + margin
+        canvas = _Canvas(width, height)
+        canvas.text(width / 2, margin, suptitle, title)
+        x0 = margin + label_w
+        for j, text in enumerate(heads):
+            canvas.text(x0 + j * (side + gap) + side / 2,
+                        margin + title_h + head_h - 4 - (head + 4) * (text.count("\n") + 1),
+                        text, head)
+        y = margin + title_h
+        for cell in range(4):
+            y += bands[cell]
+            target = int(first["targets"][cell])
+            label = classes[target] if 0 <= target < len(classes) else str(target)
+            canvas.text(margin + label_w / 2, y + side / 2, label, head + 1, rotate=True)
+            canvas.paste(_panel(image, side, cell, outline=3), x0, y, box=side,
+                         border=_BLACK)
+            for j, name in enumerate(names, start=1):
+                attribution = np.asarray(found[name]["maps"][cell], np.float64)
+                finite = np.abs(attribution[np.isfinite(attribution)])
+                v = float(np.percentile(finite, 99.9)) if finite.size else 1.0
+                x = x0 + j * (side + gap)
+                canvas.paste(_panel(_map_rgb(attribution, v or 1.0), side), x, y, box=side,
+                             border=_BLACK)
+                if (cell, j) in cell_notes:
+                    canvas.text(x + side / 2, y - small - 5, cell_notes[cell, j], small,
+                                fill=(51, 51, 51))
+            y += side
+        path = Path(out) / f"fig7_grid_{file_safe(model)}.png"
+        paths.append(atomic_io.write_bytes(path, canvas.png()))
     return paths
 
 

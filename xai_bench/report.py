@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import re
 import shlex
@@ -47,14 +46,13 @@ from xai_bench.results import (
 
 # plots selected the Agg backend on import; pyplot only after it
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
 __all__ = ["REPORT", "report_html", "write_report", "markdown_html", "reproduce_command"]
 
 REPORT = "report.html"
-#: resolution of the per-sample gallery thumbnails: they are many, and their pixels are the
-#: data's own (≤ 96 px a side), so more dots per inch would only make the page heavier
-GALLERY_DPI = 80
+#: side in pixels of each panel of the per-sample galleries: the thumbnails are ≤ 96 px a
+#: side (their pixels are the data's own), so a larger panel would only make the page heavier
+GALLERY_SIDE = 96
 OUTCOMES = ("holds", "fails", "inconclusive")
 GALLERY_REQUIRED = ("gallery_images", "gallery_maps", "gallery_scores", "gallery_best")
 DASH = "—"
@@ -313,63 +311,54 @@ def _gallery_png(label: str, method: str, samples: list, classes: list) -> bytes
     """One PNG per (model, method): the best-scoring cells on the first line, the worst on the
     second; per sample the grid image with the explained cell outlined, the method's map
     (blue-white-red, symmetric at the 99.9th percentile of |map|, as in Fig. 7) and, for B-cos
-    models, the colour image of W(x) on black (as the B-cos papers show it)."""
+    models, the colour image of W(x) on black (as the B-cos papers show it). Above each
+    sample its score and explained class. Composed as one pixel array (every panel
+    ``GALLERY_SIDE`` pixels a side, enlarged nearest-neighbour: the data's own pixels) and
+    written with Pillow: no matplotlib figure."""
     lines = [("best", [s for s in samples if s["best"]]),
              ("worst", [s for s in samples if not s["best"]])]
     lines = [(name, group) for name, group in lines if group]
     per = 3 if any(s["colour"] is not None for s in samples) else 2
     k_max = max(len(group) for _, group in lines)
-    side, gap = 0.95, 0.22  # a narrow empty column sets each sample's panels apart
-    ratios = ([1.0] * per + [gap]) * k_max
-    ratios = ratios[:-1]
-    fig, axes = plt.subplots(len(lines), len(ratios),
-                             figsize=(side * sum(ratios) + 0.4, (side + 0.42) * len(lines) + 0.3),
-                             squeeze=False, gridspec_kw=dict(width_ratios=ratios))
-    for r, (name, group) in enumerate(lines):
-        for k in range(k_max):
-            cols = axes[r, k * (per + 1):k * (per + 1) + per]
-            if k + 1 < k_max:
-                axes[r, k * (per + 1) + per].set_visible(False)
-            if k >= len(group):
-                for ax in cols:
-                    ax.set_visible(False)
-                continue
-            s = group[k]
-            image = np.clip(np.nan_to_num(s["image"].transpose(1, 2, 0)), 0, 1)
-            h, w = image.shape[:2]
-            ax = cols[0]
-            ax.imshow(image, interpolation="nearest")
-            if 0 <= s["cell"] < 4:
-                row, col = divmod(s["cell"], 2)
-                ax.add_patch(Rectangle((col * w / 2 - 0.5, row * h / 2 - 0.5), w / 2, h / 2,
-                                       fill=False, edgecolor="yellow", lw=1.2))
-            ax.set_title(f"{s['score']:.3f}\n{_class_name(s['target'], classes)}",
-                         fontsize=6, pad=2)
+    side, gap, sample_gap, margin, label_w = GALLERY_SIDE, 3, 14, 6, 16
+    small, title_size = 10, 12
+    head_h = 2 * (small + 2) + 3  # two caption lines over each sample's panels
+    title_h = title_size + 8
+    sample_w = per * side + (per - 1) * gap
+    width = margin + label_w + k_max * sample_w + (k_max - 1) * sample_gap + margin
+    height = margin + title_h + len(lines) * (head_h + side) + (len(lines) - 1) * 8 + margin
+    canvas = plots._Canvas(width, height)
+    canvas.text(width / 2, margin, f"{label} · {method}: best and worst grid cells",
+                title_size, anchor="ma")
+    font = plots._font(small)
+    y = margin + title_h
+    for name, group in lines:
+        py = y + head_h
+        canvas.text(margin + label_w / 2, py + side / 2, name, small + 1, rotate=True)
+        for k, s in enumerate(group):
+            x = margin + label_w + k * (sample_w + sample_gap)
+            image = plots._to_uint8(s["image"].transpose(1, 2, 0))
+            canvas.paste(plots._panel(image, side, s["cell"]), x, py, box=side)
             m = np.nan_to_num(s["map"])
             v = float(np.percentile(np.abs(m), 99.9)) if m.size else 1.0
-            cols[1].imshow(m, cmap="bwr", vmin=-(v or 1.0), vmax=v or 1.0,
-                           interpolation="nearest")
-            cols[1].set_title("map", fontsize=6, pad=2)
+            canvas.paste(plots._panel(plots._map_rgb(m, v or 1.0), side), x + side + gap, py,
+                         box=side)
+            heads = [f"{s['score']:.3f}\n"
+                     + plots._fit_text(_class_name(s["target"], classes), font, side + gap),
+                     "map", "W(x) colour"]
             if per == 3:
-                cols[2].set_facecolor("black")
+                colour = np.zeros((side, side, 3), np.uint8)  # on black
                 if s["colour"] is not None:
-                    cols[2].imshow(np.clip(np.nan_to_num(s["colour"]), 0, 1),
-                                   interpolation="nearest")
-                cols[2].set_title("W(x) colour", fontsize=6, pad=2)
-            if k == 0:
-                cols[0].set_ylabel(name, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():
-            spine.set_linewidth(0.4)
-    fig.suptitle(f"{label} · {method}: best and worst grid cells", fontsize=8)
-    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.1)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=GALLERY_DPI)
-    plt.close(fig)
-    return buffer.getvalue()
+                    c = np.clip(np.nan_to_num(np.asarray(s["colour"], np.float32)), 0, 1)
+                    rgb = c[..., :3] * c[..., 3:4] if c.shape[-1] == 4 else c
+                    colour = plots._panel(plots._to_uint8(rgb), side)
+                canvas.paste(colour, x + 2 * (side + gap), py, box=side)
+            for j in range(per):
+                text = heads[j]
+                canvas.text(x + j * (side + gap) + side / 2,
+                            py - 3 - (small + 2) * (text.count("\n") + 1), text, small)
+        y += head_h + side + 8
+    return canvas.png()
 
 
 def _galleries_html(run: _Run) -> str:
