@@ -1,6 +1,7 @@
 """Multi-process runs (xai_bench.distributed): torchrun with gloo on CPU gives the records of a
 single-process run, a killed job resumes with any number of processes, claims are exclusive."""
 
+import json
 import os
 import shutil
 import signal
@@ -85,6 +86,11 @@ def test_two_gloo_processes_give_the_single_process_records(reference):
     assert two.equals(single)
     assert pd.read_csv(run_dir / "curves.csv").equals(pd.read_csv(out / "one" / "curves.csv"))
     assert not (run_dir / CLAIMS).exists()  # rank 0 removed the claims
+    assert not (run_dir / "parts").exists()  # every cell in parts was joined
+    # the maps reused by every process add up to those of the single process
+    reused = [json.loads((out / name / "run.json").read_text())["timings"]["maps_reused_images"]
+              for name in ("one", "two")]
+    assert reused[0] == reused[1] > 0
     # rank 0 alone reported: one summary, not two
     assert done.stdout.count("tables:") == 1
 

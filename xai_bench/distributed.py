@@ -72,6 +72,14 @@ class Ranks:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def total(self, value: float) -> float:
+        """The sum of ``value`` over the processes, in every process."""
+        if not self.distributed:
+            return value
+        values = [None] * self.world
+        torch.distributed.all_gather_object(values, value)
+        return sum(values)
+
     def device(self, device: str) -> str:
         """The device of this process: ``cuda:LOCAL_RANK`` for ``cuda`` in a multi-process
         run (one GPU per process), otherwise ``device`` unchanged."""

@@ -651,6 +651,7 @@ class Runner:
                 self._run_unit(model, spec.name, card, method, item.cells, bar,
                                self._prepared_for(spec.label), item.part)
             r.barrier()  # every process has committed its cells
+            self.maps_saved = r.total(self.maps_saved)  # the images of every process
             #: wall time from the first model card to the last process's last cell
             self.cells_wall_s = time.time() - started
             if r.distributed and r.is_main:
