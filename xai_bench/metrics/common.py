@@ -154,8 +154,9 @@ def perturbed_confidences(model, outside: torch.Tensor, inside: torch.Tensor | N
     ``(r, k)``. All ``B × P`` copies are built chunk by chunk and forwarded at most
     ``batch_size`` at a time — fewer when the device's free memory holds fewer
     (:func:`xai_bench.chunking.chunk_size`), and half as many again after an out-of-memory
-    error (:func:`xai_bench.chunking.run_chunked`; every copy is computed on its own, so the
-    values do not depend on the chunking). The forwards run under the forward options of
+    error (:func:`xai_bench.chunking.run_chunked`; a copy's value depends on its chunk only at
+    float rounding: a product over another number of rows may sum in another order). The
+    forwards run under the forward options of
     :mod:`xai_bench.precision` (bf16 autocast, torch.compile); the logits are cast to float32
     before ``model.confidence``. Returns ``(B, P)`` float64 on CPU."""
     from xai_bench.chunking import chunk_size, remember_limit, run_chunked
