@@ -361,3 +361,61 @@ def test_a_cell_in_parts_resumes_from_its_committed_parts(tmp_path, monkeypatch)
     whole = Runner(config(None), progress=False, log=lambda *_: None)
     whole.run()
     assert resumed.records.equals(whole.records)
+
+
+def test_a_failing_part_fails_its_cell_with_the_message_and_is_retried(tmp_path,
+                                                                        monkeypatch):
+    from xai_bench.metrics.localisation import GridPointingGame
+
+    cfg = RunConfig(models=["vit_nano"], methods=["ixg"], metrics=["grid_pointing_game"],
+                    n_grids=5, batch_size=8, out=str(tmp_path), name="failing")
+    original = GridPointingGame.evaluate_part
+
+    def second_part_fails(self, *args, **kwargs):
+        if args[3] == 8:
+            raise ValueError("part two broke")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GridPointingGame, "evaluate_part", second_part_fails)
+    first = Runner(cfg, progress=False, log=lambda *_: None)
+    first.run()
+    assert set(first.records["status"]) == {"error"}
+    assert "ValueError: part two broke" in first.records["message"].iloc[0]
+    assert not (tmp_path / "failing" / "parts").exists()
+    monkeypatch.setattr(GridPointingGame, "evaluate_part", original)
+    logged = []
+    second = Runner(cfg, progress=False, log=logged.append)
+    second.run()
+    assert set(second.records["status"]) == {"ok"} and len(second.records) == 20
+    assert any("retried" in line for line in logged)
+
+
+def test_a_failed_part_of_an_interrupted_run_is_computed_again(tmp_path, monkeypatch):
+    """Committed parts are reused by the next run, except one that failed: like a cell
+    that ended in an error, it is retried."""
+    from xai_bench.errors import Interrupted
+    from xai_bench.metrics.localisation import GridPointingGame
+
+    cfg = RunConfig(models=["vit_nano"], methods=["ixg"], metrics=["grid_pointing_game"],
+                    n_grids=5, batch_size=8, out=str(tmp_path), name="again")
+    original, calls = GridPointingGame.evaluate_part, []
+
+    def flaky(self, *args, **kwargs):
+        if args[3] == 8:
+            raise ValueError("part two broke")
+        if args[3] == 16:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[3])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GridPointingGame, "evaluate_part", flaky)
+    with pytest.raises(Interrupted):
+        Runner(cfg, progress=False, log=lambda *_: None).run()
+    monkeypatch.setattr(GridPointingGame, "evaluate_part", counted)
+    resumed = Runner(cfg, progress=False, log=lambda *_: None)
+    resumed.run()
+    assert calls == [8, 16]  # part one reused, the failed part two and part three computed
+    assert set(resumed.records["status"]) == {"ok"}

@@ -28,6 +28,7 @@ import inspect
 import json
 import math
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -614,6 +615,8 @@ class Runner:
                 self._model_identity(spec)
         # rank 0 draws the invocation's name once its models are ready: the others wait here
         invocation = self._invocation = invocation_name(r) if r.distributed else None
+        # stamps the parts this invocation commits (a part that failed is reused only by it)
+        self._stamp = invocation or uuid.uuid4().hex[:12]
         plan = self._plan(run_ident, data_ident)
         where = self.run_dir if self.run_dir is not None else "(in memory)"
         self.log(f"run directory: {where} ({self._kept}/{self._total} cells already done)")
@@ -825,7 +828,7 @@ class Runner:
         found, _, _ = prepared
         part_key = self._part_key(key, part)
         entry, _ = self.parts.read(part_key)
-        if not self._part_matches(entry, ident, n_parts):
+        if not self._part_matches(entry, ident, n_parts, self._stamp):
             size = self.config.batch_size
             start, stop = part * size, min((part + 1) * size, metric.metric.samples(found))
             bar.set_description(f"{key} part {part + 1}/{n_parts}")
@@ -840,14 +843,19 @@ class Runner:
                     arrays = {name: v.detach().cpu().numpy() for name, v in values.items()}
             self.parts.write(part_key, {"identity": ident, "part": part, "n_parts": n_parts,
                                         "samples": [start, stop], "error": error,
+                                        "invocation": self._stamp,
                                         "time_s": round(time.time() - t, 4)}, arrays)
         self._commit_parts_if_complete(model, model_name, method, metric, key, ident,
                                        prepared, bar, n_parts)
 
     @staticmethod
-    def _part_matches(entry, ident, n_parts) -> bool:
+    def _part_matches(entry, ident, n_parts, stamp) -> bool:
+        """Whether a committed part can be used: the cell's identity and cut, and no error
+        unless this invocation made it (a cell that failed is retried by the next run, as a
+        whole cell is)."""
         return entry is not None and entry["identity"] == ident and \
-            entry["n_parts"] == n_parts
+            entry["n_parts"] == n_parts and \
+            (not entry.get("error") or entry.get("invocation") == stamp)
 
     def _commit_parts_if_complete(self, model, model_name, method, metric, key, ident,
                                   prepared, bar, n_parts):
@@ -857,7 +865,7 @@ class Runner:
         entries = []
         for part in range(n_parts):
             entry, _ = self.parts.read(self._part_key(key, part))
-            if not self._part_matches(entry, ident, n_parts):
+            if not self._part_matches(entry, ident, n_parts, self._stamp):
                 return
             entries.append(entry)
         if self.ranks.distributed and not claim(self.run_dir, self._invocation,
