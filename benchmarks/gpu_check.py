@@ -38,7 +38,9 @@ Five parts, all written to one JSON file (``--out``, default ``gpu_check.json``)
    once for all image metrics (see :func:`explanations`). The method costs are those of
    part 2 (the zoo ViT of the largest size and batch measured, per family: B-cos or
    conventional), the throughput that of part 3's ViT-87 model and its twin; ViT-CX's cost
-   depends on its number of masks, which is that of a random initialisation here.
+   depends on its number of masks, which is that of a random initialisation here. The wall
+   time on ``--gpus`` processes (default 8) is ``max(total / gpus, largest part)``, a part
+   being one batch (``--batch-size``) of one (model, method) as the runner shares them out.
 5. The JSON also holds the configuration, the versions, the device and each part's run time.
 
 Exit status 0 whatever the numbers (it is a measurement); 2 for bad options.
@@ -504,9 +506,16 @@ def estimate_part(args, cost: dict, throughput: dict) -> dict:
                 family=family, forward_images_per_s=fwd, metric_forward_images_per_s=metric_fwd,
                 per_method=per_method, selection_seconds=selection, total_hours=total / 3600)
         pair["total_hours"] = sum(m["total_hours"] for m in pair["models"].values())
+        # shared out over --gpus processes in parts of one batch (docs/distributed.md): the
+        # work divides evenly down to the largest part, one batch of one unit
+        n_parts = math.ceil(max(4 * args.protocol_grids, args.protocol_images) / args.batch_size)
+        largest = max((m["seconds"] / n_parts for model in pair["models"].values()
+                       for m in model["per_method"].values()), default=0.0)
+        pair["wall_hours_on_gpus"] = max(pair["total_hours"] / args.gpus, largest / 3600)
         pairs.append(pair)
     return dict(protocol=dict(n_grids=args.protocol_grids, targets_per_grid=4,
-                              n_images=args.protocol_images, dataset_size=args.dataset_size),
+                              n_images=args.protocol_images, dataset_size=args.dataset_size,
+                              gpus=args.gpus, batch_size=args.batch_size),
                 maps_shared=shared,
                 explanations_per_method=explanations(args.protocol_grids, args.protocol_images,
                                                      class_agnostic=False, shared=shared),
@@ -570,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("4. the paper's protocol")
     g.add_argument("--protocol-grids", type=int, default=250)
     g.add_argument("--protocol-images", type=int, default=250)
+    g.add_argument("--gpus", type=int, default=8,
+                   help="processes (one GPU each) for the wall-time estimate (default 8)")
     g.add_argument("--dataset-size", type=int, default=50000,
                    help="test images of the selection pass (ImageNet val: 50000)")
     p.add_argument("--skip", default="", help="parts to skip: suite,cost,throughput")
@@ -639,10 +650,12 @@ def print_summary(report: dict) -> None:
         extra = "".join(f", {k[:-len('_images_per_s')]} {v:.1f} img/s" for k, v in r.items()
                         if k.endswith("_images_per_s"))
         print(f"throughput {r['model']} (batch {r['batch']}){extra}")
+    gpus = report.get("protocol_estimate", {}).get("protocol", {}).get("gpus")
     for pair in report.get("protocol_estimate", {}).get("pairs", []) or []:
         parts = ", ".join(f"{name} {m['total_hours']:.2f} h" for name, m in
                           pair["models"].items())
-        print(f"paper protocol, pair of {pair['bcos']}: {pair['total_hours']:.2f} h ({parts})")
+        print(f"paper protocol, pair of {pair['bcos']}: {pair['total_hours']:.2f} h ({parts}); "
+              f"on {gpus} GPUs about {pair['wall_hours_on_gpus']:.2f} h")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def test_every_part_is_in_the_json(report):
     assert throughput["vit_nano"]["forward_fp32_images_per_s"] > 0  # the twin, for the estimate
     (pair,) = report["protocol_estimate"]["pairs"]
     assert set(pair["models"]) == {"bcos_vit_nano", "vit_nano"} and pair["total_hours"] > 0
+    # on 8 GPUs: an eighth of the work, unless one part (one batch of one unit) takes longer
+    assert pair["total_hours"] / 8 <= pair["wall_hours_on_gpus"] < pair["total_hours"]
     estimate = report["protocol_estimate"]
     assert estimate["explanations_per_method"]["grid_pointing_game"] == 1000  # 250 grids x 4
     assert estimate["forwards_per_method"] == {"pixel_perturbation": 250 * 17,
