@@ -246,6 +246,25 @@ def test_ixg_and_intgrad_equal_captum(family, trained):
     assert_maps_close(ours, expected.detach().sum(1))
 
 
+def test_intgrad_is_nearly_ixg_on_the_nearly_homogeneous_bcos_vit():
+    """docs/definitions.md ('intgrad'): on the shipped B-cos model the two maps correlate at
+    > 0.999; on its conventional twin they do not (a property of the B-cos model)."""
+    from pathlib import Path
+
+    from xai_bench.data import SyntheticShapes
+
+    weights = Path(xai_bench.__file__).parent / "weights"
+    data = SyntheticShapes("test", n=4, seed=0)
+    correlation = {}
+    for name in ("bcos_vit_nano", "vit_nano"):
+        model = xai_bench.get_model(name, checkpoint=weights / f"{name}-shapes.pt").eval()
+        x, t = model.encode(data.images.float() / 255), torch.as_tensor(data.labels)
+        a = xai_bench.get_method("ixg")(model, x, t).flatten()
+        b = xai_bench.get_method("intgrad", n_steps=20)(model, x, t).flatten()
+        correlation[name] = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    assert correlation["bcos_vit_nano"] > 0.999 > correlation["vit_nano"] + 0.05
+
+
 def test_class_agnostic_and_class_sensitive_methods(trained):
     for family, sensitive in (("bcos", ("inherent", "ixg", "gradsam")),
                               ("conv", ("ixg", "chefer_lrp", "gradsam"))):
