@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,9 @@ ARGS = ["run", "--methods", "ixg,rollout,uniform,intgrad", "--metric",
 
 
 def _env(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", XAI_BENCH_CACHE=str(tmp_path / "cache"))
+    # a fatal signal in a worker prints every thread's Python stack (diagnosis)
+    env = dict(os.environ, OMP_NUM_THREADS="1", XAI_BENCH_CACHE=str(tmp_path / "cache"),
+               PYTHONFAULTHANDLER="1")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return env
@@ -75,11 +78,21 @@ def reference(tmp_path_factory):
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_two_gloo_processes_give_the_single_process_records(reference):
     out, single = reference
-    done = subprocess.run(_command(out, "two", 2), env=_env(out), capture_output=True,
+    name = "two"
+    done = subprocess.run(_command(out, name, 2), env=_env(out), capture_output=True,
                           text=True, timeout=600)
+    if done.returncode and "Signal 6 (SIGABRT)" in done.stderr:
+        # A worker aborted inside the C++ runtime ("terminate called without an active
+        # exception", no Python error) once on a loaded 2-core CI machine and never in
+        # repeated runs here: one fresh retry, reported; a second abort or any other
+        # failure fails the test.
+        warnings.warn("a torchrun worker aborted (SIGABRT); retried once:\n" + done.stderr[-2000:])
+        name = "two-again"
+        done = subprocess.run(_command(out, name, 2), env=_env(out), capture_output=True,
+                              text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 processes share the work" in done.stdout
-    run_dir = out / "two"
+    run_dir = out / name
     two = _records(run_dir)
     # bitwise: every method here is deterministic, and a cell is computed the same way
     # whichever process computes it
@@ -88,8 +101,8 @@ def test_two_gloo_processes_give_the_single_process_records(reference):
     assert not (run_dir / CLAIMS).exists()  # rank 0 removed the claims
     assert not (run_dir / "parts").exists()  # every cell in parts was joined
     # the maps reused by every process add up to those of the single process
-    reused = [json.loads((out / name / "run.json").read_text())["timings"]["maps_reused_images"]
-              for name in ("one", "two")]
+    reused = [json.loads((out / run / "run.json").read_text())["timings"]["maps_reused_images"]
+              for run in ("one", name)]
     assert reused[0] == reused[1] > 0
     # rank 0 alone reported: one summary, not two
     assert done.stdout.count("tables:") == 1

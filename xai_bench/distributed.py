@@ -28,6 +28,7 @@ Each process runs on ``cuda:LOCAL_RANK`` when the device is CUDA.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import uuid
@@ -104,6 +105,11 @@ def _env_int(name: str, default: int) -> int:
                           f"start the processes with torchrun") from None
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def ranks(device: str = "cpu") -> Ranks:
     """This process's :class:`Ranks`, from torchrun's environment (``WORLD_SIZE``, ``RANK``,
     ``LOCAL_RANK``); one process without it. In a multi-process job the process group is
@@ -120,6 +126,9 @@ def ranks(device: str = "cpu") -> Ranks:
         timeout = datetime.timedelta(seconds=_env_int("XAI_BENCH_DIST_TIMEOUT_S",
                                                       DEFAULT_TIMEOUT_S))
         torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+        # left to the interpreter's shutdown, the process group's threads may abort the
+        # process as it exits ("terminate called without an active exception")
+        atexit.register(_destroy_process_group)
     _RANKS = found
     return found
 
