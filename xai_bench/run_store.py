@@ -107,9 +107,11 @@ class RunStore:
         expected = entry.get("arrays_sha256")
         if expected:
             arrays = self.arrays_path(key)
-            if not arrays.exists():
+            try:
+                found = file_sha256(arrays)
+            except OSError:  # missing, or removed meanwhile (a joined part, by another process)
                 return None, f"{name}: its arrays file {arrays.name} is missing"
-            if file_sha256(arrays) != expected:
+            if found != expected:
                 return None, f"{name}: its arrays file {arrays.name} fails its checksum"
         return entry, None
 
