@@ -776,8 +776,9 @@ class Runner:
                 n_parts = [self._n_parts(metric) for metric, _, _ in cells]
                 for part in range(max(n_parts)):
                     share = sum(1 / n for n in n_parts if part < n)
-                    name = cell_key(spec.label, method.name, "unit") + (
-                        f"__part{part:04d}" if max(n_parts) > 1 else "")
+                    name = cell_key(spec.label, method.name, "unit")
+                    if max(n_parts) > 1:
+                        name = self._part_key(name, part)
                     work.append(WorkItem(spec, method, cells, part, name,
                                          _unit_cost(method.name, share)))
         return work
@@ -861,13 +862,14 @@ class Runner:
                                   prepared, bar, n_parts):
         """Join the parts of a cell and commit it once all are there. Every process checks
         after committing a part, so the last one to finish sees them all; in a multi-process
-        run a claim makes exactly one of those that see them all do it."""
+        run a claim makes exactly one of those that see them all do it. The last part is
+        looked at first: parts come in order, so until the end one look says "not yet"."""
         entries = []
-        for part in range(n_parts):
+        for part in reversed(range(n_parts)):
             entry, _ = self.parts.read(self._part_key(key, part))
             if not self._part_matches(entry, ident, n_parts, self._stamp):
                 return
-            entries.append(entry)
+            entries.insert(0, entry)
         if self.ranks.distributed and not claim(self.run_dir, self._invocation,
                                                 f"{key}__join"):
             return

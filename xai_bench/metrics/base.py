@@ -136,8 +136,16 @@ class Metric:
 
 
 class SampleMetric(Metric):
-    """A metric scored sample by sample: subclasses implement :meth:`samples`,
-    :meth:`evaluate_part` and :meth:`reduce`; ``evaluate`` is the two in one call."""
+    """A metric scored sample by sample: subclasses implement :meth:`evaluate_part` and
+    :meth:`reduce`; ``evaluate`` is the two in one call. By default the samples are the
+    prepared items (``len(prepared)``) and the parameters ask for ``n_images`` of them;
+    metrics whose samples are something else (grid cells) override both."""
+
+    def samples(self, prepared) -> int:
+        return len(prepared)
+
+    def requested_samples(self) -> int | None:
+        return self.params.get("n_images")
 
     def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
                       batch_size: int = 32) -> dict:

@@ -323,12 +323,6 @@ class MaskLocalisation(SampleMetric):
         return select_confident(model, dataset, self.params["n_images"], device=device,
                                 batch_size=batch_size, with_masks=True)
 
-    def samples(self, prepared) -> int:
-        return len(prepared)
-
-    def requested_samples(self) -> int:
-        return self.params["n_images"]
-
     def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
                       batch_size: int = 32) -> dict:
         """``scores`` of the images ``start:stop``."""

@@ -50,12 +50,6 @@ class ConfidentImagesMetric(SampleMetric):
     """Base of the metrics that explain the most confident correct test images (the samples
     are the selected images)."""
 
-    def samples(self, prepared: ImageSelection) -> int:
-        return len(prepared)
-
-    def requested_samples(self) -> int:
-        return self.params["n_images"]
-
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> ImageSelection:
         return select_confident(model, dataset, self.params["n_images"], device=device,

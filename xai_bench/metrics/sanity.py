@@ -268,12 +268,6 @@ class ParameterRandomisation(SampleMetric):
                                                             self.params["max_stages"]),
                                  fractions=fractions, seed=seed)
 
-    def samples(self, prepared: RandomisationPlan) -> int:
-        return len(prepared)
-
-    def requested_samples(self) -> int:
-        return self.params["n_images"]
-
     def evaluate_part(self, model, method, prepared: RandomisationPlan, start: int, stop: int,
                       *, device="cpu", batch_size: int = 32) -> dict:
         """``rho_abs`` / ``rho_signed``: (images, compared stages) of the images
@@ -367,12 +361,6 @@ class RandomTarget(SampleMetric):
                   for img, y in zip(selection.images, selection.labels)]
         return RandomTargets(selection=selection,
                              random_targets=torch.tensor(others, dtype=torch.long), seed=seed)
-
-    def samples(self, prepared: RandomTargets) -> int:
-        return len(prepared)
-
-    def requested_samples(self) -> int:
-        return self.params["n_images"]
 
     def evaluate_part(self, model, method, prepared: RandomTargets, start: int, stop: int, *,
                       device="cpu", batch_size: int = 32) -> dict:
