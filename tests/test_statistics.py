@@ -245,7 +245,7 @@ def test_pairs_match_an_inner_merge_with_shuffled_partial_and_duplicate_samples(
         assert r.p_value == st._scipy_wilcoxon(va - vb, "approx" if len(j) > 50 else "exact")
 
 
-def test_the_fast_wilcoxon_and_quantiles_equal_scipy_and_numpy_bit_for_bit():
+def test_the_fast_wilcoxon_equals_scipy_bit_for_bit():
     from scipy import stats
 
     rng = np.random.default_rng(0)
@@ -258,10 +258,6 @@ def test_the_fast_wilcoxon_and_quantiles_equal_scipy_and_numpy_bit_for_bit():
         exact = n <= 50 and np.all(d != 0) and np.unique(np.abs(d)).size == n
         ref = stats.wilcoxon(d, zero_method="zsplit", method="exact" if exact else "approx")
         assert st._wilcoxon(d) == float(ref.pvalue)
-        x = rng.normal(size=int(rng.integers(1, 2500)))
-        t = float(rng.uniform(0, 0.5))
-        q = np.array([t, 1 - t])
-        assert np.array_equal(st._quantiles(x.copy(), q), np.quantile(x, q))
 
 
 # ------------------------------------------------------------------------------ ranks, best

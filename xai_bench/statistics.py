@@ -237,31 +237,8 @@ def _interval(theta: float, boot: np.ndarray, jackknives, confidence: float,
             adjusted = ndtr(z0 + (z0 + z) / (1.0 - accel * (z0 + z)))
             if np.all(np.isfinite(adjusted)):
                 levels = adjusted
-    low, high = _quantiles(boot, levels)
+    low, high = np.quantile(boot, levels)
     return float(low), float(high)
-
-
-def _quantiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``np.quantile(x, q)`` (default "linear" method) of a 1-d float array without NaN, the
-    same numbers bit for bit (the same order statistics and interpolation formula) without
-    that function's per-call overhead."""
-    n = x.size
-    virtual = (n - 1) * np.asarray(q, dtype=float)
-    below = np.floor(virtual)
-    above = below + 1
-    last = virtual >= n - 1
-    below[last] = above[last] = -1
-    first = virtual < 0
-    below[first] = above[first] = 0
-    below, above = below.astype(np.intp), above.astype(np.intp)
-    ordered = np.partition(x, np.unique(np.concatenate(([0, -1], below, above))))
-    a, b = ordered[below], ordered[above]
-    gamma = virtual - below
-    step = b - a
-    out = a + step * gamma
-    upper = gamma >= 0.5
-    out[upper] = (b - step * (1 - gamma))[upper]
-    return out
 
 
 def _one_sample(v, w, rng, n_resamples, confidence, interval):
