@@ -115,3 +115,33 @@ def test_rollout_explains_a_grid_once_not_four_times(pair_checkpoints, monkeypat
     ok = runner.records[runner.records["status"] == "ok"]
     assert len(ok) == 8  # 2 grids × 4 cells scored
     assert sum(calls) == 2  # but each grid explained once
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_perturbation_points_are_forwarded_once_per_model(pair_checkpoints, monkeypatch):
+    """Pixel perturbation's most-first points are deletion's, the clean images are the 0 %
+    point of both and insertion's last, and the all-zero and blurred inputs do not depend on
+    the method: with two methods on one model 143 points are forwarded instead of 166
+    (per method 17 + 33 + 33 = 83, of which 3 are method-independent and 10 shared)."""
+    import xai_bench.metrics.common as common
+
+    forwarded = []
+    original = common.perturbed_confidences
+
+    def counted(model, outside, inside, ranks, points, targets, batch_size):
+        forwarded.append(len(points))
+        return original(model, outside, inside, ranks, points, targets, batch_size)
+
+    monkeypatch.setattr(common, "perturbed_confidences", counted)
+    config = RunConfig(models=["bcos_vit_nano"],
+                       checkpoints={"bcos_vit_nano": pair_checkpoints["bcos_vit_nano"]},
+                       methods=["ixg", "centre"],
+                       metrics=["pixel_perturbation", "deletion", "insertion"],
+                       n_images=3, batch_size=4, out=None)
+    shared, runner = _records(config)
+    assert forwarded == [1] * 143  # one point per forward, 32x32 images in one chunk
+    assert runner.copies_saved == 3 * (166 - 143)
+    forwarded.clear()
+    alone, _ = _records(config, disable=True, monkeypatch=monkeypatch)
+    assert len(forwarded) == 166
+    assert shared["value"].tolist() == alone["value"].tolist()

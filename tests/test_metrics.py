@@ -370,8 +370,9 @@ def test_pixel_perturbation_forward_count_and_chunking():
     method = Method("oracle", contributions.fn)
     result = metric.evaluate(model, method, prepared, batch_size=7)
     assert sum(model.calls) == 17 * 10  # 1 shared 0 % point + 8 + 8 per image
-    assert max(model.calls) == 7 and len(model.calls) == math.ceil(17 * 7 / 7) + math.ceil(
-        17 * 3 / 7)
+    # every point is one forward of the chunk's images (curve_confidences): 17 of the first
+    # chunk's 7 images, then 17 of the last 3
+    assert model.calls == [7] * 17 + [3] * 17
     assert method.calls == [7, 3]
     assert result.summary["forward_passes"] == 170
     assert sum(model.calls) + len(prepared) == metric.forwards_per_image * len(prepared)

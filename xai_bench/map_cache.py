@@ -19,8 +19,20 @@ check explains randomised *copies*, which never hit. A class-agnostic method (``
 = True``: rollout, FinAtt, the baselines) is called once per distinct image of a batch instead
 of once per (image, target): the grid pointing game's four targets of one grid cost one call.
 
+The perturbation metrics share their forward passes the same way
+(:func:`xai_bench.metrics.common.curve_confidences`): every point of a curve is forwarded on
+its own, so its confidences depend on (model, images, substrate, pixel ordering, pixel count,
+targets) alone and :meth:`MapCache.confidences` can hand them to the next metric that needs the
+same point: pixel perturbation's most-important-first points are deletion's first points; the
+clean images are the 0 % point of pixel perturbation and deletion and insertion's last point,
+and the all-zero and the blurred inputs do not depend on the method at all. Those
+method-independent points are kept per model (the runner passes one ``confidences`` dictionary
+to the caches of all the units of a model), so each is forwarded once per image batch, not once
+per method and metric.
+
 Memory: the runner opens one cache per (model, method) and drops it before the next method, so
-at most one method's maps of the selected images are held (250 maps at 224² are 50 MB).
+at most one method's maps of the selected images are held (250 maps at 224² are 50 MB); the
+confidences are one float per image and point.
 """
 
 from __future__ import annotations
@@ -55,16 +67,20 @@ def row_digests(x: torch.Tensor) -> list[str]:
 
 
 class MapCache:
-    """Maps of one model, keyed by (method object, batch bytes, target bytes).
+    """Maps of one model, keyed by (method object, batch bytes, target bytes), and the
+    confidences of perturbed copies, keyed by their content (:meth:`confidences`).
 
     ``hits``/``misses`` count batches (a class-agnostic call counts one miss per call that
-    had to explain anything); ``saved`` counts the images not explained again."""
+    had to explain anything); ``saved`` counts the images not explained again,
+    ``copies_saved`` the perturbed copies not forwarded again. ``confidences``: a dictionary
+    to keep the confidences in (shared with other caches of the same model), or a new one."""
 
-    def __init__(self, model):
+    def __init__(self, model, confidences: dict | None = None):
         self.model = model
         self._maps: dict = {}
         self._methods: dict = {}  # id -> method: keeps the object alive, so its id stays unique
-        self.hits = self.misses = self.saved = 0
+        self._confidences = {} if confidences is None else confidences
+        self.hits = self.misses = self.saved = self.copies_saved = 0
 
     def serves(self, model) -> bool:
         return model is self.model
@@ -86,6 +102,16 @@ class MapCache:
         maps = compute(x, targets)
         self._maps[key] = maps
         return maps.clone()
+
+    def confidences(self, key, compute) -> torch.Tensor:
+        """The stored confidences under ``key`` (a hashable description of the exact copies
+        and of how they are forwarded), or ``compute()``, stored for the next caller."""
+        found = self._confidences.get(key)
+        if found is None:
+            found = self._confidences[key] = compute()
+        else:
+            self.copies_saved += found.numel()
+        return found.clone()
 
     def _class_agnostic(self, method, x, targets, compute):
         # the distinct images of the batch, in first-seen order; the key is their bytes alone
@@ -120,10 +146,12 @@ def active_cache(model) -> MapCache | None:
 
 
 @contextlib.contextmanager
-def sharing_maps(model, cache: MapCache | None = None):
+def sharing_maps(model, cache: MapCache | None = None, confidences: dict | None = None):
     """Within the block, the metrics' calls of :func:`~xai_bench.metrics.common.attribute`
-    on ``model`` share their maps (a new :class:`MapCache`, or ``cache``). Yields the cache."""
-    cache = cache if cache is not None else MapCache(model)
+    and :func:`~xai_bench.metrics.common.curve_confidences` on ``model`` share their maps and
+    forwards (``cache``, or a new :class:`MapCache` keeping its confidences in
+    ``confidences``). Yields the cache."""
+    cache = cache if cache is not None else MapCache(model, confidences)
     token = _ACTIVE.set(cache)
     try:
         yield cache

@@ -241,8 +241,11 @@ class Runner:
         self.reasons: Counter = Counter()
         #: images not explained again thanks to the shared maps (:mod:`xai_bench.map_cache`)
         self.maps_saved = 0
+        #: perturbed copies not forwarded again thanks to the shared forwards (same module)
+        self.copies_saved = 0
         self.cells_wall_s = 0.0
         self._prepared: dict = {}
+        self._confidences: dict = {}
         try:
             self._resolve()
         except RegistryError as e:
@@ -652,9 +655,10 @@ class Runner:
                     continue
                 model, card = found
                 self._run_unit(model, spec.name, card, method, item.cells, bar,
-                               self._prepared_for(spec.label), item.part)
+                               *self._model_scope(spec.label), item.part)
             r.barrier()  # every process has committed its cells
             self.maps_saved = r.total(self.maps_saved)  # the images of every process
+            self.copies_saved = r.total(self.copies_saved)
             #: wall time from the first model card to the last process's last cell
             self.cells_wall_s = time.time() - started
             if r.distributed and r.is_main:
@@ -666,14 +670,16 @@ class Runner:
         finally:
             bar.close()
 
-    def _prepared_for(self, label) -> dict:
-        """The metrics' prepared selections of one model, kept for two models at a time
-        (a multi-process run's units come in cost order, not model by model)."""
+    def _model_scope(self, label) -> tuple[dict, dict]:
+        """The metrics' prepared selections of one model and the confidences of its perturbed
+        copies (shared by all its units: :mod:`xai_bench.map_cache`), kept for two models at a
+        time (a multi-process run's units come in cost order, not model by model)."""
         if label not in self._prepared:
             while len(self._prepared) >= 2:
-                self._prepared.pop(next(iter(self._prepared)))
-            self._prepared[label] = {}
-        return self._prepared[label]
+                oldest = next(iter(self._prepared))
+                del self._prepared[oldest], self._confidences[oldest]
+            self._prepared[label], self._confidences[label] = {}, {}
+        return self._prepared[label], self._confidences[label]
 
     def _collect(self, plan):
         """Rank 0 of a multi-process run: every pending cell, as committed by whichever
@@ -783,16 +789,18 @@ class Runner:
                                          _unit_cost(method.name, share)))
         return work
 
-    def _run_unit(self, model, model_name, card, method, cells, bar, prepared, part=0):
+    def _run_unit(self, model, model_name, card, method, cells, bar, prepared, confidences,
+                  part=0):
         """Run part ``part`` of one unit: ``method``'s pending ``cells``
         (``[(metric, key, identity), ...]``) on one model, sharing its maps. A cell of one
         part is computed whole at part 0; a cell of several gets its part ``part`` computed
         (:meth:`_run_cell_part`). ``prepared``: metric name -> (prepared, error, seconds) of
-        this model, filled on first use."""
+        this model, filled on first use; ``confidences``: the perturbed copies' confidences of
+        this model."""
         from xai_bench.map_cache import sharing_maps
 
         # one cache per (model, method): the maps of one method are held at a time
-        with sharing_maps(model) as cache:
+        with sharing_maps(model, confidences=confidences) as cache:
             for metric, key, ident in cells:
                 n_parts = self._n_parts(metric)
                 if part >= n_parts:
@@ -806,6 +814,7 @@ class Runner:
                     self._run_cell(model, model_name, card, method, metric, key, ident,
                                    prepared[metric.name], bar)
         self.maps_saved += cache.saved
+        self.copies_saved += cache.copies_saved
 
     @staticmethod
     def _splits(model, method, metric, prepared) -> bool:
@@ -1032,6 +1041,7 @@ class Runner:
                     timings=dict(last_invocation_wall_s=round(wall_s, 3),
                                  cells_wall_s=round(self.cells_wall_s, 3),
                                  maps_reused_images=self.maps_saved,
+                                 copies_reused=self.copies_saved,
                                  cells_total_s=round(sum(t["time_s"] for t in timings.values()),
                                                      3),
                                  cells=timings),

@@ -196,6 +196,59 @@ def perturbed_confidences(model, outside: torch.Tensor, inside: torch.Tensor | N
     return out.cpu().double().view(n_img, n_pts)
 
 
+def curve_confidences(model, outside: torch.Tensor, inside: torch.Tensor | None,
+                      ranks: torch.Tensor, points, targets: torch.Tensor,
+                      batch_size: int) -> torch.Tensor:
+    """:func:`perturbed_confidences` of the same arguments, with every point forwarded on its
+    own: the copies of one point (the images of the call, at most ``batch_size`` at a time)
+    form the forward batches, so a point's confidences depend on that point's copies alone
+    and never on which other points were asked for with it.
+
+    That makes points shareable (:mod:`xai_bench.map_cache`): inside
+    :func:`~xai_bench.map_cache.sharing_maps` for ``model`` a point whose copies were
+    forwarded before is taken from the cache, bit for bit what forwarding it again would give.
+    A point is named by its content: the bytes of ``outside``, ``inside`` and the ordering,
+    the pixel count and the targets; a point that replaces no pixel is ``outside`` itself and
+    one that replaces every pixel is ``inside`` (zeros for ``None``), whatever the ordering,
+    so the clean, all-zero and blurred inputs are shared across methods and metrics.
+    Returns ``(B, P)`` float64 on CPU."""
+    from xai_bench.map_cache import active_cache, batch_digest
+
+    n_img, _, height, width = outside.shape
+    n_pix = height * width
+    cache = active_cache(model)
+    unordered = torch.zeros(1, n_img, n_pix, dtype=torch.long, device=outside.device)
+    digests: dict = {}  # what a point is made of -> its digest with the targets, once a call
+
+    def named(what: str, t: torch.Tensor) -> str:
+        if cache is not None and what not in digests:
+            digests[what] = batch_digest(t, targets)
+        return digests.get(what, "")
+
+    columns = []
+    for r, k in points:
+        k = int(k)
+        if k <= 0 or k >= n_pix:  # the copy is one of the inputs: the ordering plays no part
+            what, whole = (("outside", outside) if k <= 0 else
+                           ("inside", inside) if inside is not None else
+                           ("zeros", torch.zeros_like(outside)))
+            key = ("whole", named(what, whole), int(batch_size))
+            args = (whole, None, unordered, [(0, 0)])
+        else:
+            key = ("copies", named("outside", outside),
+                   "zeros" if inside is None else named("inside", inside),
+                   named(f"order{int(r)}", ranks[int(r)]), k, int(batch_size))
+            args = (outside, inside, ranks[int(r)][None], [(0, k)])
+
+        def forward(args=args):
+            return perturbed_confidences(model, *args, targets, batch_size)[:, 0]
+
+        columns.append(forward() if cache is None else cache.confidences(key, forward))
+    if not columns:
+        return torch.empty(n_img, 0, dtype=torch.float64)
+    return torch.stack(columns, dim=1)
+
+
 BLUR_KERNELS = ("rise", "gaussian")
 BLUR_PADDINGS = ("replicate", "zeros")
 # scipy.ndimage.gaussian_filter's default: the 1-D filter reaches int(4σ + 0.5) samples out

@@ -15,8 +15,11 @@ space, as in the paper): for B-cos models the 6-channel ``[rgb, 1-rgb]`` encodin
 becomes all zeros (no input at all), for conventional models the normalised pixel becomes 0
 (the data set's mean colour).
 
-Every perturbed copy is evaluated in chunked forward passes of at most ``batch_size`` inputs
-under ``torch.no_grad()``; methods are called on batches of at most ``batch_size`` images.
+Every curve point is forwarded on its own (:func:`~xai_bench.metrics.common.curve_confidences`:
+the batch's copies of that point, at most ``batch_size`` at a time, under ``torch.no_grad()``),
+so that the metrics of a run share the points they have in common (pixel perturbation's
+most-first points are deletion's; the clean, all-zero and blurred inputs); methods are called
+on batches of at most ``batch_size`` images.
 
 Records: perturbation metrics report one row per image (``statistic="per_image"``,
 ``sample_id="img00042"`` with the dataset index) *and* one summary row (``sample_id="mean"``,
@@ -37,7 +40,7 @@ import torch
 from xai_bench.metrics.base import MetricResult, SampleMetric, register_metric
 from xai_bench.metrics.common import (
     BLUR_KERNELS, BLUR_PADDINGS, ImageSelection, attribute, check_choice, gaussian_blur,
-    n_pixels, perturbed_confidences, pixel_ranks, select_confident, trapezoid,
+    curve_confidences, n_pixels, pixel_ranks, select_confident, trapezoid,
 )
 from xai_bench.modes import eval_mode
 
@@ -107,9 +110,9 @@ class PixelPerturbation(ConfidentImagesMetric):
 
     @property
     def evaluate_forwards_per_image(self) -> int:
-        """Forward passes per image in ``evaluate`` (17 by default). The 0 % point is
-        evaluated with the perturbed copies so that every curve is normalised by a confidence
-        computed in the same chunked passes as its other points."""
+        """Curve points per image in ``evaluate`` (17 by default): the 0 % point shared by
+        both orders and ``len(fractions) - 1`` per order (in a run some of them are deletion's
+        too, and forwarded once: :func:`~xai_bench.metrics.common.curve_confidences`)."""
         return 2 * len(self.params["fractions"]) - 1
 
     def _points(self, n_pix: int) -> list:
@@ -127,8 +130,8 @@ class PixelPerturbation(ConfidentImagesMetric):
                                                     start, stop):
                 ranks = torch.stack([pixel_ranks(maps, descending=True),
                                      pixel_ranks(maps, descending=False)])
-                confs.append(perturbed_confidences(model, x, None, ranks, points, targets,
-                                                   batch_size))
+                confs.append(curve_confidences(model, x, None, ranks, points, targets,
+                                               batch_size))
         return {"confidences": torch.cat(confs)}
 
     def reduce(self, model, prepared: ImageSelection, part: dict, *,
@@ -202,7 +205,7 @@ class RiseMetric(ConfidentImagesMetric):
         raise NotImplementedError
 
     def _inputs(self, model, prepared, sl, x):
-        """(outside, inside) for :func:`perturbed_confidences`."""
+        """(outside, inside) for :func:`curve_confidences`."""
         raise NotImplementedError
 
     def _curve_points(self, prepared: ImageSelection):
@@ -222,8 +225,8 @@ class RiseMetric(ConfidentImagesMetric):
                 ranks = pixel_ranks(maps, descending=True)[None]
                 with torch.no_grad():
                     outside, inside = self._inputs(model, prepared, sl, x)
-                confs.append(perturbed_confidences(model, outside, inside, ranks, points,
-                                                   targets, batch_size))
+                confs.append(curve_confidences(model, outside, inside, ranks, points, targets,
+                                               batch_size))
         return {"confidences": torch.cat(confs)}
 
     def reduce(self, model, prepared: ImageSelection, part: dict, *,
