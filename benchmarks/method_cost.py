@@ -21,6 +21,12 @@ memory left as the method left them: on the nano ViT at batch 1, 3.5 ms straight
 The first row per model and batch, ``(fwd+bwd)``, is a reference: one plain forward and
 backward to the input, the floor for gradient methods.
 
+``flops (fwd)`` counts work instead of time: the floating-point operations of the method's
+matrix products and convolutions (``torch.profiler`` with ``with_flops``, one untimed call)
+over those of one forward. A method cannot run below it unless its products run faster per
+operation than the forward's, so a target under it is out of reach of an exact implementation
+(``ok`` then says ``floor``).
+
 Targets (forward passes per image): rollout, finatt 1.1; ixg, inherent, gradsam, gradcam 2.5;
 plrp 3; chefer_lrp 4; intgrad 2.5 per step (125 for the default 50); vit_cx 1.1 × (2N + 2)
 with N the mean number of masks per image of the last call (``method.last_num_masks``).
@@ -83,6 +89,15 @@ class InputGradient:
             torch.autograd.grad(model(x).gather(1, targets[:, None]).sum(), x)
 
 
+def counted_flops(fn) -> float:
+    """Floating-point operations of the matrix products and convolutions ``fn`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return float(sum(event.flops for event in prof.key_averages() if event.flops))
+
+
 def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
             clock=time.perf_counter) -> dict:
     g = torch.Generator().manual_seed(seed)
@@ -109,7 +124,10 @@ def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
         meth.append(timed(explain, device, clock))
     fwd.append(warm_forward())  # the forwards bracket every method call
     f, m = statistics.median(fwd), statistics.median(meth)
-    return dict(forward_ms=1e3 * f / batch_size, method_ms=1e3 * m / batch_size, cost=m / f)
+    forward_flops = counted_flops(forward)
+    flops = counted_flops(explain) / forward_flops if forward_flops else float("nan")
+    return dict(forward_ms=1e3 * f / batch_size, method_ms=1e3 * m / batch_size, cost=m / f,
+                flops=flops)
 
 
 def main(argv=None) -> int:
@@ -144,7 +162,8 @@ def main(argv=None) -> int:
           f"{args.clock} clock; cost = method time / forward time (forward under "
           f"torch.no_grad()), per image")
     header = (f"{'model':16s} {'batch':>5s} {'method':11s} {'fwd ms/img':>10s} "
-              f"{'method ms/img':>13s} {'cost (fwd)':>10s} {'target':>7s}  ok")
+              f"{'method ms/img':>13s} {'cost (fwd)':>10s} {'flops (fwd)':>11s} "
+              f"{'target':>7s}  ok")
     print(header)
     print("-" * len(header))
     misses = []
@@ -168,12 +187,16 @@ def main(argv=None) -> int:
                     else:
                         ok, shown = ("yes" if r["cost"] <= target else "MISS"), f"{target:.1f}"
                         if ok == "MISS":
-                            misses.append(f"{model_name}/b{batch_size}/{name}")
+                            floor = r["flops"] > target  # the products alone exceed it
+                            ok += " (floor)" if floor else ""
+                            misses.append(f"{model_name}/b{batch_size}/{name}"
+                                          + (" (below its FLOP floor)" if floor else ""))
                     extra = ""
                     if name == "vit_cx":
                         extra = f"  (N = {getattr(method, 'last_num_masks', float('nan')):.1f})"
                     print(f"{model_name:16s} {batch_size:5d} {name:11s} {r['forward_ms']:10.3f} "
-                          f"{r['method_ms']:13.3f} {r['cost']:10.2f} {shown:>7s}  {ok}{extra}",
+                          f"{r['method_ms']:13.3f} {r['cost']:10.2f} {r['flops']:11.2f} "
+                          f"{shown:>7s}  {ok}{extra}",
                           flush=True)
     if misses:
         print(f"# missed targets: {', '.join(misses)}")
