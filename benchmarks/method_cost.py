@@ -22,8 +22,8 @@ The first row per model and batch, ``(fwd+bwd)``, is a reference: one plain forw
 backward to the input, the floor for gradient methods.
 
 ``flops (fwd)`` counts work instead of time: the floating-point operations of the method's
-matrix products and convolutions (``torch.profiler`` with ``with_flops``, one untimed call)
-over those of one forward. A method cannot run below it unless its products run faster per
+matrix products and convolutions (one untimed call, counted with torch's FLOP formulas) over
+those of one forward. A method cannot run below it unless its products run faster per
 operation than the forward's, so a target under it is out of reach of an exact implementation
 (``ok`` then says ``floor``).
 
@@ -90,12 +90,31 @@ class InputGradient:
 
 
 def counted_flops(fn) -> float:
-    """Floating-point operations of the matrix products and convolutions ``fn`` runs."""
-    from torch.profiler import ProfilerActivity, profile
+    """Floating-point operations of the matrix products and convolutions ``fn`` runs, forward
+    and backward: every operator call is looked up in torch's table of FLOP formulas
+    (``torch.utils.flop_counter``, the one its ``FlopCounterMode`` uses; that class itself
+    cannot follow ``autograd.grad`` to non-leaf tensors, which the attention methods need).
+    NaN where this torch lacks the table."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+    except ImportError:
+        return float("nan")
 
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    class Counting(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counting() as counting:
         fn()
-    return float(sum(event.flops for event in prof.key_averages() if event.flops))
+    return float(counting.total)
 
 
 def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
