@@ -334,6 +334,7 @@ def cost_part(args, device: torch.device) -> dict:
                     row = dict(size=size, model=model_name, family=family, batch=batch_size,
                                method=name, forward_ms=r["forward_ms"],
                                method_ms=r["method_ms"], cost=r["cost"],
+                               flops=_finite(r["flops"]),
                                target=_finite(mc.target_for(name, method)))
                     if name == "vit_cx":
                         row["num_masks"] = _finite(getattr(method, "last_num_masks", math.nan))
