@@ -244,8 +244,8 @@ class Runner:
         #: perturbed copies not forwarded again thanks to the shared forwards (same module)
         self.copies_saved = 0
         self.cells_wall_s = 0.0
-        self._prepared: dict = {}
-        self._confidences: dict = {}
+        #: model label -> (its prepared selections, its perturbed copies' confidences)
+        self._model_scopes: dict = {}
         try:
             self._resolve()
         except RegistryError as e:
@@ -674,12 +674,11 @@ class Runner:
         """The metrics' prepared selections of one model and the confidences of its perturbed
         copies (shared by all its units: :mod:`xai_bench.map_cache`), kept for two models at a
         time (a multi-process run's units come in cost order, not model by model)."""
-        if label not in self._prepared:
-            while len(self._prepared) >= 2:
-                oldest = next(iter(self._prepared))
-                del self._prepared[oldest], self._confidences[oldest]
-            self._prepared[label], self._confidences[label] = {}, {}
-        return self._prepared[label], self._confidences[label]
+        if label not in self._model_scopes:
+            while len(self._model_scopes) >= 2:
+                self._model_scopes.pop(next(iter(self._model_scopes)))
+            self._model_scopes[label] = ({}, {})
+        return self._model_scopes[label]
 
     def _collect(self, plan):
         """Rank 0 of a multi-process run: every pending cell, as committed by whichever
