@@ -22,8 +22,8 @@ The first row per model and batch, ``(fwd+bwd)``, is a reference: one plain forw
 backward to the input, the floor for gradient methods.
 
 ``flops (fwd)`` counts work instead of time: the floating-point operations of the method's
-matrix products and convolutions (one untimed call, counted with torch's FLOP formulas) over
-those of one forward. A method cannot run below it unless its products run faster per
+matrix products and convolutions (counted with torch's FLOP formulas during the untimed
+warm-up calls) over those of one forward. A method cannot run below it unless its products run faster per
 operation than the forward's, so a target under it is out of reach of an exact implementation
 (``ok`` then says ``floor``).
 
@@ -89,32 +89,38 @@ class InputGradient:
             torch.autograd.grad(model(x).gather(1, targets[:, None]).sum(), x)
 
 
-def counted_flops(fn) -> float:
-    """Floating-point operations of the matrix products and convolutions ``fn`` runs, forward
-    and backward: every operator call is looked up in torch's table of FLOP formulas
-    (``torch.utils.flop_counter``, the one its ``FlopCounterMode`` uses; that class itself
-    cannot follow ``autograd.grad`` to non-leaf tensors, which the attention methods need).
-    NaN where this torch lacks the table."""
-    try:
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
-    except ImportError:
-        return float("nan")
+class FlopCount:
+    """A block that counts the floating-point operations of the matrix products and
+    convolutions run inside it, forward and backward (``total`` afterwards): every operator
+    call is looked up in torch's table of FLOP formulas (``torch.utils.flop_counter``, the one
+    its ``FlopCounterMode`` uses; that class itself cannot follow ``autograd.grad`` to
+    non-leaf tensors, which the attention methods need). ``total`` is NaN where this torch
+    lacks the table."""
 
-    class Counting(TorchDispatchMode):
-        total = 0
+    def __enter__(self):
+        self.total, self._mode = float("nan"), None
+        try:
+            from torch.utils._python_dispatch import TorchDispatchMode
+            from torch.utils.flop_counter import flop_registry
+        except ImportError:
+            return self
+        count = self
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                self.total += formula(*args, **kwargs, out_val=out)
-            return out
+        class Counting(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    count.total += formula(*args, **kwargs, out_val=out)
+                return out
 
-    with Counting() as counting:
-        fn()
-    return float(counting.total)
+        self.total, self._mode = 0.0, Counting()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc) if self._mode is not None else None
 
 
 def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
@@ -135,16 +141,17 @@ def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
         timed(forward, device)  # untimed: warms up after whatever ran before
         return timed(forward, device, clock)
 
-    timed(forward, device)  # warm-up
-    timed(explain, device)
+    with FlopCount() as forward_flops:  # warm-up, untimed: counted instead
+        timed(forward, device)
+    with FlopCount() as method_flops:
+        timed(explain, device)
     fwd, meth = [], []
     for _ in range(repeats):
         fwd.append(warm_forward())
         meth.append(timed(explain, device, clock))
     fwd.append(warm_forward())  # the forwards bracket every method call
     f, m = statistics.median(fwd), statistics.median(meth)
-    forward_flops = counted_flops(forward)
-    flops = counted_flops(explain) / forward_flops if forward_flops else float("nan")
+    flops = method_flops.total / forward_flops.total if forward_flops.total else float("nan")
     return dict(forward_ms=1e3 * f / batch_size, method_ms=1e3 * m / batch_size, cost=m / f,
                 flops=flops)
 
