@@ -34,7 +34,7 @@ Five parts, all written to one JSON file (``--out``, default ``gpu_check.json``)
    images), estimated per model as ``Σ_methods (explained images × method cost in forwards /
    fp32 forward throughput + the metrics' perturbed copies / forward throughput under
    --precision) + selection pass / forward throughput``. The explained images follow the
-   runner: with :mod:`xai_bench.map_cache` the selected images' true-class maps are computed
+   runner: with :mod:`xai_bench.compute.map_cache` the selected images' true-class maps are computed
    once for all image metrics (see :func:`explanations`). The method costs are those of
    part 2 (the zoo ViT of the largest size and batch measured, per family: B-cos or
    conventional), the throughput that of part 3's ViT-87 model and its twin; ViT-CX's cost
@@ -62,7 +62,7 @@ from pathlib import Path
 import torch
 
 import xai_bench
-from xai_bench.precision import PRECISIONS, forward_autocast, forward_model, forward_options
+from xai_bench.compute.precision import PRECISIONS, forward_autocast, forward_model, forward_options
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_THROUGHPUT_MODELS = "bcos_vit_ti_87,bcos_vit_s_87,bcos_vit_b_87"
@@ -248,7 +248,7 @@ def prediction_changes(args, models) -> dict:
     under the run's forward options against the CPU in fp32: top-1 changes, the largest logit
     difference, and whether the confidence ranking's top images differ."""
     from xai_bench.data import get_dataset
-    from xai_bench.inference import predict
+    from xai_bench.compute.inference import predict
     from xai_bench.metrics.common import confident_order
     from xai_bench.training.shipped import SHIPPED_DIR, read_manifest
 
@@ -428,8 +428,8 @@ def throughput_part(args, device: torch.device) -> dict:
 
 def maps_are_shared() -> bool:
     """Whether the runner explains the selected images once for all metrics of a model
-    (:mod:`xai_bench.map_cache`)."""
-    return importlib.util.find_spec("xai_bench.map_cache") is not None
+    (:mod:`xai_bench.compute.map_cache`)."""
+    return importlib.util.find_spec("xai_bench.compute.map_cache") is not None
 
 
 def metric_forwards(n_images: int) -> dict:
@@ -447,7 +447,7 @@ def explanations(n_grids: int, n_images: int, *, class_agnostic: bool, shared: b
     Without map sharing every metric explains its own: every grid for each of its 4 classes,
     the selected images once per image metric, the trained model and ``max_stages``
     randomised copies (parameter randomisation), the true and a random class (random
-    target). With sharing (:mod:`xai_bench.map_cache`) the true-class maps of the selected
+    target). With sharing (:mod:`xai_bench.compute.map_cache`) the true-class maps of the selected
     images are computed once for mask localisation, the perturbation metrics, random target
     and the trained model of parameter randomisation, and a class-agnostic method explains a
     grid once for its four classes and needs no second map for the random class."""

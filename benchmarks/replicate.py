@@ -49,9 +49,9 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import xai_bench  # noqa: E402
 from xai_bench.data import get_dataset  # noqa: E402
-from xai_bench.inference import predict  # noqa: E402
+from xai_bench.compute.inference import predict  # noqa: E402
 from xai_bench.metrics.base import MetricNotApplicable  # noqa: E402
-from xai_bench.statistics import bootstrap_interval, format_interval  # noqa: E402
+from xai_bench.analysis.statistics import bootstrap_interval, format_interval  # noqa: E402
 from xai_bench.training import get_recipe, train_and_save  # noqa: E402
 
 PAIR = ("bcos_vit_nano", "vit_nano")
@@ -308,7 +308,7 @@ def parse(argv):
 
 def _metric_params(args) -> dict:
     """The grid pointing game's threshold where the run includes it (else nothing to set)."""
-    from xai_bench.runner import resolve_metrics
+    from xai_bench.run.runner import resolve_metrics
 
     chosen = resolve_metrics([m.strip() for m in args.metrics.split(",")])
     if "grid_pointing_game" not in chosen:
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
                                      metric_params=_metric_params(args),
                                      device=args.device, name="protocol",
                                      progress=not args.quiet, log=log)
-        from xai_bench.plots import plot_run
+        from xai_bench.outputs.plots import plot_run
 
         plot_run(results.run_dir)  # figures and summary.md, as `xai-bench run` writes them
         wall["the protocol (every method x metric)"] = time.perf_counter() - t

@@ -127,7 +127,7 @@ class ItemsOnly(torch.utils.data.Dataset):
 @pytest.fixture(scope="module")
 def pair_checkpoints(trained_pair, tmp_path_factory):
     """The trained pair saved as xai-bench checkpoints: ``{name: path}``."""
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
     from xai_bench.training import RECIPES
 
     root = tmp_path_factory.mktemp("ckpt")

@@ -21,7 +21,7 @@ import torch
 from click.testing import CliRunner
 
 import xai_bench
-from xai_bench.checkpoint import CheckpointError, save_checkpoint
+from xai_bench.storage.checkpoint import CheckpointError, save_checkpoint
 from xai_bench.cli import main
 from xai_bench.training import RECIPES
 
@@ -458,7 +458,7 @@ def test_unicode_and_spaces_in_paths_work(assets, tmp_path):
     assert result.exit_code == 0, result.output
     run = root / "sortie" / "lauf-ü"
     assert (run / "records.csv").is_file() and (run / "run.json").is_file()
-    from xai_bench.results import read_records
+    from xai_bench.storage.results import read_records
 
     records = read_records(run)
     assert set(records["status"]) == {"ok"} and len(records) == 2
@@ -475,7 +475,7 @@ def test_unicode_and_spaces_in_paths_work(assets, tmp_path):
     "weights only load failed: unsupported global: global os.system was not an allowed global",
 ])
 def test_pickle_is_recognised_whatever_the_case_of_torchs_message(message):
-    from xai_bench.checkpoint import _read_error
+    from xai_bench.storage.checkpoint import _read_error
 
     error = _read_error(Path("x.pt"), RuntimeError(message))
     assert "pickled Python objects (os.system)" in str(error)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench.checkpoint import CheckpointError
+from xai_bench.storage.checkpoint import CheckpointError
 from xai_bench.models.bcos_v2 import DENSENET121_CUTS, bcos_densenet121, common, zoo
 from xai_bench.models.bcos_v2.common import PretrainedWeightsError
 
@@ -254,7 +254,7 @@ def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
 
 
 def test_xai_bench_checkpoints_of_bcos_v2_models_round_trip(tmp_path):
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
 
     model = xai_bench.get_model("bcos_v2.vitc_ti_patch1_14", num_classes=10, image_size=32)
     path = save_checkpoint(tmp_path / "m.pt", model, model.name, "shapes", {}, {})

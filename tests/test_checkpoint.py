@@ -7,11 +7,11 @@ import torch
 
 import xai_bench
 from conftest import TINY, TinyLinear
-from xai_bench.checkpoint import (
+from xai_bench.storage.checkpoint import (
     FORMAT, CheckpointError, checkpoint_info, load_checkpoint, load_model_from_checkpoint,
     save_checkpoint,
 )
-from xai_bench.provenance import collect_provenance
+from xai_bench.storage.provenance import collect_provenance
 from xai_bench.training import RECIPES, Recipe
 
 
@@ -153,7 +153,7 @@ def test_wrong_model_and_mismatched_weights(tmp_path, good, tiny_model):
 def test_save_is_atomic(tmp_path, good, monkeypatch):
     before = good.read_bytes()
 
-    import xai_bench.atomic_io as atomic_io
+    import xai_bench.storage.atomic_io as atomic_io
 
     def killed_while_flushing(fd):  # the bytes are in the temporary file, not yet renamed
         raise KeyboardInterrupt

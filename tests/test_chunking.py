@@ -1,4 +1,4 @@
-"""Memory-bounded chunks (xai_bench.chunking): chunk sizes follow the free memory, and a chunk
+"""Memory-bounded chunks (xai_bench.compute.chunking): chunk sizes follow the free memory, and a chunk
 that runs out of memory is retried at half the size with an unchanged result — for the helper
 itself, Integrated Gradients' interpolation batches, ViT-CX's masked copies and the
 perturbation metrics' perturbed copies. Out-of-memory errors are simulated by models and
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import chunking
+from xai_bench.compute import chunking
 from xai_bench.metrics.common import perturbed_confidences, pixel_ranks
 
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)

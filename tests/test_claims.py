@@ -1,4 +1,4 @@
-"""xai_bench.claims: the paper's claims as data; each of the four comes out holds / fails /
+"""xai_bench.analysis.claims: the paper's claims as data; each of the four comes out holds / fails /
 inconclusive on hand-made records, missing pieces are inconclusive, bad claim files are a
 ConfigError naming the claim."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_bench import claims as cl
-from xai_bench import statistics as st
+from xai_bench.analysis import claims as cl
+from xai_bench.analysis import statistics as st
 from xai_bench.errors import ConfigError
 
 R = 500

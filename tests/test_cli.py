@@ -7,7 +7,7 @@ from click.testing import CliRunner
 import xai_bench
 from xai_bench.cli import main, parse_key_values
 from xai_bench.data import get_dataset
-from xai_bench.inference import predict
+from xai_bench.compute.inference import predict
 
 DATA = "shapes:n=256"
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from conftest import TinyLinear
 from xai_bench.data import DataError, get_dataset, iter_batches, load_batch
-from xai_bench.inference import predict
+from xai_bench.compute.inference import predict
 
 FIX = "remove or replace it"
 
@@ -140,7 +140,7 @@ def test_cli_train_and_info_on_a_broken_folder(tmp_path, tiny_model):
     assert not out.exists()
     good = tmp_path / "good.pt"
     model = TinyLinear(num_classes=2, image_size=8, pool=2)
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
     from xai_bench.training import Recipe
 
     save_checkpoint(good, model, tiny_model, "shapes", Recipe(), {})

@@ -1,4 +1,4 @@
-"""Multi-process runs (xai_bench.distributed): torchrun with gloo on CPU gives the records of a
+"""Multi-process runs (xai_bench.run.distributed): torchrun with gloo on CPU gives the records of a
 single-process run, a killed job resumes with any number of processes, claims are exclusive."""
 
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xai_bench.distributed import CLAIMS, Ranks, claim, clear_claims
-from xai_bench.runner import RunConfig, Runner, RunError
+from xai_bench.run.distributed import CLAIMS, Ranks, claim, clear_claims
+from xai_bench.run.runner import RunConfig, Runner, RunError
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or \
     shutil.which("torchrun")
@@ -162,7 +162,7 @@ def test_ranks_place_processes_on_their_own_gpu():
 
 
 def test_a_multi_process_run_needs_a_run_directory(monkeypatch):
-    import xai_bench.distributed as distributed
+    import xai_bench.run.distributed as distributed
 
     monkeypatch.setattr(distributed, "_RANKS", Ranks(rank=0, world=2))
     with pytest.raises(RunError, match="run directory"):

@@ -76,17 +76,17 @@ def test_every_builtin_name_is_defined(kind, registry):
 
 
 def test_the_contract_tables_in_the_docs_are_generated_from_the_protocols():
-    from xai_bench.interfaces import contract_markdown
+    from xai_bench.contracts.docs import contract_markdown
 
     text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
     start, end = text.index("<!-- contract -->\n"), text.index("\n<!-- /contract -->")
     assert text[start + len("<!-- contract -->\n"):end] == contract_markdown(), (
-        "docs/models.md is out of date: paste xai_bench.interfaces.contract_markdown() "
+        "docs/models.md is out of date: paste xai_bench.contracts.docs.contract_markdown() "
         "between its contract markers")
 
 
 def test_the_readme_names_every_member_of_the_model_contract():
-    from xai_bench.interfaces import CAPABILITY_MEMBERS, MODEL_MEMBERS
+    from xai_bench.contracts.model import CAPABILITY_MEMBERS, MODEL_MEMBERS
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("The model contract"):readme.index("docs/scales.md")]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import xai_bench
-from xai_bench.inference import Predictions
+from xai_bench.compute.inference import Predictions
 from xai_bench.metrics import MetricNotApplicable
 from xai_bench.metrics.localisation import grid_candidates
 

@@ -1,4 +1,4 @@
-"""The one inference pass (xai_bench.inference.predict): results, batching paths, the cache
+"""The one inference pass (xai_bench.compute.inference.predict): results, batching paths, the cache
 shared with the metrics' image selection, and its errors."""
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from conftest import ItemsOnly, TinyLinear
 from xai_bench.data import DataError, SyntheticShapes, load_batch
 from xai_bench.errors import ConfigError
-from xai_bench.inference import Predictions, clear_cache, log_confidence, predict
+from xai_bench.compute.inference import Predictions, clear_cache, log_confidence, predict
 from xai_bench.metrics.common import select_confident
 
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench.checkpoint import save_checkpoint
+from xai_bench.storage.checkpoint import save_checkpoint
 from xai_bench.errors import ConfigError
-from xai_bench.results import read_records
-from xai_bench.run_store import RunStore
-from xai_bench.runner import RunConfig, Runner
+from xai_bench.storage.results import read_records
+from xai_bench.run.store import RunStore
+from xai_bench.run.runner import RunConfig, Runner
 from xai_bench.training import RECIPES
 
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -65,7 +65,7 @@ def test_exactly_the_affected_cells_are_recomputed(tmp_path, ckpts, trained_pair
     assert any("2 cells stale: rollout parameters changed (start_layer" in ln for ln in lines)
 
     # the method's source is edited: only the cells of methods in that module
-    import xai_bench.identity as identity
+    import xai_bench.storage.identity as identity
 
     real = identity.file_sha256
 

@@ -1,15 +1,15 @@
-"""Explain once, score many (xai_bench.map_cache): shared maps equal recomputed ones, each
+"""Explain once, score many (xai_bench.compute.map_cache): shared maps equal recomputed ones, each
 batch of a unit is explained once, class-agnostic methods once per distinct image."""
 
 import pytest
 import torch
 
 import xai_bench
-import xai_bench.map_cache as map_cache
-from xai_bench.map_cache import MapCache, sharing_maps
+import xai_bench.compute.map_cache as map_cache
+from xai_bench.compute.map_cache import MapCache, sharing_maps
 from xai_bench.metrics.common import attribute
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.runner import RunConfig, Runner
+from xai_bench.run.runner import RunConfig, Runner
 
 
 class Counting(AttributionMethod):

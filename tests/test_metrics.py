@@ -183,9 +183,9 @@ NAMES = {"grid_pointing_game": ("localisation", True), "mask_localisation": ("lo
 def test_registry_entries_have_category_and_direction():
     for name, (category, higher) in NAMES.items():
         assert name in METRICS
-        meta = METRICS.meta(name)
-        assert (meta["category"], meta["higher_is_better"]) == (category, higher)
-        assert meta["description"]
+        card = METRICS.card(name)
+        assert (card.category, card.higher_is_better) == (category, higher)
+        assert card.description and card.label
         metric = xai_bench.get_metric(name)
         assert isinstance(metric, Metric) and metric.name == name
         assert (metric.category, metric.higher_is_better) == (category, higher)

@@ -1,10 +1,10 @@
-"""xai_bench.modes.eval_mode: eval mode for the duration, each submodule's own flag after."""
+"""xai_bench.compute.modes.eval_mode: eval mode for the duration, each submodule's own flag after."""
 
 import pytest
 import torch
 from torch import nn
 
-from xai_bench.modes import eval_mode
+from xai_bench.compute.modes import eval_mode
 
 
 def _mixed_model():

@@ -128,7 +128,7 @@ def test_backbone_is_frozen_and_stays_in_eval_mode():
 
 
 def test_torchvision_backbone_checkpoint_loads_and_travels_in_the_state_dict(tmp_path):
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
     reference = densenet121()

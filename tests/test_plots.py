@@ -1,4 +1,4 @@
-"""The figures and summary of a run directory (xai_bench.plots)."""
+"""The figures and summary of a run directory (xai_bench.outputs.plots)."""
 
 import re
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import atomic_io
-from xai_bench.plots import (
+from xai_bench.storage import atomic_io
+from xai_bench.outputs.plots import (
     AGREEMENT, CURVES, FIG6, SUMMARY, _map_note, is_baseline, method_colour, plot_run,
     read_statistics,
 )
-from xai_bench.results import RECORD_COLUMNS, ResultsError, read_records, read_run_info
-from xai_bench.statistics import write_statistics
+from xai_bench.storage.results import RECORD_COLUMNS, ResultsError, read_records, read_run_info
+from xai_bench.analysis.statistics import write_statistics
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16))
 FIGURES = (FIG6, CURVES, AGREEMENT)
@@ -172,7 +172,7 @@ def test_synthetic_run_summary_has_every_section(synthetic, tmp_path):
     s = summary["summary"]
     row = s[(s["model"] == "bcos_vit_nano") & (s["method"] == "inherent")
             & (s["metric"] == "pixel_perturbation") & (s["replicate"] == 0)].iloc[0]
-    from xai_bench.statistics import format_interval
+    from xai_bench.analysis.statistics import format_interval
 
     # the raw ABC with its interval, bold as the best, with its rank group
     assert f"**{format_interval(row['mean'], row['ci_low'], row['ci_high'])}** a" in text

@@ -1,4 +1,4 @@
-"""Forward precision and compilation (xai_bench.precision): the options validate and nest,
+"""Forward precision and compilation (xai_bench.compute.precision): the options validate and nest,
 fp32 is bit-identical to not using them, bf16 stays within a stated tolerance of fp32 on the
 shipped nano models, and compile=True either works or falls back to the plain model."""
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import precision
+from xai_bench.compute import precision
 from xai_bench.data import get_dataset
-from xai_bench.inference import predict
+from xai_bench.compute.inference import predict
 from xai_bench.metrics.common import perturbed_confidences, pixel_ranks
-from xai_bench.precision import (
+from xai_bench.compute.precision import (
     PRECISIONS, current_options, forward_autocast, forward_model, forward_options,
     full_precision,
 )

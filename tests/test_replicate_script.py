@@ -81,7 +81,7 @@ def test_replicate_script_trains_runs_ablates_and_writes_the_report(fake_cifar, 
         assert f"| {position} |" in text
     checkpoints = sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("*.pt"))
     assert "bcos_vit_nano-cifar10-cpu@0.pt" in checkpoints and len(checkpoints) == 6
-    meta = xai_bench.checkpoint.load_checkpoint(tmp_path / "out" / "checkpoints" /
+    meta = xai_bench.storage.checkpoint.load_checkpoint(tmp_path / "out" / "checkpoints" /
                                                 "vit_nano-cifar10-cpu@0.pt")
     assert meta["recipe"]["augmentation"] == "crop-flip" and meta["recipe"]["epochs"] == 1
     ablated = xai_bench.get_model("bcos_vit_nano", checkpoint=str(

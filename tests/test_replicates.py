@@ -7,11 +7,11 @@ import torch
 from click.testing import CliRunner
 
 import xai_bench
-from xai_bench.checkpoint import load_checkpoint
+from xai_bench.storage.checkpoint import load_checkpoint
 from xai_bench.cli import main
 from xai_bench.errors import ConfigError
-from xai_bench.results import read_records
-from xai_bench.runner import RunConfig, Runner
+from xai_bench.storage.results import read_records
+from xai_bench.run.runner import RunConfig, Runner
 
 QUIET = dict(progress=False, log=lambda *_: None)
 

@@ -1,4 +1,4 @@
-"""The HTML report of a run directory (xai_bench.report): what a reader of the page needs is
+"""The HTML report of a run directory (xai_bench.outputs.report): what a reader of the page needs is
 on it, it is self-contained (nothing loads from the web), a bad run directory is a one-line
 error that leaves no file, and a real browser renders it."""
 
@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import xai_bench
-from xai_bench import atomic_io
+from xai_bench.storage import atomic_io
 from xai_bench.data import SyntheticShapes
-from xai_bench.identity import file_sha256
+from xai_bench.storage.identity import file_sha256
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.claims import load_claims
-from xai_bench.report import REPORT, report_html, write_report
-from xai_bench.results import ResultsError, read_arrays, read_examples
+from xai_bench.analysis.claims import load_claims
+from xai_bench.outputs.report import REPORT, report_html, write_report
+from xai_bench.storage.results import ResultsError, read_arrays, read_examples
 
 METHODS = ["inherent", "rollout", "ixg", "gradsam", "uniform", "random"]
 METRICS = ["grid_pointing_game", "pixel_perturbation", "random_target"]
@@ -173,7 +173,7 @@ def test_report_shows_the_answer_every_metric_every_model_and_what_failed(report
         assert re.search(r'\] <span class="grp" title="rank group">a</span>', section)
     # every model, with what the run recorded about it
     models = _parse(_section(page, "models"))[0]
-    for name, model in xai_bench.results.read_run_info(run_dir)["models"].items():
+    for name, model in xai_bench.storage.results.read_run_info(run_dir)["models"].items():
         assert name in models and f"{model['test_accuracy']:.4f}" in models
     # skipped and errored cells with their messages (escaped: the '<' is text, not a tag)
     failed = _parse(_section(page, "provenance"))[0]

@@ -5,8 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 from xai_bench.cli import main
-from xai_bench.report import reproduce_command
-from xai_bench.runner import RunConfig, Runner, RunError
+from xai_bench.outputs.report import reproduce_command
+from xai_bench.run.runner import RunConfig, Runner, RunError
 
 SMALL = dict(models=["vit_nano"], methods=["uniform"], metrics=["deletion"], n_images=2,
              batch_size=2)

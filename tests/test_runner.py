@@ -13,10 +13,10 @@ from click.testing import CliRunner
 import xai_bench
 from xai_bench.cli import main
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.results import (
+from xai_bench.storage.results import (
     CURVE_COLUMNS, RECORD_COLUMNS, read_curves, read_examples, read_records,
 )
-from xai_bench.runner import RunConfig, Runner, resolve_metrics
+from xai_bench.run.runner import RunConfig, Runner, resolve_metrics
 from xai_bench.data.synthetic import CLASSES
 
 METHODS = "inherent,rollout,chefer_lrp,uniform"
@@ -127,7 +127,7 @@ def test_rerun_skips_everything_and_changes_nothing(tmp_path, checkpoints, monke
     def fail(*a, **k):
         raise AssertionError("a finished cell was recomputed")
 
-    import xai_bench.runner as runner_mod
+    import xai_bench.run.runner as runner_mod
 
     monkeypatch.setattr(runner_mod.Runner, "load_model", fail)
     again = CliRunner().invoke(main, args)
@@ -146,7 +146,7 @@ def test_interrupted_run_resumes_to_identical_records(tmp_path, checkpoints, mon
     full = read_records(tmp_path / "full" / "x")
 
     from xai_bench.errors import Interrupted
-    from xai_bench.run_store import RunStore
+    from xai_bench.run.store import RunStore
 
     real, calls = RunStore.write, []
 
@@ -278,7 +278,7 @@ def test_models_all_means_the_models_that_can_run_here(tmp_path):
                                            progress=False).model_specs]
 
     assert models() == ["bcos_vit_nano", "vit_nano"]
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "x.pt", xai_bench.get_model("vit_micro"), "vit_micro", "shapes",
                     {}, {})

@@ -1,4 +1,4 @@
-"""xai_bench.seeding: the one seeding scheme (derived seeds, content seeds, CPU generators)."""
+"""xai_bench.compute.seeding: the one seeding scheme (derived seeds, content seeds, CPU generators)."""
 
 import hashlib
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xai_bench.seeding import SEP, content_seed, cpu_generator, derive_seed, numpy_rng
+from xai_bench.compute.seeding import SEP, content_seed, cpu_generator, derive_seed, numpy_rng
 
 
 def test_derive_seed_is_stable_63_bit_and_unambiguous():

@@ -8,8 +8,8 @@ import torch
 
 import xai_bench
 from xai_bench.data import get_dataset
-from xai_bench.identity import file_sha256
-from xai_bench.inference import predict
+from xai_bench.storage.identity import file_sha256
+from xai_bench.compute.inference import predict
 from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS, cached_default_model
 from xai_bench.training.recipes import default_recipe
 from xai_bench.training.shipped import MANIFEST, SHIPPED_DIR, read_manifest, shipped_checkpoint

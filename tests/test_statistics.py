@@ -1,4 +1,4 @@
-"""xai_bench.statistics: bootstrap intervals (coverage, 1/sqrt(n) width, the ABC ratio),
+"""xai_bench.analysis.statistics: bootstrap intervals (coverage, 1/sqrt(n) width, the ABC ratio),
 paired tests with Holm's correction, rank groups, best/tie verdicts, Kendall agreement,
 replicate stability, formatting and the written tables. All on synthetic records."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xai_bench import statistics as st
+from xai_bench.analysis import statistics as st
 from xai_bench.errors import ConfigError
 
 R = 500  # resamples: enough for the checks below, fast

@@ -268,8 +268,8 @@ def test_pretrained_failure_is_one_line(tmp_path):
 
 
 def test_checkpoint_round_trip_and_runner_cell(tmp_path):
-    from xai_bench.results import read_records
-    from xai_bench.runner import RunConfig, Runner
+    from xai_bench.storage.results import read_records
+    from xai_bench.run.runner import RunConfig, Runner
 
     torch.manual_seed(0)
     path = save_timm_checkpoint(tmp_path / "timm.pt", NAME, dataset="shapes", pretrained=False,

@@ -11,7 +11,7 @@ import torch
 import xai_bench
 from conftest import TINY, ItemsOnly, TinyLinear
 from xai_bench.data import SyntheticShapes
-from xai_bench.inference import predict
+from xai_bench.compute.inference import predict
 from xai_bench.training import (
     RECIPES, Recipe, cache_path, cached_default_model, default_recipe, get_recipe, loss_fn,
     lr_factor, model_cache_dir, train_model,
@@ -287,7 +287,7 @@ def test_quick_recipes_train_on_mosaics(shapes_1k):
 def test_train_and_save_and_the_cache_record_the_same_metadata(tmp_path, monkeypatch,
                                                                tiny_model):
     import xai_bench.data as data_mod
-    from xai_bench.checkpoint import checkpoint_info
+    from xai_bench.storage.checkpoint import checkpoint_info
     from xai_bench.errors import ConfigError, OutputError
     from xai_bench.training import train_and_save
 

@@ -13,7 +13,7 @@ from xai_bench.registry import METHODS, METRICS, MODELS
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "METHODS", "METRICS", "evaluate", "Results",
+    "MODELS", "METHODS", "METRICS", "evaluate", "Results", "method", "metric",
     "list_models", "get_model", "list_methods", "get_method", "list_metrics", "get_metric",
 ]
 
@@ -34,6 +34,25 @@ def __getattr__(name):  # lazy, so that `import xai_bench` stays cheap
     raise AttributeError(f"module 'xai_bench' has no attribute {name!r}")
 
 
+def method(*args, **kwargs):
+    """Decorator: declare a method's description next to its code (kind, class-agnostic,
+    required model capabilities, cost, label, place and colour in figures); see
+    :func:`xai_bench.contracts.method.method`. ``@xai_bench.method`` alone takes the
+    defaults."""
+    from xai_bench.contracts.method import method as declare
+
+    return declare(*args, **kwargs)
+
+
+def metric(*args, **kwargs):
+    """Decorator: declare a metric (a plain function ``f(model, x, targets, maps, *,
+    param=default) -> scores (B,)`` or a metric class) with its direction, category, label,
+    unit, chance level; see :func:`xai_bench.contracts.metric.metric`."""
+    from xai_bench.contracts.metric import metric as declare
+
+    return declare(*args, **kwargs)
+
+
 def list_models(pattern="*"):
     """Names of the registered models matching a glob (or a list of globs)."""
     return MODELS.list(pattern)
@@ -43,7 +62,7 @@ def get_model(name, checkpoint=None, **kwargs):
     """Build model `name`; with `checkpoint`, restore the weights (and constructor arguments)
     saved by `xai-bench train`. Keyword arguments override the stored constructor arguments."""
     if checkpoint is not None:
-        from xai_bench.checkpoint import load_model_from_checkpoint
+        from xai_bench.storage.checkpoint import load_model_from_checkpoint
 
         # Builders that read other checkpoint formats (e.g. the official B-cos-v2 `.pth`
         # state dicts) expose them as `builder.load_checkpoint(path, **kwargs)`.

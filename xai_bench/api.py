@@ -10,7 +10,7 @@ given by name (as on the command line) or as objects::
 
     results = xai_bench.evaluate(models=["vit_nano"], methods=["rollout", edges],
                                  metrics="grid_pointing_game", untrained=True, n_grids=4)
-    results.records                            # tidy DataFrame (see xai_bench.results)
+    results.records                            # tidy DataFrame (see xai_bench.storage.results)
     results.summary                            # n, mean, 95 % interval per cell
     results.claims                             # the paper's claims, tested
 
@@ -30,12 +30,12 @@ __all__ = ["evaluate", "Results"]
 class Results:
     """What :func:`evaluate` returns: the tidy tables and the run's facts."""
 
-    records: "object"                 # pandas DataFrame, schema xai_bench.results.RECORD_COLUMNS
+    records: "object"                 # pandas DataFrame, schema xai_bench.storage.results.RECORD_COLUMNS
     curves: "object"                  # pandas DataFrame, schema CURVE_COLUMNS
     info: dict                        # what run.json holds
     examples: dict = field(default_factory=dict)  # "model/method/metric/name" -> array
     run_dir: Path | None = None
-    #: the statistical tables (xai_bench.statistics.analyse): summary, comparisons, ranks,
+    #: the statistical tables (xai_bench.analysis.statistics.analyse): summary, comparisons, ranks,
     #: best, agreement, claims and, with replicates, stability
     tables: dict = field(default_factory=dict)
 
@@ -56,7 +56,7 @@ class Results:
 
     def means(self):
         """Mean value per (metric, model) and method of the ok records (a pivot table)."""
-        from xai_bench.runner import summary_table
+        from xai_bench.run.runner import summary_table
 
         return summary_table(self.records)
 
@@ -77,7 +77,7 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
-    (:mod:`xai_bench.interfaces`); methods: names, globs or method objects / plain functions
+    (:mod:`xai_bench.contracts`); methods: names, globs or method objects / plain functions
     ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
     dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
     are those of ``xai-bench run`` under their own names (``method_params`` is
@@ -85,11 +85,11 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
     per replicate, or ``{model: glob}``; ``replicates=N`` runs N independently initialised
     copies of each model; ``precision="bf16"`` and ``compile=True`` for the forward-only
-    work, :mod:`xai_bench.precision`). Invalid input raises a
+    work, :mod:`xai_bench.compute.precision`). Invalid input raises a
     one-line :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun
-    (:mod:`xai_bench.distributed`) the processes share the work and only rank 0 returns
+    (:mod:`xai_bench.run.distributed`) the processes share the work and only rank 0 returns
     :class:`Results`; the others return ``None``."""
-    from xai_bench.runner import RunConfig, Runner
+    from xai_bench.run.runner import RunConfig, Runner
 
     def listed(value):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):

@@ -31,7 +31,7 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from xai_bench.errors import Interrupted, XaiBenchError
-        from xai_bench.interrupts import SIGNAL_EXIT_CODES, Terminated, terminate_as_interrupt
+        from xai_bench.run.interrupts import SIGNAL_EXIT_CODES, Terminated, terminate_as_interrupt
 
         try:
             with terminate_as_interrupt():
@@ -132,13 +132,11 @@ def list_cmd(what, pattern):
     names = registry.list(pattern)
     failed = []
     for name in names:
-        meta = registry.meta(name)
-        tags = ", ".join(f"{k}={v}" for k, v in meta.items()
-                         if k not in ("description", "source", "paper", "parameters"))
         desc = registry.description(name)
         if name in registry.failures:
             failed.append(name)
             continue
+        tags = ", ".join(f"{k}={v}" for k, v in _tags(registry, name).items())
         source = registry.source(name)
         origin = "" if source == "xai-bench" else f" [plugin: {source}]"
         click.echo(f"{name:22s} {tags:40s} {desc}{origin}".rstrip())
@@ -157,8 +155,21 @@ def list_cmd(what, pattern):
         raise UsageError(f"no {what} match '{pattern}'")
 
 
+def _tags(registry, name) -> dict:
+    """What ``xai-bench list`` shows of an entry besides its description: a method's kind, a
+    metric's category and direction (from their declarations), a model's registered facts."""
+    if registry.kind == "method":
+        card = registry.card(name)
+        return {"kind": card.kind, **({"class_agnostic": True} if card.class_agnostic else {})}
+    if registry.kind == "metric":
+        card = registry.card(name)
+        return {"category": card.category, "higher_is_better": card.higher_is_better}
+    return {k: v for k, v in registry.meta(name).items()
+            if k not in ("description", "source", "paper", "parameters")}
+
+
 def _num_parameters(model) -> int:
-    from xai_bench.interfaces import parameter_count
+    from xai_bench.contracts.model import parameter_count
 
     return parameter_count(model)
 
@@ -204,7 +215,7 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     """
     from xai_bench.data import get_dataset
     from xai_bench.errors import OutputError
-    from xai_bench.runner import resolve_device
+    from xai_bench.run.runner import resolve_device
     from xai_bench.training import check_output_file, default_recipe, get_recipe, \
         train_and_save
 
@@ -274,7 +285,7 @@ def info(checkpoint, evaluate_on, device):
       xai-bench info bcos.pt
       xai-bench info bcos.pt --evaluate shapes
     """
-    from xai_bench.checkpoint import load_model_from_checkpoint
+    from xai_bench.storage.checkpoint import load_model_from_checkpoint
 
     model = load_model_from_checkpoint(checkpoint)
     meta = model.checkpoint_info
@@ -293,8 +304,8 @@ def info(checkpoint, evaluate_on, device):
         click.echo(f"{key:9s} {value}")
     if evaluate_on:
         from xai_bench.data import get_dataset
-        from xai_bench.inference import predict
-        from xai_bench.runner import resolve_device
+        from xai_bench.compute.inference import predict
+        from xai_bench.run.runner import resolve_device
 
         device = resolve_device(device)
         # at the model's input size (image data sets are resized and cropped to it)
@@ -372,7 +383,7 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
         run the command again as N workers of one thread each and end with their exit code."""
         if processes == 1 or runner.ranks.distributed:  # 1, or already a worker
             return
-        from xai_bench.distributed import launch_local
+        from xai_bench.run.distributed import launch_local
 
         if Path(sys.argv[0]).name not in ("xai-bench", "__main__.py"):
             raise click.UsageError("--processes starts the xai-bench command again; from "
@@ -400,14 +411,14 @@ def run(models, methods, metrics, dataset, checkpoints, replicates, n_grids, n_i
     for label, m in info["models"].items():
         source = " (shipped with xai-bench)" if m.get("shipped") else ""
         say(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}{source}")
-    from xai_bench.terminal import compact_summary, full_summary
+    from xai_bench.outputs.terminal import compact_summary, full_summary
 
     say(full_summary(results.tables) if verbose else compact_summary(results.tables))
     say("")
     run_dir = results.run_dir
     if not no_plots:
-        from xai_bench.plots import plot_run
-        from xai_bench.report import write_report
+        from xai_bench.outputs.plots import plot_run
+        from xai_bench.outputs.report import write_report
 
         figures = plot_run(run_dir)
         click.echo(f"report:  {write_report(run_dir, figures=figures)}")
@@ -432,8 +443,8 @@ def plot(results, out):
     Example:
       xai-bench plot results/run-1a2b3c4d5e --out figures/
     """
-    from xai_bench.plots import plot_run
-    from xai_bench.results import ResultsError, find_run_dirs
+    from xai_bench.outputs.plots import plot_run
+    from xai_bench.storage.results import ResultsError, find_run_dirs
 
     runs = find_run_dirs(results)
     if not runs:
@@ -459,8 +470,8 @@ def report(run_dir, out):
     Example:
       xai-bench report results/run-1a2b3c4d5e --out report.html
     """
-    from xai_bench.report import write_report
-    from xai_bench.results import ResultsError, find_run_dirs
+    from xai_bench.outputs.report import write_report
+    from xai_bench.storage.results import ResultsError, find_run_dirs
 
     runs = find_run_dirs(run_dir)
     if len(runs) != 1 or runs[0] != Path(run_dir):
@@ -496,7 +507,7 @@ def explain(model, images, checkpoint, methods, dataset, n_images, target, out):
 
     from xai_bench.data import get_dataset, load_batch
     from xai_bench.registry import METHODS
-    from xai_bench.viz import explanation_figure, load_images
+    from xai_bench.outputs.explain import explanation_figure, load_images
 
     if checkpoint is not None:
         net = xai_bench.get_model(model, checkpoint=checkpoint)

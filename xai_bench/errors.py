@@ -13,7 +13,7 @@ callers that catch the builtin; new code should catch :class:`XaiBenchError`.
 from __future__ import annotations
 
 __all__ = ["XaiBenchError", "ConfigError", "OutputError", "ContractError", "Interrupted",
-           "TrainingError", "one_line"]
+           "TrainingError", "NotApplicable", "one_line"]
 
 
 class XaiBenchError(Exception):
@@ -33,7 +33,7 @@ class OutputError(XaiBenchError, OSError):
 
 class ContractError(XaiBenchError, TypeError):
     """A model, method or metric does not provide what its contract
-    (:mod:`xai_bench.interfaces`) requires."""
+    (:mod:`xai_bench.contracts`) requires."""
 
 
 class Interrupted(XaiBenchError):
@@ -42,6 +42,12 @@ class Interrupted(XaiBenchError):
 
 class TrainingError(XaiBenchError, FloatingPointError):
     """Training cannot go on (the loss diverged); the message says what to change."""
+
+
+class NotApplicable(ValueError):
+    """A method or metric cannot be computed for this model or data set (a B-cos method on a
+    conventional model, mask localisation without masks): its cells are recorded as
+    ``skipped`` with the message, not as errors."""
 
 
 def one_line(text) -> str:

@@ -2,9 +2,12 @@
 
 Entries come from two places:
 
-* builtins, registered with ``@REGISTRY.register()`` by the modules listed in
-  ``builtin_modules``; those modules are imported lazily, the first time the registry is
-  listed or queried, so that ``import xai_bench`` stays cheap (no torch);
+* builtins: the modules listed in ``builtin_modules`` (and their submodules) are imported
+  lazily, the first time the registry is listed or queried, so that ``import xai_bench``
+  stays cheap (no torch); every object there declared with ``@xai_bench.method`` /
+  ``@xai_bench.metric`` (or registered with ``@REGISTRY.register()``) becomes an entry. A
+  method or metric module therefore never imports this registry, and editing the registry
+  changes no cell's source identity;
 * third-party plugins, declared as entry points of ``group`` in their distribution's
   metadata, e.g. in a plugin's ``pyproject.toml``::
 
@@ -30,10 +33,15 @@ import fnmatch
 import importlib
 import importlib.metadata
 import inspect
+import sys
 
 from xai_bench.errors import XaiBenchError
 
-__all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS"]
+__all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS",
+           "register_method", "register_metric"]
+
+#: the marker the declaring decorators (xai_bench.contracts.method/metric) set
+_DECLARED = "__xai_bench_entry__"
 
 _GLOB_CHARS = "*?["
 # Characters that would make a name ambiguous in `resolve` specs ("a,b", globs).
@@ -201,6 +209,20 @@ class Registry:
                 # that is missing is a real error and must surface.
                 if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
                     raise
+        self._collect_declared()
+
+    def _collect_declared(self):
+        """Register every object of the builtin modules declared for this registry's kind
+        (its own ``__xai_bench_entry__`` marker, not an inherited one), in module order."""
+        for name, module in sorted(sys.modules.items()):
+            if module is None or not any(name == b or name.startswith(b + ".")
+                                         for b in self.builtin_modules):
+                continue
+            for obj in list(vars(module).values()):
+                own = getattr(obj, "__dict__", {})
+                if own.get(_DECLARED) == self.kind and obj.__module__ == name and \
+                        obj.name not in self._builtins:
+                    self.add(obj.name, obj)
 
     def _entry_points(self) -> dict:
         if self._plugins is None:
@@ -228,7 +250,7 @@ class Registry:
     def refresh(self):
         """Forget discovered and loaded plugins (and their load failures), e.g. after
         installing or upgrading one; they are found and imported again on next use."""
-        from xai_bench.identity import forget_distributions
+        from xai_bench.storage.identity import forget_distributions
 
         self._plugins = None
         self._loaded.clear()
@@ -259,7 +281,7 @@ class Registry:
         if name not in plugins:
             if self._prefix_of(name):
                 return self._resolve_prefixed(name)
-            raise UnknownNameError(self._unknown_message(name))
+            raise UnknownNameError(self.unknown_message(name))
         if name not in self._loaded:
             ep = plugins[name]
             try:
@@ -272,7 +294,7 @@ class Registry:
                 raise RegistryError(message) from e
         return self._loaded[name]
 
-    def _unknown_message(self, name) -> str:
+    def unknown_message(self, name) -> str:
         hint = ""
         if self._prefixes and ":" in str(name):
             hint = f" (name prefixes: {', '.join(p + ':' for p in sorted(self._prefixes))})"
@@ -286,12 +308,27 @@ class Registry:
         """Metadata given at registration (a copy; ``{}`` for plugins)."""
         if name in self._builtins or name in self:
             return dict(self._meta.get(name, {}))
-        raise UnknownNameError(self._unknown_message(name))
+        raise UnknownNameError(self.unknown_message(name))
+
+    def card(self, name: str):
+        """What entry ``name`` declares about itself (a method's or metric's card,
+        :mod:`xai_bench.contracts`): the same for built-ins and plugins (a plugin is loaded
+        for this). A plugin that fails to load raises :class:`RegistryError`."""
+        obj = self.get(name)
+        if self.kind == "method":
+            from xai_bench.contracts.method import method_card
+
+            return method_card(obj, name)
+        if self.kind == "metric":
+            from xai_bench.contracts.metric import metric_card
+
+            return metric_card(obj, name)
+        raise TypeError(f"{self.kind} entries declare no card")
 
     def description(self, name: str) -> str:
-        """One sentence about entry ``name``: its registered description, else the first
-        sentence of its docstring (plugins are loaded for this); for a plugin that fails to
-        load, why."""
+        """One sentence about entry ``name``: its registered description, else its declared
+        one, else the first sentence of its docstring (plugins are loaded for this); for a
+        plugin that fails to load, why."""
         meta = self.meta(name)
         if meta.get("description"):
             return _first_sentence(meta["description"])
@@ -299,6 +336,9 @@ class Registry:
             obj = self.get(name)
         except RegistryError as e:
             return f"FAILED TO LOAD: {e}"
+        declared = getattr(obj, "description", None)
+        if isinstance(declared, str) and declared:
+            return _first_sentence(declared)
         doc = inspect.getdoc(obj) or ""
         if not doc and not inspect.isclass(obj) and not inspect.isfunction(obj):
             doc = inspect.getdoc(type(obj)) or ""
@@ -342,7 +382,7 @@ class Registry:
                     self.get(part)  # the resolver's own error (e.g. suggestions) if unknown
                     matches = [part]
                 else:
-                    raise UnknownNameError(self._unknown_message(part))
+                    raise UnknownNameError(self.unknown_message(part))
                 result.update(dict.fromkeys(matches))
         return list(result)
 
@@ -376,3 +416,17 @@ MODELS.add_prefix("timm", "xai_bench.models.timm_adapter:resolve_timm_model",
                   "\"xai-bench[timm]\")")
 METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",))
 METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",))
+
+
+def register_method(obj):
+    """Decorator: register a method (class or declared function) under its ``name`` in
+    :data:`METHODS` now (built-in modules need not: the registry finds their declarations)."""
+    METHODS.add(obj.name if isinstance(getattr(obj, "name", None), str) else obj.__name__, obj)
+    return obj
+
+
+def register_metric(obj):
+    """Decorator: register a metric (class or declared function) under its ``name`` in
+    :data:`METRICS` now."""
+    METRICS.add(obj.name if isinstance(getattr(obj, "name", None), str) else obj.__name__, obj)
+    return obj

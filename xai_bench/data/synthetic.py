@@ -25,7 +25,7 @@ down by 2).
 
 Generation is deterministic: the same ``(n, image_size, seed)`` gives identical tensors
 (NumPy's PCG64 ``Generator``, all parameters drawn in bulk in a fixed order; the train/test
-seeds are ``derive_seed("shapes", seed, split)``, see :mod:`xai_bench.seeding`). It is
+seeds are ``derive_seed("shapes", seed, split)``, see :mod:`xai_bench.compute.seeding`). It is
 vectorised over images (about 2 s for 10k 32×32 images on one CPU core).
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xai_bench.seeding import derive_seed, numpy_rng
+from xai_bench.compute.seeding import derive_seed, numpy_rng
 
 SHAPES = ("disc", "square", "triangle", "plus", "ring")
 CLASS_COLOURS = {"red": (0.86, 0.15, 0.12), "blue": (0.12, 0.30, 0.90)}

@@ -14,9 +14,10 @@ Every method is called as ``method(model, x, targets) -> maps`` (see
 
 from xai_bench.methods import attention, baselines, gradient, lrp, vit_cx  # noqa: F401
 from xai_bench.methods.base import (
-    AttributionMethod, MethodNotApplicable, is_vit, register_method, token_readout,
+    AttributionMethod, MethodNotApplicable, is_vit, token_readout,
     upsample_token_map,
 )
+from xai_bench.registry import register_method
 
 __all__ = ["AttributionMethod", "MethodNotApplicable", "is_vit", "register_method",
            "token_readout", "upsample_token_map"]

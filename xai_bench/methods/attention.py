@@ -9,7 +9,7 @@ on the token grid. The token×token matrices themselves (and rollout's products)
 tokens, prefix tokens included.
 For the B-cos ViT the attention matrix used is the one actually applied to the values (after
 the positional prior). These methods run the model's *plain* forward (never explanation mode),
-in eval mode (see :func:`xai_bench.modes.eval_mode`).
+in eval mode (see :func:`xai_bench.compute.modes.eval_mode`).
 
 ``start_layer`` (rollout here, CheferLRP in :mod:`~xai_bench.methods.lrp`) is a **0-based
 block index**, exactly as in the reference implementation of Chefer et al.
@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.methods.base import (
-    AttributionMethod, is_vit, register_method, token_readout, upsample_token_map,
-)
-from xai_bench.modes import eval_mode
+from xai_bench.contracts.method import method
+from xai_bench.methods.base import AttributionMethod, token_readout, upsample_token_map
+from xai_bench.compute.modes import eval_mode
 
 
 def attention_maps(model, x):
@@ -82,31 +81,26 @@ def rollout_product(mats: list[torch.Tensor], start_layer: int, normalise: bool)
 
 
 class _AttentionMethod(AttributionMethod):
-    kind = "attention"
-
-    def applies_to(self, model):
-        return is_vit(model)
+    kind, requires = "attention", ("attention",)
 
 
-@register_method
+@method("finatt", kind="attention", class_agnostic=True, requires="attention", cost=1.1,
+        place=4, colour="#332288")  # Tol indigo
 class FinAtt(_AttentionMethod):
     """Final-block attention, mean over heads, read out (mean over query rows, or the CLS row
     of a CLS-pooling model) (class-agnostic)."""
-
-    name, class_agnostic = "finatt", True
 
     def attribute(self, model, x, targets):
         last = attention_maps(model, x)[-1].mean(1)
         return upsample_token_map(model, token_readout(last, model))
 
 
-@register_method
+@method("rollout", kind="attention", class_agnostic=True, requires="attention", cost=1.1,
+        place=3, colour="#009E73")  # bluish green
 class Rollout(_AttentionMethod):
     """Attention rollout (Abnar & Zuidema): product of row-normalised (mean-head attention + I)
     from block ``start_layer`` (0-based, default 1 as in Chefer et al.'s evaluation) to the
     last block, later blocks on the left (class-agnostic)."""
-
-    name, class_agnostic = "rollout", True
 
     def __init__(self, start_layer: int = 1):
         super().__init__(start_layer=start_layer)
@@ -118,12 +112,11 @@ class Rollout(_AttentionMethod):
         return upsample_token_map(model, token_readout(joint, model))
 
 
-@register_method
+@method("gradsam", kind="attention", requires="attention", place=5,
+        colour="#E69F00")  # orange
 class GradSAM(_AttentionMethod):
     """GradSAM: mean over blocks and heads of A ⊙ ReLU(∂y_t/∂A) (ReLU on the gradient only),
     read out (mean over query rows, or the CLS row of a CLS-pooling model)."""
-
-    name = "gradsam"
 
     def attribute(self, model, x, targets):
         maps, grads = attention_and_gradients(model, x, targets)
@@ -131,13 +124,12 @@ class GradSAM(_AttentionMethod):
         return upsample_token_map(model, token_readout(total, model))
 
 
-@register_method
+@method("gradcam", kind="attention", requires="attention", place=6,
+        colour="#F0E442")  # yellow
 class GradCAM(_AttentionMethod):
     """GradCAM adapted to ViTs (Chefer et al.): last block, heads as channels; weight per head
     = mean of ∂y_t/∂A_h over the readout (query rows, or the CLS row) and the patch-token
     columns, activation per head = readout of A_h, map = ReLU(mean_h w_h · a_h)."""
-
-    name = "gradcam"
 
     def attribute(self, model, x, targets):
         maps, grads = attention_and_gradients(model, x, targets, blocks=[-1])

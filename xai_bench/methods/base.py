@@ -17,12 +17,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xai_bench.interfaces import model_attr, model_name
+from xai_bench.contracts.method import DEFAULT_METHOD_COST, method  # noqa: F401
+from xai_bench.errors import NotApplicable
+from xai_bench.contracts.model import has_attention, has_capabilities, model_attr, model_name
 
-from xai_bench.seeding import content_seed  # noqa: F401  (moved; importable here as before)
+from xai_bench.compute.seeding import content_seed  # noqa: F401  (moved; importable here as before)
 
 
-class MethodNotApplicable(ValueError):
+class MethodNotApplicable(NotApplicable):
     """Raised when a method is called on a model it does not apply to."""
 
 
@@ -32,18 +34,29 @@ class AttributionMethod:
     Subclasses define their parameters as keyword arguments of ``__init__`` and store them in
     ``self.params`` (via ``super().__init__(**params)``)."""
 
-    #: registered name (set by the registry decorator helper below)
+    # The declarations (xai_bench.contracts.method.MethodCard) as class attributes; a
+    # subclass overrides them or is decorated with @xai_bench.method(...).
+    #: registered name
     name: str = "method"
-    #: "model-inherent", "attention", "gradient", "lrp", "perturbation" or "baseline"
+    #: "model-inherent", "attention", "gradient", "lrp", "perturbation", "baseline" or any word
     kind: str = "other"
     #: True where the map does not depend on the target class (e.g. rollout)
     class_agnostic: bool = False
+    #: model capabilities without which the method does not apply
+    requires: tuple = ()
+    #: forward passes per explained image (relative cost, for scheduling)
+    cost: float = DEFAULT_METHOD_COST
+    #: how figures show it: label (default: the name), place, "#rrggbb" colour
+    label: str = ""
+    place: float | None = None
+    colour: str | None = None
 
     def __init__(self, **params):
         self.params = dict(params)
 
     def applies_to(self, model) -> bool:
-        return True
+        """Whether the model has every capability the method ``requires``."""
+        return has_capabilities(model, self.requires)
 
     def attribute(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -105,16 +118,5 @@ def token_readout(matrix: torch.Tensor, model=None) -> torch.Tensor:
 
 
 def is_vit(model) -> bool:
-    """Models with the attention capability (:func:`xai_bench.interfaces.has_attention`)."""
-    from xai_bench.interfaces import has_attention
-
+    """Models with the attention capability (:func:`xai_bench.contracts.model.has_attention`)."""
     return has_attention(model)
-
-
-def register_method(cls):
-    """Class decorator: register an :class:`AttributionMethod` subclass under ``cls.name``."""
-    from xai_bench.registry import METHODS
-
-    doc = (cls.__doc__ or "").strip().splitlines()
-    METHODS.add(cls.name, cls, kind=cls.kind, description=doc[0] if doc else "")
-    return cls

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.methods.base import AttributionMethod, register_method
-from xai_bench.seeding import content_seed, cpu_generator
+from xai_bench.contracts.method import method
+from xai_bench.methods.base import AttributionMethod
+from xai_bench.compute.seeding import content_seed, cpu_generator
 
 
 def _float_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
-@register_method
+@method("random", kind="baseline", cost=0.1, place=100, colour="#5f5f5f")
 class RandomMap(AttributionMethod):
     """IID uniform noise in [0, 1), seeded per image by ``content_seed(image, seed)``
-    (:mod:`xai_bench.seeding`) and drawn from a CPU generator: deterministic, independent of
+    (:mod:`xai_bench.compute.seeding`) and drawn from a CPU generator: deterministic, independent of
     the target and of the image's position in the batch (a batched call equals the per-image
     calls), identical on CPU and GPU. The map has the input's floating dtype (the default
     dtype for integer inputs)."""
-
-    name, kind = "random", "baseline"
 
     def __init__(self, seed: int = 0):
         super().__init__(seed=int(seed))
@@ -36,22 +35,20 @@ class RandomMap(AttributionMethod):
         return torch.stack(maps).to(x.device)
 
 
-@register_method
+@method("uniform", kind="baseline", class_agnostic=True, cost=0.1, place=101,
+        colour="#999999")
 class UniformMap(AttributionMethod):
     """A constant map of ones (every pixel equally important)."""
-
-    name, kind, class_agnostic = "uniform", "baseline", True
 
     def attribute(self, model, x, targets):
         return torch.ones(x.shape[0], *x.shape[-2:], device=x.device, dtype=_float_dtype(x))
 
 
-@register_method
+@method("centre", kind="baseline", class_agnostic=True, cost=0.1, place=102,
+        colour="#c8c8c8")
 class CentreMap(AttributionMethod):
     """A centred Gaussian bump ``exp(-d²/(2σ²))``, ``d`` the distance from the image centre and
     ``σ = sigma`` in units of the image size (per axis): the centre bias."""
-
-    name, kind, class_agnostic = "centre", "baseline", True
 
     def __init__(self, sigma: float = 0.25):
         if not sigma > 0:

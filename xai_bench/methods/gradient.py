@@ -2,7 +2,7 @@
 and Integrated Gradients (the latter two through captum). All sum the per-channel attributions
 and take gradients of the target *logit*.
 
-Shared conventions of every method in this package (see :func:`xai_bench.modes.eval_mode`):
+Shared conventions of every method in this package (see :func:`xai_bench.compute.modes.eval_mode`):
 
 - the model is explained in eval mode (no batch-norm statistics updates, no dropout, so a
   batched call equals the per-image calls); each module's train/eval flag is restored after;
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.interfaces import is_dynamic_linear
-from xai_bench.methods.base import AttributionMethod, register_method
-from xai_bench.modes import eval_mode
+from xai_bench.contracts.method import method
+from xai_bench.methods.base import AttributionMethod
+from xai_bench.compute.modes import eval_mode
 
 
 def input_gradient(model, x, targets):
@@ -32,15 +32,11 @@ def input_gradient(model, x, targets):
     return grad
 
 
-@register_method
+@method("inherent", kind="model-inherent", requires="dynamic_linear", place=0,
+        colour="#D55E00")  # vermillion
 class Inherent(AttributionMethod):
     """Model-inherent B-cos contribution maps: W(x) ⊙ x summed over channels (explanation
     mode; sums to ``logit - logit_bias`` for a dynamic-linear model)."""
-
-    name, kind = "inherent", "model-inherent"
-
-    def applies_to(self, model):
-        return is_dynamic_linear(model)
 
     def attribute(self, model, x, targets):
         # In explanation mode the gradient of logit c w.r.t. x *is* row c of W(x).
@@ -49,12 +45,10 @@ class Inherent(AttributionMethod):
         return (weights * x).sum(1)
 
 
-@register_method
+@method("ixg", kind="gradient", place=1, colour="#0072B2")  # blue
 class InputXGradient(AttributionMethod):
     """Input × Gradient (captum ``InputXGradient``) of the target logit, plain gradients
     (never explanation mode), summed over channels."""
-
-    name, kind = "ixg", "gradient"
 
     def attribute(self, model, x, targets):
         from captum.attr import InputXGradient as CaptumIxG
@@ -64,14 +58,14 @@ class InputXGradient(AttributionMethod):
         return attr.sum(1)
 
 
-@register_method
+@method("intgrad", kind="gradient", cost=120.0, place=2, colour="#56B4E9")  # sky blue
 class IntegratedGradients(AttributionMethod):
     """Integrated Gradients (captum) of the target logit: ``n_steps`` Gauss–Legendre steps
     from a zero baseline in the model's input space, summed over channels.
 
     ``chunk_size`` bounds memory: it is captum's ``internal_batch_size``, the number of
     interpolated inputs (images × steps) per forward/backward pass, an upper bound that the
-    device's free memory may lower (:func:`xai_bench.chunking.chunk_size`, from the measured
+    device's free memory may lower (:func:`xai_bench.compute.chunking.chunk_size`, from the measured
     forward+backward activation size per input). At or above the batch size every pass holds
     at least one step of every image (captum's own minimum); below it (little memory) the
     images are split into groups of ``chunk`` images, one step per pass. ``"auto"``
@@ -80,11 +74,10 @@ class IntegratedGradients(AttributionMethod):
     and 16 above (a B-cos ViT-B at 224² keeps ~350 MB per input for its backward pass, so 64
     inputs ran out of 23 GB); on a GPU all ``batch × n_steps`` inputs, as many of them as fit
     in half the free memory. An out-of-memory error halves the chunk and redoes the call
-    (:func:`xai_bench.chunking.retry_halving`; later calls start at the smaller size). The
+    (:func:`xai_bench.compute.chunking.retry_halving`; later calls start at the smaller size). The
     chunking changes the maps only at float rounding (captum sums the steps chunk by
     chunk)."""
 
-    name, kind = "intgrad", "gradient"
 
     def __init__(self, n_steps: int = 50, method: str = "gausslegendre",
                  chunk_size: int | str = "auto"):
@@ -105,7 +98,7 @@ class IntegratedGradients(AttributionMethod):
                 chunk = x.shape[0] * self.params["n_steps"]
         chunk = max(chunk, x.shape[0])
         if model is not None:
-            from xai_bench.chunking import chunk_size
+            from xai_bench.compute.chunking import chunk_size
 
             chunk = chunk_size(model, x, x.device, with_grad=True, requested=chunk)
         return chunk
@@ -119,7 +112,7 @@ class IntegratedGradients(AttributionMethod):
             method=p["method"], internal_batch_size=internal_batch_size)
 
     def attribute(self, model, x, targets):
-        from xai_bench.chunking import remember_limit, retry_halving
+        from xai_bench.compute.chunking import remember_limit, retry_halving
 
         bsz = x.shape[0]
 

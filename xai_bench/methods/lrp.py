@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from xai_bench.methods.attention import check_start_layer
-from xai_bench.interfaces import has_lrp
-from xai_bench.methods.base import (
-    AttributionMethod, register_method, token_readout, upsample_token_map,
-)
+from xai_bench.contracts.method import method
+from xai_bench.methods.base import AttributionMethod, token_readout, upsample_token_map
 from xai_bench.models.lrp import check_rules
-from xai_bench.modes import eval_mode
+from xai_bench.compute.modes import eval_mode
 
 
 class _StopRelevance(Exception):
@@ -133,10 +131,7 @@ def attention_relevance(model, x, targets, with_gradients: bool, blocks=None,
 
 
 class _LRPMethod(AttributionMethod):
-    kind = "lrp"
-
-    def applies_to(self, model):
-        return has_lrp(model)
+    kind, requires = "lrp", ("lrp",)
 
 
 def relevance_paths(mats: list[torch.Tensor]) -> torch.Tensor:
@@ -148,13 +143,12 @@ def relevance_paths(mats: list[torch.Tensor]) -> torch.Tensor:
     return paths
 
 
-@register_method
+@method("chefer_lrp", kind="lrp", requires="lrp", cost=4.5, place=7,
+        colour="#CC79A7")  # reddish purple
 class CheferLRP(_LRPMethod):
     """Chefer et al.'s transformer attribution: (I + Ā_L)⋯(I + Ā_s) without row normalisation,
     Ā = mean_h((∇A ⊙ R_A)⁺), from block ``start_layer`` (0-based, default 1), mean over query
     rows; the identity's direct path is left out unless ``include_identity`` (module doc)."""
-
-    name = "chefer_lrp"
 
     def __init__(self, start_layer: int = 1, include_identity: bool = False):
         super().__init__(start_layer=start_layer, include_identity=bool(include_identity))
@@ -171,7 +165,7 @@ class CheferLRP(_LRPMethod):
         return upsample_token_map(model, tokens)
 
 
-@register_method
+@method("plrp", kind="lrp", requires="lrp", cost=2.2, place=8, colour="#882255")  # Tol wine
 class PartialLRP(_LRPMethod):
     """Partial LRP (Voita et al., as in Chefer et al.): the last block's attention relevance,
     clamped at 0, mean over heads, read out like the other token maps.
@@ -180,8 +174,6 @@ class PartialLRP(_LRPMethod):
     partial-LRP baseline does: separately normalised α-β paths and
     plain LRP-0 residuals; ``rules="chefer"`` uses the rules of their own method (earlier
     versions of ``plrp``). See :mod:`xai_bench.models.lrp`."""
-
-    name = "plrp"
 
     def __init__(self, rules: str = "lrp"):
         super().__init__(rules=check_rules(rules))

@@ -31,7 +31,7 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   and uses that one draw for both perturbed images of the mask, exactly as above. That is the
   default here (``shared_noise=False``); ``shared_noise=True`` uses one draw per image for all
   of its masks. The reference's draws are unseeded; here every draw is seeded by ``seed``, the
-  image's own bytes and the mask's index (:mod:`xai_bench.seeding`; drawn on the CPU), so a
+  image's own bytes and the mask's index (:mod:`xai_bench.compute.seeding`; drawn on the CPU), so a
   batched call equals the per-image calls and CPU and GPU runs use the same noise.
 - Delta correction: identical — ``p_final = p_masked − p_noisy + class_p`` with ``class_p``
   the clean image's probability of the explained class, then ``masks / Σ masks`` and ``/ N``.
@@ -65,9 +65,9 @@ What the official code (github.com/vaynexie/CausalX-ViT, ``ViT_CX.py`` and
   clean forward gives both, so ``2N + 1`` per image. All perturbed images of all images in
   the batch are evaluated together in chunks of at most ``chunk_size`` (the reference:
   ``gpu_batch`` per image; fewer when the device's free memory holds fewer, halved after an
-  out-of-memory error, see :mod:`xai_bench.chunking`), built chunk by chunk so memory stays
+  out-of-memory error, see :mod:`xai_bench.compute.chunking`), built chunk by chunk so memory stays
   bounded by the chunk. These masked forwards follow the forward options of
-  :mod:`xai_bench.precision` (bf16 autocast, torch.compile; the logits are cast back to
+  :mod:`xai_bench.compute.precision` (bf16 autocast, torch.compile; the logits are cast back to
   float32 before the confidence); the clean forward, whose features are clustered, is always
   float32.
 """
@@ -78,25 +78,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xai_bench.chunking import chunk_size, remember_limit, run_chunked
-from xai_bench.interfaces import model_attr
-from xai_bench.methods.base import AttributionMethod, is_vit, register_method
-from xai_bench.modes import eval_mode
-from xai_bench.precision import forward_autocast, forward_model, full_precision
-from xai_bench.seeding import content_seed, cpu_generator, derive_seed
+from xai_bench.compute.chunking import chunk_size, remember_limit, run_chunked
+from xai_bench.contracts.method import method
+from xai_bench.contracts.model import decode as decode_input
+from xai_bench.methods.base import AttributionMethod, is_vit
+from xai_bench.compute.modes import eval_mode
+from xai_bench.compute.precision import forward_autocast, forward_model, full_precision
+from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 
 
 def decode(model, x: torch.Tensor) -> torch.Tensor:
-    """Back from the model's input encoding to RGB images in (about) [0, 1].
-
-    B-cos models (``in_channels == 6``) carry RGB in the first three channels of
-    ``[r, g, b, 1−r, 1−g, 1−b]``; conventional models use mean/std normalisation
-    (``model.mean``, ``model.std``); a 3-channel model without them takes RGB directly."""
-    if model_attr(model, "in_channels") == 6:
-        return x[:, :3]
-    if hasattr(model, "mean") and hasattr(model, "std"):
-        return x * model.std.to(x) + model.mean.to(x)
-    return x
+    """Back from the model's input encoding to RGB images in (about) [0, 1]: the inverse of
+    the encoding the model declares (:func:`xai_bench.contracts.model.decode`)."""
+    return decode_input(model, x)
 
 
 def attention_input_norm(block):
@@ -186,12 +180,10 @@ def mask_noise(image_seed: int, mask_index: int, shape, sd: float, device, dtype
     return eps.to(device)
 
 
-@register_method
+@method("vit_cx", kind="perturbation", requires="attention", cost=60.0, place=9,
+        colour="#999933")  # Tol olive
 class ViTCX(AttributionMethod):
     """ViT-CX: causal scores of clustered patch-embedding masks."""
-
-    name = "vit_cx"
-    kind = "perturbation"
 
     #: where masks and noise are applied: the RGB image before encoding, or the encoded input
     PERTURB_SPACES = ("rgb", "model")

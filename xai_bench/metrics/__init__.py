@@ -23,12 +23,13 @@ Every built-in metric is a :class:`SampleMetric`: ``evaluate`` is ``reduce`` of 
 
 from xai_bench.metrics import localisation, perturbation, sanity  # noqa: F401
 from xai_bench.metrics.base import (
-    Metric, MetricNotApplicable, MetricResult, SampleMetric, join_parts, register_metric,
+    Metric, MetricNotApplicable, MetricResult, SampleMetric, join_parts,
 )
 from xai_bench.metrics.common import ImageSelection, select_confident
 from xai_bench.data.grids import cell_masks, make_grids, make_mosaic
 from xai_bench.metrics.localisation import GridSet
 from xai_bench.metrics.perturbation import ABC_FRACTIONS
+from xai_bench.registry import register_metric
 
 __all__ = ["Metric", "SampleMetric", "join_parts", "MetricNotApplicable", "MetricResult",
            "register_metric", "ImageSelection",

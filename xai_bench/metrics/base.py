@@ -47,11 +47,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Metric", "SampleMetric", "MetricResult", "MetricNotApplicable", "register_metric",
-           "join_parts"]
+from xai_bench.errors import NotApplicable
+
+__all__ = ["Metric", "SampleMetric", "MetricResult", "MetricNotApplicable", "join_parts"]
 
 
-class MetricNotApplicable(ValueError):
+class MetricNotApplicable(NotApplicable):
     """Raised by ``Metric.prepare`` when the metric cannot be computed for this model and data
     set (e.g. no object masks, no correctly classified images); the runner records ``skipped``."""
 
@@ -90,14 +91,28 @@ class Metric:
     ``n_grids``, ``n_images`` and ``seed``) and pass them to ``super().__init__(**params)``,
     which stores them in ``self.params``."""
 
+    # The declarations (xai_bench.contracts.metric.MetricCard) as class attributes; a
+    # subclass overrides them or is decorated with @xai_bench.metric(...).
     #: registered name
     name: str = "metric"
-    #: "localisation" or "perturbation"
+    #: "localisation", "perturbation", "sanity" or any word
     category: str = "other"
     #: whether larger values are better
     higher_is_better: bool = True
     #: one line for ``xai-bench list metrics``
     description: str = ""
+    #: the quantity on a figure's axis (default: the name), what one sample is, the score of
+    #: an uninformative map (None: unknown), the place in figures (None: after the built-ins)
+    label: str = ""
+    unit: str = "images"
+    chance: float | None = None
+    place: float | None = None
+    #: what it needs: a method's maps, object masks, explaining again (another class or
+    #: input), a second (e.g. randomised) model
+    needs_maps: bool = True
+    needs_masks: bool = False
+    reexplains: bool = False
+    second_model: bool = False
 
     def __init__(self, **params):
         self.params = dict(params)
@@ -176,15 +191,3 @@ def join_parts(parts: list) -> dict:
         full = [t for t in pieces if t.numel()]
         joined[name] = torch.cat(full) if len(full) > 1 else (full or pieces)[0]
     return joined
-
-
-def register_metric(cls):
-    """Class decorator: register a :class:`Metric` subclass under ``cls.name`` in
-    ``xai_bench.METRICS`` with its category, direction and description."""
-    from xai_bench.registry import METRICS
-
-    doc = (cls.__doc__ or "").strip().splitlines()
-    description = cls.description or (doc[0] if doc else "")
-    METRICS.add(cls.name, cls, category=cls.category, higher_is_better=cls.higher_is_better,
-                description=description)
-    return cls

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from xai_bench.data import load_batch
-from xai_bench.inference import check_image_size as check_size  # noqa: F401
-from xai_bench.inference import log_confidence  # noqa: F401  (re-exported: moved there)
+from xai_bench.compute.inference import check_image_size as check_size  # noqa: F401
+from xai_bench.compute.inference import log_confidence  # noqa: F401  (re-exported: moved there)
 from xai_bench.metrics.base import MetricNotApplicable
 
 
@@ -26,7 +26,7 @@ def confidence_name(model) -> str:
 
 
 def model_name(model) -> str:
-    from xai_bench.interfaces import model_name as name
+    from xai_bench.contracts.model import model_name as name
 
     return name(model)
 
@@ -43,10 +43,10 @@ def load_masks(dataset, indices) -> torch.Tensor:
 
 
 def predictions(model, dataset, *, device="cpu", batch_size: int = 32):
-    """The one inference pass over ``dataset`` (:func:`xai_bench.inference.predict`, cached
+    """The one inference pass over ``dataset`` (:func:`xai_bench.compute.inference.predict`, cached
     per model, data set, device and batch size, so the metrics of a model and the runner's
     accuracy figure share it); :class:`MetricNotApplicable` for an empty data set."""
-    from xai_bench.inference import predict
+    from xai_bench.compute.inference import predict
 
     if len(dataset) == 0:
         raise MetricNotApplicable("the data set is empty")
@@ -153,14 +153,14 @@ def perturbed_confidences(model, outside: torch.Tensor, inside: torch.Tensor | N
     outside/inside: encoded ``(B, C, H, W)``; ranks: ``(R, B, H*W)``; points: list of
     ``(r, k)``. All ``B × P`` copies are built chunk by chunk and forwarded at most
     ``batch_size`` at a time — fewer when the device's free memory holds fewer
-    (:func:`xai_bench.chunking.chunk_size`), and half as many again after an out-of-memory
-    error (:func:`xai_bench.chunking.run_chunked`; a copy's value depends on its chunk only at
+    (:func:`xai_bench.compute.chunking.chunk_size`), and half as many again after an out-of-memory
+    error (:func:`xai_bench.compute.chunking.run_chunked`; a copy's value depends on its chunk only at
     float rounding: a product over another number of rows may sum in another order). The
     forwards run under the forward options of
-    :mod:`xai_bench.precision` (bf16 autocast, torch.compile); the logits are cast to float32
+    :mod:`xai_bench.compute.precision` (bf16 autocast, torch.compile); the logits are cast to float32
     before ``model.confidence``. Returns ``(B, P)`` float64 on CPU."""
-    from xai_bench.chunking import chunk_size, remember_limit, run_chunked
-    from xai_bench.precision import forward_autocast, forward_model
+    from xai_bench.compute.chunking import chunk_size, remember_limit, run_chunked
+    from xai_bench.compute.precision import forward_autocast, forward_model
 
     n_img, channels, height, width = outside.shape
     device = outside.device
@@ -204,15 +204,15 @@ def curve_confidences(model, outside: torch.Tensor, inside: torch.Tensor | None,
     form the forward batches, so a point's confidences depend on that point's copies alone
     and never on which other points were asked for with it.
 
-    That makes points shareable (:mod:`xai_bench.map_cache`): inside
-    :func:`~xai_bench.map_cache.sharing_maps` for ``model`` a point whose copies were
+    That makes points shareable (:mod:`xai_bench.compute.map_cache`): inside
+    :func:`~xai_bench.compute.map_cache.sharing_maps` for ``model`` a point whose copies were
     forwarded before is taken from the cache, bit for bit what forwarding it again would give.
     A point is named by its content: the bytes of ``outside``, ``inside`` and the ordering,
     the pixel count and the targets; a point that replaces no pixel is ``outside`` itself and
     one that replaces every pixel is ``inside`` (zeros for ``None``), whatever the ordering,
     so the clean, all-zero and blurred inputs are shared across methods and metrics.
     Returns ``(B, P)`` float64 on CPU."""
-    from xai_bench.map_cache import active_cache, batch_digest
+    from xai_bench.compute.map_cache import active_cache, batch_digest
 
     n_img, _, height, width = outside.shape
     n_pix = height * width
@@ -351,9 +351,9 @@ def trapezoid(values: torch.Tensor, fractions) -> torch.Tensor:
 
 def attribute(method, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``method(model, x, targets)`` with a shape check; maps (B, H, W) detached. Inside
-    :func:`xai_bench.map_cache.sharing_maps` for ``model`` a batch explained before (by
+    :func:`xai_bench.compute.map_cache.sharing_maps` for ``model`` a batch explained before (by
     another metric) is not explained again."""
-    from xai_bench.map_cache import active_cache
+    from xai_bench.compute.map_cache import active_cache
 
     def compute(x, targets):
         maps = method(model, x, targets)

@@ -56,16 +56,18 @@ import torch
 from xai_bench.data.grids import (  # noqa: F401  (re-exported)
     GRID_LAYOUT, GRID_RESIZE, cell_masks, make_grids, make_mosaic,
 )
+from xai_bench.compute.bcos_colour import bcos_colour_image, dynamic_weights, has_colour_image
+from xai_bench.contracts.metric import metric
 from xai_bench.metrics.base import (
-    MetricNotApplicable, MetricResult, SampleMetric, register_metric,
+    MetricNotApplicable, MetricResult, SampleMetric,
 )
 from xai_bench.data import load_batch
 from xai_bench.metrics.common import (
     ExtremeSamples, attribute, check_size, confidence_name, confident_order, model_name,
     positive_share, predictions, select_confident, thumbnail,
 )
-from xai_bench.modes import eval_mode
-from xai_bench.seeding import numpy_rng
+from xai_bench.compute.modes import eval_mode
+from xai_bench.compute.seeding import numpy_rng
 
 
 @dataclass
@@ -104,9 +106,7 @@ def gallery(model, prepared: "GridSet", extremes: ExtremeSamples, device) -> dic
     """The gallery arrays of one grid pointing game cell (float16 thumbnails): for the best-
     and worst-scoring (grid, cell) pairs the grid image, the method's map, the score, the
     explained class, the grid and cell indices, whether it is a best one, and for B-cos
-    models (6-channel input) the colour image of the dynamic weights W(x) for that class."""
-    from xai_bench.interfaces import is_dynamic_linear, model_attr
-
+    models (``rgb_inverse`` encoding) the colour image of the dynamic weights W(x) for that class."""
     pairs, best, scores, maps = extremes.selected()
     if not len(pairs):
         return {}
@@ -117,8 +117,7 @@ def gallery(model, prepared: "GridSet", extremes: ExtremeSamples, device) -> dic
                gallery_maps=maps.half().numpy(), gallery_scores=scores.numpy(),
                gallery_targets=targets.numpy(), gallery_grids=g.numpy(),
                gallery_cells=c.numpy(), gallery_best=best.numpy())
-    if is_dynamic_linear(model) and model_attr(model, "in_channels") == 6:
-        from xai_bench.viz import bcos_colour_image, dynamic_weights
+    if has_colour_image(model):
 
         with eval_mode(model):
             x = model.encode(images.to(device))
@@ -133,7 +132,7 @@ def gallery(model, prepared: "GridSet", extremes: ExtremeSamples, device) -> dic
 def grid_candidates(found, confidence_threshold: float, rank_by: str) -> dict[int, list[int]]:
     """class -> dataset indices of its eligible images, best-ranked first.
 
-    found: :class:`~xai_bench.inference.Predictions` of the whole test set. Eligible: correctly
+    found: :class:`~xai_bench.compute.inference.Predictions` of the whole test set. Eligible: correctly
     classified and true-class confidence ``> confidence_threshold`` (every correct image when
     it is 0). rank_by ``"logit"``: the true-class logit, highest first; ``"confidence"``: the
     true-class log-confidence. Ties by dataset index. Classes without eligible images are
@@ -179,7 +178,9 @@ def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
             np.asarray(indices, dtype=np.int64).reshape(-1, 4))
 
 
-@register_metric
+@metric("grid_pointing_game", higher_is_better=True, category="localisation",
+        label="share of positive attribution\nin the explained cell", unit="grid cells",
+        chance=0.25, place=0)
 class GridPointingGame(SampleMetric):
     """Grid pointing game: share of positive attribution in the explained cell of 2x2 grids.
 
@@ -304,7 +305,8 @@ class GridPointingGame(SampleMetric):
         return MetricResult(records=records, curves=[], summary=summary, examples=examples)
 
 
-@register_metric
+@metric("mask_localisation", higher_is_better=True, category="localisation",
+        label="share of positive attribution\ninside the object mask", needs_masks=True, place=1)
 class MaskLocalisation(SampleMetric):
     """Share of positive attribution inside the object mask (data sets with masks)."""
 

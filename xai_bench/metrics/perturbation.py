@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import torch
 
-from xai_bench.metrics.base import MetricResult, SampleMetric, register_metric
+from xai_bench.contracts.metric import metric
+from xai_bench.metrics.base import MetricResult, SampleMetric
 from xai_bench.metrics.common import (
     BLUR_KERNELS, BLUR_PADDINGS, ImageSelection, attribute, check_choice, gaussian_blur,
     curve_confidences, n_pixels, pixel_ranks, select_confident, trapezoid,
 )
-from xai_bench.modes import eval_mode
+from xai_bench.compute.modes import eval_mode
 
 ZERO_ENCODING = "zero encoding"
 BLUR_SPACES = ("rgb", "model")
@@ -81,7 +82,8 @@ def _check_n_images(n_images) -> int:
     return int(n_images)
 
 
-@register_metric
+@metric("pixel_perturbation", higher_is_better=True, category="perturbation",
+        label="ABC (area between the\nleast- and most-first curves)", place=2)
 class PixelPerturbation(ConfidentImagesMetric):
     """Pixel perturbation: area between the least- and most-important-first removal curves (ABC)."""
 
@@ -255,7 +257,8 @@ class RiseMetric(ConfidentImagesMetric):
         return MetricResult(records=records, curves=curves, summary=summary)
 
 
-@register_metric
+@metric("deletion", higher_is_better=False, category="perturbation", label="deletion AUC",
+        place=3)
 class Deletion(RiseMetric):
     """Deletion AUC (RISE): remove pixels most important first (zero encoding); lower is better."""
 
@@ -273,7 +276,8 @@ class Deletion(RiseMetric):
         return x, None  # pixels ranked < k are set to zero in the encoded space
 
 
-@register_metric
+@metric("insertion", higher_is_better=True, category="perturbation", label="insertion AUC",
+        place=4)
 class Insertion(RiseMetric):
     """Insertion AUC (RISE): insert pixels most important first into a blurred image."""
 

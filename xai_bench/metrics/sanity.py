@@ -24,13 +24,14 @@ from dataclasses import dataclass
 
 import torch
 
-from xai_bench.interfaces import has_attention, model_name
+from xai_bench.contracts.model import has_attention, model_name
+from xai_bench.contracts.metric import metric
 from xai_bench.metrics.base import (
-    MetricNotApplicable, MetricResult, SampleMetric, register_metric,
+    MetricNotApplicable, MetricResult, SampleMetric,
 )
 from xai_bench.metrics.common import ImageSelection, attribute, select_confident
-from xai_bench.modes import eval_mode
-from xai_bench.seeding import content_seed, cpu_generator, derive_seed
+from xai_bench.compute.modes import eval_mode
+from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 
 __all__ = ["average_ranks", "spearman", "randomisation_stages", "randomise_parameters",
            "evaluated_stages", "RandomisationPlan", "RandomTargets",
@@ -227,7 +228,9 @@ class RandomisationPlan:
         return len(self.selection)
 
 
-@register_metric
+@metric("parameter_randomisation", higher_is_better=False, category="sanity",
+        label="Spearman ρ with the\ntrained model's map", unit="(image, stage) pairs", place=5,
+        second_model=True)
 class ParameterRandomisation(SampleMetric):
     """Cascading model-parameter randomisation (Adebayo et al., 2018): Spearman rank
     correlation of |map| on the trained and on the cumulatively randomised model."""
@@ -336,7 +339,8 @@ def random_other_class(image: torch.Tensor, label: int, num_classes: int, seed: 
     return r if r < int(label) else r + 1
 
 
-@register_metric
+@metric("random_target", higher_is_better=False, category="sanity",
+        label="Spearman ρ with the map\nof another class", place=6, reexplains=True)
 class RandomTarget(SampleMetric):
     """Class sensitivity: Spearman rank correlation of |map| for the true class and for a
     random other class."""

@@ -49,6 +49,9 @@ class ExplainableModel(nn.Module):
     num_classes: int
     #: channels of the encoded input ``encode(images)``.
     in_channels: int
+    #: what ``encode`` does (xai_bench.contracts.model.ENCODINGS): "rgb", "normalised"
+    #: (``mean``/``std`` buffers) or "rgb_inverse" (B-cos ``[x, 1-x]``).
+    encoding: str = "rgb"
     #: constant added to every logit (0 for conventional models).
     logit_bias: float = 0.0
     #: True where ``W(x) x`` reproduces ``logits - logit_bias`` exactly.

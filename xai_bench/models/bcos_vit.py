@@ -152,6 +152,7 @@ class BcosViT(ExplainableViT):
                            branch_gain=branch_gain, logit_temperature=logit_temperature,
                            logit_bias=logit_bias)
         self.image_size, self.num_classes, self.in_channels = size, num_classes, 6
+        self.encoding = "rgb_inverse"
         self.token_grid = grid
         self.position = position
         self.is_dynamic_linear = position != "embedding"

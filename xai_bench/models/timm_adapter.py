@@ -40,7 +40,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from xai_bench.checkpoint import CheckpointError
+from xai_bench.storage.checkpoint import CheckpointError
 from xai_bench.models.base import ExplainableViT
 
 PREFIX = "timm"
@@ -121,6 +121,7 @@ class TimmViT(ExplainableViT):
     is_dynamic_linear = False
     logit_bias = 0.0
     in_channels = 3
+    encoding = "normalised"
 
     def __init__(self, model_name: str, pretrained: bool = False, image_size=None, **kwargs):
         super().__init__()
@@ -271,7 +272,7 @@ def save_timm_checkpoint(path, name: str, dataset: str = "imagenet", pretrained:
     timm:<name>=PATH`` or ``get_model("timm:<name>", checkpoint=PATH)``. ``kwargs`` go to the
     builder (e.g. ``pretrained_cfg_overlay=dict(file=...)`` for a local weights file).
     Returns the path."""
-    from xai_bench.checkpoint import save_checkpoint
+    from xai_bench.storage.checkpoint import save_checkpoint
 
     name = name[len(PREFIX) + 1:] if name.startswith(PREFIX + ":") else name
     model = resolve_timm_model(name)(pretrained=pretrained, **kwargs)

@@ -140,6 +140,7 @@ class ViT(ExplainableViT):
                            stem_channels=list(stem_channels), stem_strides=list(stem_strides),
                            patch_size=patch_size, mean=list(mean), std=list(std))
         self.image_size, self.num_classes, self.in_channels = size, num_classes, 3
+        self.encoding = "normalised"
         self.token_grid = grid
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))

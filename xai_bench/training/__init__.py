@@ -9,7 +9,7 @@
 * :mod:`~xai_bench.training.cache`: :func:`cached_default_model`, :func:`cache_path`,
   :func:`model_cache_dir`, :func:`seeded_model`.
 
-Evaluation is :func:`xai_bench.inference.predict`.
+Evaluation is :func:`xai_bench.compute.inference.predict`.
 """
 
 from xai_bench.training.cache import (

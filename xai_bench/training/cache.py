@@ -48,7 +48,7 @@ def cache_key(name: str, config: dict, dataset_spec: str, recipe: Recipe) -> str
     builds the model, generates the data and trains (so an edit there retrains instead of
     silently reusing a model trained by other code)."""
     import xai_bench
-    from xai_bench.identity import code_identity, module_closure, source_digest
+    from xai_bench.storage.identity import code_identity, module_closure, source_digest
 
     code = source_digest(sorted(set(module_closure("xai_bench.training.loop"))
                                 | set(module_closure("xai_bench.data"))))
@@ -86,7 +86,7 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
     ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without the per-epoch
     history). The model is returned on the CPU in eval mode."""
     import xai_bench
-    from xai_bench.checkpoint import load_model_from_checkpoint
+    from xai_bench.storage.checkpoint import load_model_from_checkpoint
 
     model = xai_bench.get_model(name, **model_kwargs)
     recipe_name, default = default_recipe(model, dataset_spec)

@@ -4,7 +4,7 @@
 
 Batches come from the in-memory tensors of a data set when it has them, else through a
 ``DataLoader`` with worker processes (:func:`xai_bench.data.iter_batches`); the test accuracy
-is one :func:`xai_bench.inference.predict` pass.
+is one :func:`xai_bench.compute.inference.predict` pass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from xai_bench.data import DataError, iter_batches
 from xai_bench.data.augment import mosaic_batch, train_augmentation
 from xai_bench.errors import ConfigError, TrainingError
 from xai_bench.training.recipes import LOSSES, Recipe
-from xai_bench.seeding import cpu_generator
+from xai_bench.compute.seeding import cpu_generator
 
 __all__ = ["TrainResult", "loss_fn", "lr_factor", "make_optimizer", "train_model"]
 
@@ -95,7 +95,7 @@ def train_model(model, train_set, test_set, recipe: Recipe, device: str = "cpu",
     schedule is laid out over the shorter run). Augmentation is applied to the float RGB batch
     before ``model.encode``. Deterministic for a given ``recipe.seed`` on CPU. A diverging
     loss raises :class:`~xai_bench.errors.TrainingError` (a ``FloatingPointError``)."""
-    from xai_bench.inference import predict
+    from xai_bench.compute.inference import predict
 
     recipe.validate()
     torch.manual_seed(recipe.seed)

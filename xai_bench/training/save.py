@@ -93,7 +93,7 @@ def train_and_save(name: str, dataset_spec: str, out, *, recipe: Recipe | None =
     ``dataset_spec`` when the caller has them already. ``out`` is checked to be writable
     before training (:class:`OutputError`)."""
     import xai_bench
-    from xai_bench.checkpoint import load_checkpoint, save_checkpoint
+    from xai_bench.storage.checkpoint import load_checkpoint, save_checkpoint
 
     out = check_output_file(out)
     model_kwargs = dict(model_kwargs or {})

@@ -43,7 +43,7 @@ def shipped_checkpoint(name: str, dataset_spec: str, recipe, config: dict,
     """The shipped checkpoint of ``name`` when it was trained for exactly this request
     (``dataset_spec``, ``recipe`` incl. its seed, model ``config``, replicate 0) and its file
     matches the recorded sha256; else None (the caller trains)."""
-    from xai_bench.identity import file_sha256
+    from xai_bench.storage.identity import file_sha256
 
     entry = read_manifest(manifest).get(name)
     if entry is None or replicate != 0 or entry["dataset"] != str(dataset_spec):
@@ -58,8 +58,8 @@ def shipped_checkpoint(name: str, dataset_spec: str, recipe, config: dict,
 
 def manifest_entry(path: Path) -> dict:
     """The manifest entry of a checkpoint written by ``xai-bench train``."""
-    from xai_bench.checkpoint import checkpoint_info
-    from xai_bench.identity import file_sha256
+    from xai_bench.storage.checkpoint import checkpoint_info
+    from xai_bench.storage.identity import file_sha256
 
     meta = checkpoint_info(path)
     metrics = meta.get("metrics") or {}

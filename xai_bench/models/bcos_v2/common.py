@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bench.checkpoint import CheckpointError
+from xai_bench.storage.checkpoint import CheckpointError
 from xai_bench.models.base import ExplainableModel, image_and_token_grid
 from xai_bench.models.bcos_layers import encode_six_channels, explanation_mode
 from xai_bench.models.bcos_v2.layers import LogitBias
@@ -75,6 +75,7 @@ class ExplainableCNN(ExplainableModel):
     explanation mode ``Σ W(x) ⊙ x = logit - logit_bias`` exactly (up to float error)."""
 
     in_channels: int = 6
+    encoding: str = "rgb_inverse"
     is_dynamic_linear: bool = True
     training_loss: str = "bce"
     family: str = "bcos"
@@ -181,9 +182,9 @@ def load_official_state_dict(model: nn.Module, state_dict: dict, source: str, na
 def load_checkpoint_file(name: str, builder, path, **overrides):
     """``get_model(name, checkpoint=path)`` for the B-cos-v2 models: ``path`` is an official
     ``.pth`` (a plain state dict, read with ``weights_only=True``) or an xai-bench checkpoint
-    of this model (delegated to :func:`xai_bench.checkpoint.load_model_from_checkpoint`).
+    of this model (delegated to :func:`xai_bench.storage.checkpoint.load_model_from_checkpoint`).
     Returns the model in eval mode with ``checkpoint_info``."""
-    from xai_bench.checkpoint import FORMAT, load_model_from_checkpoint, read_weights_file
+    from xai_bench.storage.checkpoint import FORMAT, load_model_from_checkpoint, read_weights_file
 
     path = Path(path).expanduser()
     data = read_weights_file(path, "download the official weights (see docs/bcos_v2.md) and "

@@ -217,6 +217,7 @@ class SimpleViT(ExplainableViT):
         self.family = "bcos" if bcos else "conventional"
         self.training_loss = "bce" if bcos else "ce"
         self.in_channels = 6 if bcos else 3
+        self.encoding = "rgb_inverse" if bcos else "normalised"
         self.num_classes = num_classes
         self.to_patch_embedding = PatchEmbedding(self.in_channels, dim, patch_size, conv_stem,
                                                  layers)
@@ -267,6 +268,7 @@ class BcosSimpleViT(ExplainableViT):
     training_loss = "bce"
     pooling = "mean"
     in_channels = 6
+    encoding = "rgb_inverse"
     is_dynamic_linear = False
 
     def __init__(self, num_classes: int = 1000, image_size=224, patch_size: int = 16,

@@ -1,6 +1,6 @@
 """One self-contained HTML page per run directory: ``RUN_DIR/report.html``.
 
-:func:`report_html` reads a run directory through the same readers as :mod:`xai_bench.plots`
+:func:`report_html` reads a run directory through the same readers as :mod:`xai_bench.outputs.plots`
 (records, curves, run.json, examples, the statistics tables) and returns one page that a
 reader can open offline, mail or print:
 
@@ -15,9 +15,9 @@ reader can open offline, mail or print:
 6. provenance: the command that reproduces the run, versions, seeds, parameters, per-cell
    timings and every cell that was skipped or ended in an error, with its message.
 
-The tables are the Markdown sections of :func:`xai_bench.plots.summary_markdown` (the one
+The tables are the Markdown sections of :func:`xai_bench.outputs.plots.summary_markdown` (the one
 place that turns the statistics into words), converted by :func:`markdown_html`; the figures
-are those of :func:`xai_bench.plots.plot_run`, embedded as ``data:`` URIs. The page loads
+are those of :func:`xai_bench.outputs.plots.plot_run`, embedded as ``data:`` URIs. The page loads
 nothing from anywhere: no web fonts, scripts or style sheets; CSS and the few lines of
 JavaScript that sort a table by its clicked header are inline.
 
@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xai_bench import atomic_io
-from xai_bench import plots
+from xai_bench.storage import atomic_io
+from xai_bench.outputs import plots
 from xai_bench.errors import XaiBenchError
-from xai_bench.results import (
+from xai_bench.storage.results import (
     ResultsError, read_curves, read_examples, read_records, read_run_info,
 )
 
@@ -91,7 +91,7 @@ def _inline(text: str) -> str:
 
 def _split_row(line: str) -> list:
     """The cells of a pipe-table row; ``\\|`` is a literal bar inside a cell (as
-    :func:`xai_bench.plots._table` writes it)."""
+    :func:`xai_bench.outputs.plots._table` writes it)."""
     body = line.strip()
     body = body[1:] if body.startswith("|") else body
     body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
@@ -137,7 +137,7 @@ def _html_table(header, rows, *, sortable=True, cell=None, cls="") -> str:
 
 
 def markdown_html(text) -> str:
-    """HTML of the Markdown subset :func:`xai_bench.plots.summary_markdown` writes: ``#``
+    """HTML of the Markdown subset :func:`xai_bench.outputs.plots.summary_markdown` writes: ``#``
     headings (one level lower: the page title is the only ``h1``), paragraphs, ``- ``
     bullet lists, pipe tables (sortable; ``\\|`` escapes), ``**bold**`` and ``code``
     spans. Table cells that hold an outcome (holds / fails / inconclusive) are coloured,
@@ -235,9 +235,9 @@ def _figure_html(uri: str, alt: str, caption: str = "", cls: str = "") -> str:
 
 
 def _run_figures(run: _Run, figures=None) -> dict:
-    """The figures of :func:`xai_bench.plots.plot_run`, drawn by its own functions into a
+    """The figures of :func:`xai_bench.outputs.plots.plot_run`, drawn by its own functions into a
     temporary directory (never into the run's ``plots/``, which ``xai-bench plot`` owns),
-    as ``{file name: data URI}``. ``figures``: the PNG paths :func:`~xai_bench.plots.plot_run`
+    as ``{file name: data URI}``. ``figures``: the PNG paths :func:`~xai_bench.outputs.plots.plot_run`
     has just written from this same run directory (``xai-bench run`` passes them), embedded
     as they are instead of drawn a second time."""
     if figures is not None:
@@ -474,7 +474,7 @@ def _verdict(row: dict) -> str:
 
 
 def _best_rows(run: _Run) -> list:
-    from xai_bench.statistics import format_interval
+    from xai_bench.analysis.statistics import format_interval
 
     best, ranks, s = run.tables.get("best"), run.tables.get("ranks"), run.summary
     if best is None or not len(best):
@@ -583,7 +583,7 @@ def _metrics_html(run: _Run, sections: dict, preamble: list, figures: dict) -> s
 
 
 def _models_html(run: _Run) -> str:
-    from xai_bench.identity import file_sha256
+    from xai_bench.storage.identity import file_sha256
 
     infos = run.info.get("models") or {}
     parts = ['<section id="models"><h2>Models</h2>']
@@ -970,7 +970,7 @@ _JS = """
 def report_html(run_dir, figures=None) -> str:
     """The report of one run directory as one self-contained HTML page (see the module
     docstring). A directory that is not a readable run raises a one-line
-    :class:`~xai_bench.results.ResultsError`. ``figures``: see :func:`_run_figures`."""
+    :class:`~xai_bench.storage.results.ResultsError`. ``figures``: see :func:`_run_figures`."""
     run = _Run(run_dir)
     preamble, sections = _sections(run.markdown)
     figures = _run_figures(run, figures)

@@ -130,7 +130,7 @@ def clear_cache() -> None:
 
 
 def _precision() -> str:
-    from xai_bench.precision import current_options
+    from xai_bench.compute.precision import current_options
 
     return current_options().precision
 
@@ -169,7 +169,7 @@ def _target_sum(out):
 
 
 def _measure_cuda(model, probe: torch.Tensor, with_grad: bool) -> float:
-    from xai_bench.precision import forward_autocast
+    from xai_bench.compute.precision import forward_autocast
 
     device = probe.device
     torch.cuda.synchronize(device)
@@ -189,7 +189,7 @@ def _measure_cuda(model, probe: torch.Tensor, with_grad: bool) -> float:
 
 
 def _measure_hooks(model, probe: torch.Tensor, with_grad: bool) -> float:
-    from xai_bench.precision import forward_autocast
+    from xai_bench.compute.precision import forward_autocast
 
     total = [0]
 

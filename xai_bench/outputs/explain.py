@@ -18,31 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from xai_bench.compute.bcos_colour import (  # noqa: E402
+    bcos_colour_image, dynamic_weights, has_colour_image,
+)
+
 
 def symmetric_limit(attribution: torch.Tensor, percentile: float = 99.9) -> float:
     v = float(np.percentile(attribution.abs().flatten().cpu().numpy(), percentile))
     return v if v > 0 else 1.0
-
-
-def bcos_colour_image(weights: torch.Tensor, x: torch.Tensor,
-                      percentile: float = 99.5) -> np.ndarray:
-    """RGBA (H, W, 4) image of the dynamic weights ``W`` (6, H, W) of one input ``x``."""
-    contribution = (weights * x).sum(0)
-    w = weights.clamp(min=0)
-    rgb = w[:3] / (w[:3] + w[3:] + 1e-12)
-    norm = weights.norm(dim=0)
-    scale = float(np.percentile(norm.flatten().cpu().numpy(), percentile)) or 1.0
-    alpha = (norm / scale).clamp(max=1) * (contribution > 0)
-    return torch.cat([rgb, alpha[None]]).permute(1, 2, 0).detach().cpu().numpy()
-
-
-def dynamic_weights(model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Rows ``W_c(x)`` of a B-cos model (gradient in explanation mode), shape like ``x``."""
-    x = x.clone().requires_grad_(True)
-    with torch.enable_grad(), model.explanation_mode():
-        logits = model(x)
-        (grad,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
-    return grad
 
 
 def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, methods: list,
@@ -52,9 +35,7 @@ def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, metho
     x = model.encode(images)
     applicable = [m for m in methods if m.applies_to(model)]
     maps = {m.name: m(model, x, targets).cpu() for m in applicable}
-    from xai_bench.interfaces import model_attr
-
-    show_colour = model_attr(model, "family") == "bcos" and model_attr(model, "in_channels") == 6
+    show_colour = has_colour_image(model)
     weights = dynamic_weights(model, x, targets).cpu() if show_colour else None
     cols = 1 + int(show_colour) + len(applicable)
     fig, axes = plt.subplots(len(images), cols, figsize=(1.9 * cols, 2.0 * len(images)),
@@ -81,7 +62,7 @@ def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, metho
         ax.set_yticks([])
     fig.tight_layout()
     if out is not None:
-        from xai_bench import atomic_io
+        from xai_bench.storage import atomic_io
 
         atomic_io.write_figure(out, fig, dpi=150)
         plt.close(fig)

@@ -1,5 +1,5 @@
-"""The contracts (xai_bench.interfaces), parameter resolution (xai_bench.parameters) and
-content identities (xai_bench.identity)."""
+"""The contracts (xai_bench.contracts), parameter resolution (xai_bench.contracts.parameters) and
+content identities (xai_bench.storage.identity)."""
 
 import functools
 
@@ -8,12 +8,13 @@ import torch
 
 import xai_bench
 from xai_bench.errors import ConfigError, ContractError
-from xai_bench.identity import code_identity, differences, module_closure, weights_digest
-from xai_bench.interfaces import (
-    CheckedMethod, capabilities, check_method, check_metric, check_model, has_attention,
-    has_lrp, is_dynamic_linear, model_attr,
+from xai_bench.storage.identity import code_identity, differences, module_closure, weights_digest
+from xai_bench.contracts.method import CheckedMethod, check_method
+from xai_bench.contracts.metric import check_metric
+from xai_bench.contracts.model import (
+    capabilities, check_model, has_attention, has_lrp, is_dynamic_linear, model_attr,
 )
-from xai_bench.parameters import build_entry, resolve_parameters
+from xai_bench.contracts.parameters import build_entry, resolve_parameters
 
 
 def test_builtin_models_satisfy_the_contract_with_their_capabilities():

@@ -19,10 +19,10 @@ import json
 import os
 from pathlib import Path
 
-from xai_bench import atomic_io
+from xai_bench.storage import atomic_io
 from xai_bench.errors import ConfigError, OutputError
-from xai_bench.identity import digest, file_sha256
-from xai_bench.results import file_safe, read_arrays
+from xai_bench.storage.identity import digest, file_sha256
+from xai_bench.storage.results import file_safe, read_arrays
 
 __all__ = ["RunStore", "MemoryStore", "RunLocked"]
 

@@ -1,6 +1,6 @@
 """The paper's claims as data, checked against a run's statistics.
 
-A claim set is a JSON file (the default: ``xai_bench/claims_paper.json``)::
+A claim set is a JSON file (the default: ``xai_bench/analysis/claims_paper.json``)::
 
     {"version": 1,
      "claims": [
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from xai_bench.errors import ConfigError
-from xai_bench.statistics import (
+from xai_bench.analysis.statistics import (
     as_bool, _check_options, _pair_lookup, _rng, _significant, _two_sample, _with_replicate,
     compare, format_interval, sample_values, summarise,
 )
@@ -170,7 +170,7 @@ def parse_claims(data, *, source: str = "claims", known_metrics=None) -> list[Cl
 
 
 def load_claims(path=None, *, known_metrics=None) -> list[Claim]:
-    """The claims of a JSON file (default: the paper's, ``xai_bench/claims_paper.json``);
+    """The claims of a JSON file (default: the paper's, ``xai_bench/analysis/claims_paper.json``);
     see :func:`parse_claims`."""
     path = PAPER_CLAIMS if path is None else Path(path)
     try:
@@ -344,7 +344,7 @@ def evaluate_claims(summary: pd.DataFrame, comparisons: pd.DataFrame, records: p
     replicate) with ``outcome`` ``holds`` / ``fails`` / ``inconclusive``, the ``estimate``
     with its interval and a ``detail`` line; a claim with no selected model in the run gives
     one inconclusive row with an empty ``model``. ``summary`` and ``comparisons`` come from
-    :func:`~xai_bench.statistics.summarise` / :func:`~xai_bench.statistics.compare` (None:
+    :func:`~xai_bench.analysis.statistics.summarise` / :func:`~xai_bench.analysis.statistics.compare` (None:
     computed from ``records``); ``pairs`` maps a B-cos model to its twin (overriding the
     ``bcos_`` prefix rule). Columns: :data:`CLAIM_COLUMNS`."""
     _check_options(confidence, n_resamples, seed, interval)

@@ -3,7 +3,7 @@
 :func:`plot_run` reads ``records.csv``, ``curves.csv``, ``run.json``, ``examples.npz`` and the
 statistics tables the runner wrote (``summary.csv``, ``ranks.csv``, ``best.csv``,
 ``agreement.csv``, ``claims.csv`` and, with replicates, ``stability.csv``; for an older run
-without them they are computed now with :func:`xai_bench.statistics.analyse`) and writes
+without them they are computed now with :func:`xai_bench.analysis.statistics.analyse`) and writes
 
 - ``fig6.png`` — the paper's Fig. 6 for every metric: per model, each method's mean with its
   95 % bootstrap interval (replicate 0; further replicates' means as small markers). The ABC
@@ -43,10 +43,10 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from xai_bench import atomic_io  # noqa: E402
+from xai_bench.storage import atomic_io  # noqa: E402
 from xai_bench.errors import XaiBenchError  # noqa: E402
-from xai_bench.statistics import as_bool  # noqa: E402
-from xai_bench.results import (  # noqa: E402
+from xai_bench.analysis.statistics import as_bool  # noqa: E402
+from xai_bench.storage.results import (  # noqa: E402
     ResultsError, _read, base_replicate, file_safe, read_curves, read_examples, read_records,
     read_run_info,
 )
@@ -173,8 +173,8 @@ _STAT_TABLES = ("summary", "ranks", "best", "agreement", "claims")
 
 
 def _columns() -> dict:
-    from xai_bench.claims import CLAIM_COLUMNS
-    from xai_bench.statistics import (
+    from xai_bench.analysis.claims import CLAIM_COLUMNS
+    from xai_bench.analysis.statistics import (
         AGREEMENT_COLUMNS, BEST_COLUMNS, RANK_COLUMNS, STABILITY_COLUMNS, SUMMARY_COLUMNS,
     )
 
@@ -194,7 +194,7 @@ def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
     ``agreement``, ``claims``, and ``stability`` where written) as DataFrames. A run written
     before these tables existed gets them computed now (``analyse(records, seed=<the run's
     seed>, claims=True)``); ``tables["computed"]`` says which happened. A table that cannot
-    be read is a one-line :class:`~xai_bench.results.ResultsError`."""
+    be read is a one-line :class:`~xai_bench.storage.results.ResultsError`."""
     run_dir = Path(run_dir)
     columns = _columns()
     if all((run_dir / f"{name}.csv").is_file() for name in _STAT_TABLES):
@@ -203,7 +203,7 @@ def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
             tables["stability"] = _read(run_dir / "stability.csv", columns["stability"])
         computed = False
     else:
-        from xai_bench.statistics import analyse
+        from xai_bench.analysis.statistics import analyse
 
         try:
             tables = dict(analyse(records, seed=_run_seed(info), claims=True))
@@ -589,7 +589,7 @@ def _columns_for(counts: list, lo: int = 3, hi: int = 6) -> int:
 def plot_curves(curves: pd.DataFrame, out: Path, summary: pd.DataFrame | None = None, *,
                 models=None) -> Path:
     """``curves.png``: the pixel-perturbation mean curves, one panel per (model, method)."""
-    from xai_bench.statistics import format_interval
+    from xai_bench.analysis.statistics import format_interval
 
     path = Path(out) / CURVES
     c = curves[curves["metric"] == ABC_METRIC] if len(curves) else curves
@@ -838,7 +838,7 @@ def _table(header: list, rows: list) -> list:
 
 
 def _interval(row) -> str:
-    from xai_bench.statistics import format_interval
+    from xai_bench.analysis.statistics import format_interval
 
     return format_interval(row["mean"], row["ci_low"], row["ci_high"])
 
@@ -894,7 +894,7 @@ def _metric_section(metric, summary, ranks, best, records, models, base) -> list
 
 
 def _claims_section(claims, summary) -> list:
-    from xai_bench.statistics import format_interval
+    from xai_bench.analysis.statistics import format_interval
 
     lines = ["## The paper's claims", ""]
     if claims is None or not len(claims):
@@ -1016,7 +1016,7 @@ def summary_markdown(records: pd.DataFrame, info: dict, tables: dict | None = No
     """``summary.md`` (see the module docstring); ``tables`` as :func:`read_statistics`
     returns them (computed from ``records`` when None)."""
     if tables is None:
-        from xai_bench.statistics import analyse
+        from xai_bench.analysis.statistics import analyse
 
         tables = dict(analyse(records, seed=_run_seed(info), claims=True), computed=True)
     summary = _finite(tables["summary"])

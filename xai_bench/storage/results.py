@@ -11,7 +11,7 @@ A run directory holds
   (the grid pointing game keeps its first grid: ``image`` (3, H, W) in [0, 1], ``maps``
   (4, H, W) explaining each cell's class, ``targets`` (4,) those classes, row-major);
 - ``cells/`` — one finished (model, method, metric) cell per file (with its identity and a
-  checksum; see :mod:`xai_bench.run_store`), written atomically.
+  checksum; see :mod:`xai_bench.run.store`), written atomically.
 
 ``records.csv`` columns:
 

@@ -8,7 +8,7 @@ command and tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. The runn
    model is trained once, not once per process) and measures their accuracy; the others wait
    at a barrier and then load the cached files;
 3. shares out the **units** (one model × one method with its pending metrics: a unit's maps
-   are explained once and scored by all its metrics, :mod:`xai_bench.map_cache`), the most
+   are explained once and scored by all its metrics, :mod:`xai_bench.compute.map_cache`), the most
    expensive first, each process claiming the next unclaimed one (a claim is a file created
    with ``O_EXCL`` under ``run_dir/.claims/<invocation>/``, so claiming needs nothing but the
    shared run directory and balances itself: a process that drew a cheap unit claims the

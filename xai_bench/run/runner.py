@@ -7,7 +7,7 @@ of an untrained one, and the source of its code), the method and the metric (reg
 implementing class, parameters *after defaults*, the source digest of their xai-bench modules
 or, for plugins, their distribution and version and module file), the data set, the seed, the
 sample counts, the batch size, the device type and the versions of xai-bench and torch. Each
-finished cell is committed with its identity and a checksum (:mod:`xai_bench.run_store`). A
+finished cell is committed with its identity and a checksum (:mod:`xai_bench.run.store`). A
 rerun reuses exactly the cells whose stored identity equals the new one and recomputes the
 rest, saying why in one line per reason (``3 cells stale: intgrad parameters changed (n_steps
 50 → 20)``). Cells that ended in ``error`` are retried; garbled cell files are recomputed.
@@ -24,7 +24,6 @@ line, keeping every committed cell.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import time
@@ -35,20 +34,24 @@ from pathlib import Path
 
 import torch
 
-from xai_bench import atomic_io
-from xai_bench.distributed import claim, clear_claims, ranks
-from xai_bench.errors import ConfigError, ContractError, Interrupted, XaiBenchError, one_line
-from xai_bench.identity import (
+from xai_bench.storage import atomic_io
+from xai_bench.run.distributed import claim, clear_claims, ranks
+from xai_bench.errors import (
+    ConfigError, ContractError, Interrupted, NotApplicable, XaiBenchError, one_line,
+)
+from xai_bench.storage.identity import (
     source_digest, code_identity, dataset_spec_fingerprint, differences, digest, file_sha256,
     module_closure, python_identity, weights_digest,
 )
-from xai_bench.interfaces import check_metric, check_method, check_model
-from xai_bench.interrupts import terminate_as_interrupt
-from xai_bench.parameters import build_entry, resolve_parameters
+from xai_bench.contracts.method import DEFAULT_METHOD_COST, check_method
+from xai_bench.contracts.metric import check_metric, is_metric_function
+from xai_bench.contracts.model import check_model
+from xai_bench.run.interrupts import terminate_as_interrupt
+from xai_bench.contracts.parameters import build_entry, entry_parameters, resolve_parameters
 from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
-from xai_bench.results import curves_frame, file_safe, records_frame
-from xai_bench.run_store import MemoryStore, RunStore
-from xai_bench.seeding import derive_seed
+from xai_bench.storage.results import curves_frame, file_safe, records_frame
+from xai_bench.run.store import MemoryStore, RunStore
+from xai_bench.compute.seeding import derive_seed
 
 #: The embedded default: the small B-cos ViT and its conventional twin on synthetic shapes.
 DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
@@ -87,7 +90,7 @@ class RunConfig:
     replicates: int = 1
     metric_params: dict = field(default_factory=dict)
     #: forward-only work (perturbed copies, the selection pass, ViT-CX's masked forwards) in
-    #: "fp32" or "bf16" autocast, optionally through torch.compile (xai_bench.precision);
+    #: "fp32" or "bf16" autocast, optionally through torch.compile (xai_bench.compute.precision);
     #: explanations always run in float32
     precision: str = "fp32"
     compile: bool = False
@@ -151,13 +154,26 @@ def _names_or_objects(kind: str, registry, spec) -> list:
     return out
 
 
+def _categories() -> dict:
+    """metric name -> its declared category (plugins that fail to load are left out)."""
+    out = {}
+    for name in METRICS.list():
+        try:
+            out[name] = METRICS.card(name).category
+        except RegistryError:
+            pass
+    return out
+
+
 def resolve_metrics(spec) -> list:
     """Metric names, globs, ``all``, a category (e.g. ``localisation``) or metric objects."""
-    categories = {METRICS.meta(n).get("category") for n in METRICS.list()}
+    parts = _parts(spec)
+    categories = _categories() if any(isinstance(p, str) and p not in METRICS
+                                      for p in parts) else {}
     expanded: list = []
-    for part in _parts(spec):
-        if isinstance(part, str) and part in categories:
-            expanded += [n for n in METRICS.list() if METRICS.meta(n).get("category") == part]
+    for part in parts:
+        if isinstance(part, str) and part in set(categories.values()):
+            expanded += [n for n, c in categories.items() if c == part]
         else:
             expanded.append(part)
     return _names_or_objects("metric", METRICS, expanded)
@@ -239,7 +255,7 @@ class Runner:
         self._total = self._kept = 0
         self.computed: list = []
         self.reasons: Counter = Counter()
-        #: images not explained again thanks to the shared maps (:mod:`xai_bench.map_cache`)
+        #: images not explained again thanks to the shared maps (:mod:`xai_bench.compute.map_cache`)
         self.maps_saved = 0
         #: perturbed copies not forwarded again thanks to the shared forwards (same module)
         self.copies_saved = 0
@@ -279,7 +295,7 @@ class Runner:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RunError(f"{key} must be a positive integer, got {value!r}")
         self.device = resolve_device(cfg.device)
-        from xai_bench.precision import PRECISIONS
+        from xai_bench.compute.precision import PRECISIONS
 
         if cfg.precision not in PRECISIONS:
             raise RunError(f"unknown precision {cfg.precision!r}; use one of "
@@ -430,24 +446,35 @@ class Runner:
         for item in chosen:
             if isinstance(item, str):
                 cls = METRICS.get(item)
-                known = inspect.signature(cls.__init__).parameters
+                known = entry_parameters(cls, "metric")
                 given = {k: getattr(cfg, k) for k in METRIC_RUN_OPTIONS if k in known}
                 given.update(cfg.metric_params.get(item, {}))  # explicit values win
                 resolve_parameters("metric", item, cls, given)  # usage errors before any work
                 try:
-                    metric, params = build_entry("metric", item, cls, given)
+                    if is_metric_function(cls):  # a plain function scored on the maps
+                        from xai_bench.metrics.function import FunctionMetric
+
+                        params = resolve_parameters("metric", item, cls, given)
+                        metric = FunctionMetric(cls, item, **params)
+                    else:
+                        metric, params = build_entry("metric", item, cls, given)
                 except (TypeError, ValueError) as e:  # the constructor's own validation
                     if isinstance(e, XaiBenchError):
                         raise
                     raise ConfigError(f"metric '{item}': {one_line(e)}") from None
-                name = item
+                name, code = item, cls
             else:
                 metric, name = item, _label(item)
-                params = dict(getattr(item, "params", {}) or {})
-            check_metric(metric, name)
-            entries.append(MetricEntry(name, metric, params,
+                if is_metric_function(item):
+                    from xai_bench.metrics.function import FunctionMetric
+
+                    metric = FunctionMetric(item, name, n_images=cfg.n_images)
+                params = dict(getattr(metric, "params", {}) or {})
+                code = item
+            checked = check_metric(metric, name)
+            entries.append(MetricEntry(name, checked, params,
                                        {"name": name, "params": params,
-                                        "code": code_identity(metric)}))
+                                        "code": code_identity(code)}))
         return entries
 
     # ---- data and models -----------------------------------------------------------------
@@ -541,8 +568,8 @@ class Runner:
         return {"seed": self.config.seed, "batch_size": self.config.batch_size,
                 "device": torch.device(self.device).type, "xai_bench": xai_bench.__version__,
                 **python_identity(), **self.config.forward_spec(),
-                "harness": source_digest(sorted(set(module_closure("xai_bench.seeding")) |
-                                                 set(module_closure("xai_bench.inference"))))}
+                "harness": source_digest(sorted(set(module_closure("xai_bench.compute.seeding")) |
+                                                 set(module_closure("xai_bench.compute.inference"))))}
 
     # ---- the run -------------------------------------------------------------------------
     def run(self) -> dict | None:
@@ -552,7 +579,7 @@ class Runner:
         started = time.time()
         # in a multi-process run rank 0 holds the lock for the job; the others wait for it
         # at the first broadcast, so nobody writes into a directory another job uses
-        from xai_bench.precision import forward_options
+        from xai_bench.compute.precision import forward_options
 
         lock = self.store.lock() if self.ranks.is_main else contextlib.nullcontext()
         cfg = self.config
@@ -601,7 +628,7 @@ class Runner:
         return plan
 
     def _run_cells(self):
-        from xai_bench.distributed import invocation_name
+        from xai_bench.run.distributed import invocation_name
 
         r = self.ranks
         self._total, self._kept = 0, 0
@@ -672,7 +699,7 @@ class Runner:
 
     def _model_scope(self, label) -> tuple[dict, dict]:
         """The metrics' prepared selections of one model and the confidences of its perturbed
-        copies (shared by all its units: :mod:`xai_bench.map_cache`), kept for two models at a
+        copies (shared by all its units: :mod:`xai_bench.compute.map_cache`), kept for two models at a
         time (a multi-process run's units come in cost order, not model by model)."""
         if label not in self._model_scopes:
             while len(self._model_scopes) >= 2:
@@ -737,7 +764,7 @@ class Runner:
         if entry is not None and entry["identity"] == info_ident:
             self._cells[info_key] = entry
         else:
-            from xai_bench.inference import predict
+            from xai_bench.compute.inference import predict
 
             t = time.time()
             recorded = self._recorded_accuracy(spec, info)
@@ -767,7 +794,7 @@ class Runner:
         its parameters ask for (a metric that cannot be split, or that asks for one batch or
         less, is computed whole: 1). Fixed by the configuration alone, never by the number of
         processes, so that a cell is computed the same way whoever computes it."""
-        requested = getattr(metric.metric, "requested_samples", lambda: None)()
+        requested = metric.metric.requested_samples()
         if not requested:
             return 1
         return max(1, math.ceil(int(requested) / self.config.batch_size))
@@ -785,7 +812,7 @@ class Runner:
                     if max(n_parts) > 1:
                         name = self._part_key(name, part)
                     work.append(WorkItem(spec, method, cells, part, name,
-                                         _unit_cost(method.name, share)))
+                                         _unit_cost(method, share)))
         return work
 
     def _run_unit(self, model, model_name, card, method, cells, bar, prepared, confidences,
@@ -796,7 +823,7 @@ class Runner:
         (:meth:`_run_cell_part`). ``prepared``: metric name -> (prepared, error, seconds) of
         this model, filled on first use; ``confidences``: the perturbed copies' confidences of
         this model."""
-        from xai_bench.map_cache import sharing_maps
+        from xai_bench.compute.map_cache import sharing_maps
 
         # one cache per (model, method): the maps of one method are held at a time
         with sharing_maps(model, confidences=confidences) as cache:
@@ -822,8 +849,7 @@ class Runner:
         found, prepare_error, _ = prepared
         return (method.error is None and prepare_error is None
                 and method.method.applies_to(model)
-                and all(hasattr(metric.metric, m) for m in ("evaluate_part", "reduce"))
-                and getattr(metric.metric, "samples", lambda _: None)(found) is not None)
+                and metric.metric.samples(found) is not None)
 
     @staticmethod
     def _part_key(key: str, part: int) -> str:
@@ -998,9 +1024,18 @@ class Runner:
         self.computed.append(key)
 
     # ---- assembling ----------------------------------------------------------------------
+    def declarations(self) -> dict:
+        """What every method and metric of the run declares about itself (their cards), so
+        that figures, tables and the report draw a plugin exactly like a built-in."""
+        from xai_bench.contracts.method import MethodCard
+
+        return {"methods": {m.name: (m.method.card if m.method is not None
+                                     else MethodCard(m.name)).as_dict() for m in self.methods},
+                "metrics": {m.name: m.metric.card.as_dict() for m in self.metrics}}
+
     def finish(self, wall_s: float) -> dict:
         """Assemble records, curves, examples and run.json from this run's cells."""
-        from xai_bench.provenance import collect_provenance
+        from xai_bench.storage.provenance import collect_provenance
 
         cfg = self.config
         rows, curves, timings, examples = [], [], {}, {}
@@ -1033,7 +1068,8 @@ class Runner:
                             "name": self.run_name},
                     method_params={m.name: m.params for m in self.methods},
                     metric_params={m.name: m.params for m in self.metrics},
-                    plugins=plugins, seeds={"seed": cfg.seed}, models=models,
+                    plugins=plugins, declarations=self.declarations(),
+                    seeds={"seed": cfg.seed}, models=models,
                     dataset=dict(name=_label(cfg.dataset),
                                  classes=list(getattr(dataset, "classes", []) or []),
                                  image_size=list(getattr(dataset, "image_size", []) or [])),
@@ -1049,7 +1085,7 @@ class Runner:
                     counts={str(k): int(v) for k, v in
                             records["status"].value_counts().to_dict().items()})
         self.records, self.curves, self.examples, self.info = records, curves_table, examples, info
-        from xai_bench.statistics import analyse, write_statistics
+        from xai_bench.analysis.statistics import analyse, write_statistics
 
         t = time.time()
         # intervals, paired comparisons, rank groups, claims: seeded, so a rerun writes the
@@ -1169,7 +1205,7 @@ def _check_params_targets(params: dict, chosen: list, registry, kind: str, optio
             if target in registry:
                 raise RunError(f"--{kind}-arg for '{target}', which this run does not use "
                                f"({kind}s: {', '.join(names)}); add it to {option}")
-            raise RunError(f"--{kind}-arg: {registry._unknown_message(target)}")
+            raise RunError(f"--{kind}-arg: {registry.unknown_message(target)}")
 
 
 def _shortfall(summary: dict) -> dict:
@@ -1182,19 +1218,17 @@ def _shortfall(summary: dict) -> dict:
     return out
 
 
-#: relative cost of a unit's cells by method (forward passes per explained image, from
-#: benchmarks/method_cost.py at the nano size), so a multi-process run hands out the expensive
-#: units first and the cheap ones fill the gaps; unlisted methods count as a gradient method
-_METHOD_COST = {"intgrad": 120.0, "vit_cx": 60.0, "chefer_lrp": 4.5, "plrp": 2.2,
-                "rollout": 1.1, "finatt": 1.1, "uniform": 0.1, "random": 0.1}
-
-
-def _unit_cost(method: str, n_cells: float) -> float:
-    return _METHOD_COST.get(method, 2.5) * n_cells
+def _unit_cost(method, n_cells: float) -> float:
+    """A unit's estimated share of the work: its method's declared cost (forward passes per
+    explained image) times its cells, so that a multi-process run hands out the expensive
+    units first and the cheap ones fill the gaps. A method that failed to load costs the
+    default."""
+    cost = method.method.card.cost if method.method is not None else DEFAULT_METHOD_COST
+    return cost * n_cells
 
 
 def _not_applicable(error: Exception) -> bool:
-    return type(error).__name__ in ("MetricNotApplicable", "MethodNotApplicable")
+    return isinstance(error, NotApplicable)
 
 
 def _one_line(error: Exception) -> str:
@@ -1204,7 +1238,7 @@ def _one_line(error: Exception) -> str:
 def summary_table(source) -> "object":
     """Mean value per (metric, model, method) of the ok records (a run directory or a
     records DataFrame): a pandas pivot table."""
-    from xai_bench.results import mean_table, read_records
+    from xai_bench.storage.results import mean_table, read_records
 
     frame = source if hasattr(source, "columns") else read_records(source)
     means = mean_table(frame)

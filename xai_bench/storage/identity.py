@@ -1,7 +1,7 @@
 """Content identities: what determines a result, as plain JSON, and how two of them differ.
 
 A cell of a run (one model × method × metric) is identified by everything that determines its
-numbers (see :mod:`xai_bench.runner`): resolved parameters, implementing classes, code,
+numbers (see :mod:`xai_bench.run.runner`): resolved parameters, implementing classes, code,
 weights, data and run options. This module supplies the pieces:
 
 - :func:`code_identity` — for an object defined in xai-bench: the package version and a digest
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "xai_bench"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 __all__ = ["digest", "file_sha256", "code_identity", "module_closure", "weights_digest",
            "differences", "distribution_of", "canonical"]

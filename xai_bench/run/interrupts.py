@@ -2,7 +2,7 @@
 same clean way: finished cells stay committed, the process prints one line and exits with
 128 + the signal number.
 
-Every file is written atomically (:mod:`xai_bench.atomic_io`), so stopping at any instant
+Every file is written atomically (:mod:`xai_bench.storage.atomic_io`), so stopping at any instant
 leaves only complete files.
 """
 

@@ -8,7 +8,7 @@ buffers, or the data set's ``images``/``labels`` tensors, are replaced or modifi
 (PyTorch bumps a tensor's version on every in-place write); files of a lazily loaded data set
 changing on disk are not noticed (pass ``cache=False``).
 
-The forwards follow the options of :mod:`xai_bench.precision` (bf16 autocast, torch.compile);
+The forwards follow the options of :mod:`xai_bench.compute.precision` (bf16 autocast, torch.compile);
 the logits are cast to float32 before anything is computed from them (the float64
 log-confidence that ranks the images then starts from bf16-rounded logits: see docs/gpu.md).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from xai_bench.errors import ConfigError
-from xai_bench.interfaces import model_name
+from xai_bench.contracts.model import model_name
 
 __all__ = ["Predictions", "predict", "log_confidence", "check_image_size", "clear_cache"]
 
@@ -140,7 +140,7 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 256, num_workers=
     data set or an image that cannot be loaded, :class:`ConfigError` when the images are not
     at the model's ``image_size``."""
     from xai_bench.data import DataError, iter_batches
-    from xai_bench.modes import eval_mode
+    from xai_bench.compute.modes import eval_mode
 
     batch_size = int(batch_size)
     if batch_size < 1:
@@ -148,7 +148,7 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 256, num_workers=
     n = len(dataset)
     if n == 0:
         raise DataError("cannot evaluate on an empty data set")
-    from xai_bench.precision import current_options, forward_autocast, forward_model
+    from xai_bench.compute.precision import current_options, forward_autocast, forward_model
 
     # bf16 forwards give other logits (and compiled ones may round differently): their own entry
     key = (id(dataset), str(device), batch_size, current_options().key())

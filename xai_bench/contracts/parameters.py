@@ -17,7 +17,8 @@ import functools
 import inspect
 
 from xai_bench.errors import ConfigError
-from xai_bench.interfaces import REQUIRED, callable_parameters
+from xai_bench.contracts.members import REQUIRED, callable_parameters
+from xai_bench.contracts.metric import function_parameters, is_metric_function
 
 __all__ = ["entry_parameters", "resolve_parameters", "build_entry", "is_method_function"]
 
@@ -37,6 +38,8 @@ def entry_parameters(entry, kind: str = "method") -> dict:
         return callable_parameters(entry.__init__, skip=1)
     if kind == "method" and is_method_function(entry):
         return callable_parameters(entry, skip=_METHOD_CALL_ARGS)
+    if kind == "metric" and is_metric_function(entry):
+        return function_parameters(entry)
     if kind != "method" and callable(entry):  # builder functions of models and metrics
         return callable_parameters(entry)
     return {}  # a ready-made method object

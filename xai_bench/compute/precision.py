@@ -2,14 +2,14 @@
 
 Three hot loops only run the model forward, without gradients: the metrics' perturbed copies
 (:func:`xai_bench.metrics.common.perturbed_confidences`), the selection pass
-(:func:`xai_bench.inference.predict`) and ViT-CX's masked copies. They may run in bfloat16
+(:func:`xai_bench.compute.inference.predict`) and ViT-CX's masked copies. They may run in bfloat16
 autocast and through ``torch.compile``; every gradient or explanation pass stays in float32
 (B-cos completeness, ``Σ contributions = logit − bias``, needs it), and so do ViT-CX's clean
 forward (its features are clustered) and every method's own forwards.
 
 ::
 
-    from xai_bench.precision import forward_options
+    from xai_bench.compute.precision import forward_options
     with forward_options("bf16", compile=True):
         metric.evaluate(model, method, prepared, device="cuda")
 
@@ -168,7 +168,7 @@ class CompiledForward:
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001
-                from xai_bench.chunking import is_out_of_memory
+                from xai_bench.compute.chunking import is_out_of_memory
 
                 if is_out_of_memory(error):
                     raise

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from xai_bench.atomic_io import write_torch
+from xai_bench.storage.atomic_io import write_torch
 from xai_bench.errors import XaiBenchError
 
 FORMAT = "xai-bench-checkpoint"
@@ -64,10 +64,10 @@ def save_checkpoint(path, model, model_name: str, dataset: str, recipe, metrics:
     """Save ``model`` (its ``config`` and weights) with its metadata to ``path``, atomically.
     ``recipe`` is a :class:`~xai_bench.training.Recipe` or a dict; ``extra`` adds top-level
     keys (plain Python values)."""
-    from xai_bench.provenance import collect_provenance
+    from xai_bench.storage.provenance import collect_provenance
 
     path = Path(path)
-    from xai_bench.interfaces import model_attr
+    from xai_bench.contracts.model import model_attr
 
     config = getattr(model, "config", None)  # no default: a checkpoint must rebuild the model
     if not isinstance(config, dict):

@@ -6,21 +6,21 @@
 - :func:`full_summary` (``--verbose``): every method's mean and interval, per metric, one
   column per model, then the same verdicts.
 
-Both read the statistics tables of a run (:func:`xai_bench.statistics.analyse`).
+Both read the statistics tables of a run (:func:`xai_bench.analysis.statistics.analyse`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from xai_bench.results import base_replicate
-from xai_bench.statistics import format_interval
+from xai_bench.storage.results import base_replicate
+from xai_bench.analysis.statistics import format_interval
 
 __all__ = ["compact_summary", "full_summary", "verdict_text"]
 
 
 def _base(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the replicate shown by default (:func:`~xai_bench.results.base_replicate`)."""
+    """The rows of the replicate shown by default (:func:`~xai_bench.storage.results.base_replicate`)."""
     if not len(frame) or "replicate" not in frame:
         return frame
     return frame[frame["replicate"].astype(int) == base_replicate(frame)]

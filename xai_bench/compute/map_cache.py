@@ -43,7 +43,7 @@ import hashlib
 
 import torch
 
-from xai_bench.seeding import tensor_bytes
+from xai_bench.compute.seeding import tensor_bytes
 
 __all__ = ["MapCache", "sharing_maps", "active_cache", "batch_digest"]
 

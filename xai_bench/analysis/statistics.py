@@ -5,7 +5,7 @@ cells). This module attaches to each such number a seeded bootstrap interval, co
 methods on the *same* samples with a paired test and a Holm correction, and derives from
 these the verdicts the tables and the claims use (docs/statistics.md states every rule).
 
-Input is the tidy records table (:func:`xai_bench.results.read_records`); only
+Input is the tidy records table (:func:`xai_bench.storage.results.read_records`); only
 ``status == "ok"`` rows count. A ``replicate`` column (int) is optional (0 when absent); every
 output is split by it.
 
@@ -100,7 +100,7 @@ def _check_options(confidence, n_resamples, seed, interval="bca", alpha=None) ->
 def _check_frame(frame, what: str, columns) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise ConfigError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}; "
-                          f"pass e.g. xai_bench.results.read_records(run_dir)")
+                          f"pass e.g. xai_bench.storage.results.read_records(run_dir)")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ConfigError(f"{what} lacks the column(s) {', '.join(missing)}; pass the table "
@@ -759,7 +759,7 @@ def analyse(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
     """Every statistical table of a run, as DataFrames: ``summary``, ``comparisons``,
     ``ranks``, ``best``, ``agreement``, ``stability`` (when there are several replicates) and
     ``claims`` (when ``claims`` is given: ``True``/``"paper"`` for the paper's claims, a path
-    or a list of claims; ``pairs`` as for :func:`xai_bench.claims.evaluate_claims`)."""
+    or a list of claims; ``pairs`` as for :func:`xai_bench.analysis.claims.evaluate_claims`)."""
     opts = dict(confidence=confidence, n_resamples=n_resamples, seed=seed, interval=interval)
     summary = summarise(records, **opts)
     comparisons = compare(records, alpha=alpha, **opts)
@@ -769,7 +769,7 @@ def analyse(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
     if len(summary) and summary["replicate"].nunique() > 1:
         tables["stability"] = replicate_stability(summary)
     if claims is not None and claims is not False:
-        from xai_bench.claims import evaluate_claims, load_claims
+        from xai_bench.analysis.claims import evaluate_claims, load_claims
 
         if claims is True or claims == "paper":
             claims = load_claims()
@@ -784,7 +784,7 @@ def write_statistics(records: pd.DataFrame, out_dir, tables: dict | None = None,
                      **options) -> dict:
     """Write the tables of :func:`analyse` (computed with ``options`` unless given) as
     ``NAME.csv`` into ``out_dir`` atomically; returns ``{name: path}``."""
-    from xai_bench.atomic_io import ensure_dir, write_csv
+    from xai_bench.storage.atomic_io import ensure_dir, write_csv
 
     tables = analyse(records, **options) if tables is None else tables
     out_dir = ensure_dir(out_dir)

@@ -1,0 +1,77 @@
+"""The cards of the methods and metrics a run names: what run.json recorded
+(``declarations``), else what the registry declares now (a run written before declarations
+were recorded), else the defaults (a name nothing declares, e.g. a function passed to
+``evaluate``). Figures, tables, the report and the claims look entries up here, so a plugin is
+drawn exactly like a built-in one."""
+
+from __future__ import annotations
+
+from xai_bench.contracts.method import MethodCard
+from xai_bench.contracts.metric import MetricCard
+
+__all__ = ["method_cards", "metric_cards", "Cards"]
+
+
+def _registered(kind: str, name: str):
+    from xai_bench.registry import METHODS, METRICS, RegistryError
+
+    registry = METHODS if kind == "method" else METRICS
+    try:
+        return registry.card(name) if name in registry else None
+    except RegistryError:  # a plugin that fails to load: its defaults
+        return None
+
+
+def method_cards(names, declared: dict | None = None) -> dict:
+    """``{name: MethodCard}`` for ``names``; ``declared``: run.json's
+    ``declarations["methods"]``."""
+    declared = declared or {}
+    out = {}
+    for name in dict.fromkeys(str(n) for n in names):
+        if isinstance(declared.get(name), dict):
+            out[name] = MethodCard.from_dict({**declared[name], "name": name})
+        else:
+            out[name] = _registered("method", name) or MethodCard(name)
+    return out
+
+
+def metric_cards(names, declared: dict | None = None) -> dict:
+    """``{name: MetricCard}`` for ``names``; ``declared``: run.json's
+    ``declarations["metrics"]``."""
+    declared = declared or {}
+    out = {}
+    for name in dict.fromkeys(str(n) for n in names):
+        if isinstance(declared.get(name), dict):
+            out[name] = MetricCard.from_dict({**declared[name], "name": name})
+        else:
+            out[name] = _registered("metric", name) or MetricCard(name)
+    return out
+
+
+class Cards:
+    """Lazy lookup of the cards of one run: ``cards.method(name)``, ``cards.metric(name)``
+    (a name met for the first time is looked up then)."""
+
+    def __init__(self, declarations: dict | None = None):
+        declarations = declarations if isinstance(declarations, dict) else {}
+        self._declared = {"method": declarations.get("methods") or {},
+                          "metric": declarations.get("metrics") or {}}
+        self._methods: dict = {}
+        self._metrics: dict = {}
+
+    @classmethod
+    def of_run(cls, info: dict | None) -> "Cards":
+        """The cards of a run from its run.json content."""
+        return cls((info or {}).get("declarations"))
+
+    def method(self, name) -> MethodCard:
+        name = str(name)
+        if name not in self._methods:
+            self._methods.update(method_cards([name], self._declared["method"]))
+        return self._methods[name]
+
+    def metric(self, name) -> MetricCard:
+        name = str(name)
+        if name not in self._metrics:
+            self._metrics.update(metric_cards([name], self._declared["metric"]))
+        return self._metrics[name]

@@ -1,0 +1,76 @@
+"""How a contract is written down: one :class:`Member` per thing the harness may ask of an
+object, with its default where it is optional, and the Markdown table the docs embed."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["Member", "REQUIRED", "members_table", "missing_members", "callable_parameters"]
+
+
+class _Required:
+    def __repr__(self):
+        return "required"
+
+
+#: the default of a member (or parameter) that has none
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a contract: its name, whether it is called, its default (``REQUIRED``
+    when there is none) and one line of documentation."""
+
+    name: str
+    callable: bool
+    default: Any
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def members_table(members) -> str:
+    """A Markdown table of contract members (the docs embed these tables; a test checks
+    that they are current)."""
+    lines = ["| member | required | default | what |", "|---|---|---|---|"]
+    for m in members:
+        name = f"`{m.name}()`" if m.callable and m.name != "__call__" else f"`{m.name}`"
+        default = "" if m.required else f"{m.default!r}".replace("'", "`") \
+            if not isinstance(m.default, str) else f"`{m.default}`"
+        lines.append(f"| {name} | {'yes' if m.required else 'no'} | {default} | {m.doc} |")
+    return "\n".join(lines)
+
+
+def missing_members(obj, members) -> list[str]:
+    """The required members of ``members`` that ``obj`` lacks (``name()`` for callables)."""
+    missing = []
+    for m in members:
+        if not m.required:
+            continue
+        if m.name in ("forward", "__call__"):
+            ok = callable(obj)
+        else:
+            ok = hasattr(obj, m.name) and (not m.callable or callable(getattr(obj, m.name)))
+        if not ok:
+            missing.append(f"{m.name}()" if m.callable else m.name)
+    return missing
+
+
+def callable_parameters(fn: Callable, skip: int = 0) -> dict:
+    """Keyword parameters of ``fn`` with their defaults (``REQUIRED`` for none), after the
+    first ``skip`` positional ones; ``*args``/``**kwargs`` are left out."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params[skip:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[p.name] = REQUIRED if p.default is p.empty else p.default
+    return out
