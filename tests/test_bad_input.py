@@ -475,7 +475,7 @@ def test_unicode_and_spaces_in_paths_work(assets, tmp_path):
     "weights only load failed: unsupported global: global os.system was not an allowed global",
 ])
 def test_pickle_is_recognised_whatever_the_case_of_torchs_message(message):
-    from xai_bench.storage.checkpoint import _read_error
+    from xai_bench.storage.checkpoint_format import _read_error
 
     error = _read_error(Path("x.pt"), RuntimeError(message))
     assert "pickled Python objects (os.system)" in str(error)

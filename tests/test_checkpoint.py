@@ -7,9 +7,9 @@ import torch
 
 import xai_bench
 from conftest import TINY, TinyLinear
+from xai_bench.loading import load_model_from_checkpoint
 from xai_bench.storage.checkpoint import (
-    FORMAT, CheckpointError, checkpoint_info, load_checkpoint, load_model_from_checkpoint,
-    save_checkpoint,
+    FORMAT, CheckpointError, checkpoint_info, load_checkpoint, save_checkpoint,
 )
 from xai_bench.storage.provenance import collect_provenance
 from xai_bench.training import RECIPES, Recipe

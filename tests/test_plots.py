@@ -1,6 +1,8 @@
 """The figures and summary of a run directory (xai_bench.outputs.plots)."""
 
+import ast
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,10 +11,10 @@ import torch
 
 import xai_bench
 from xai_bench.storage import atomic_io
-from xai_bench.outputs.plots import (
-    AGREEMENT, CURVES, FIG6, SUMMARY, _map_note, is_baseline, method_colour, plot_run,
-    read_statistics,
-)
+from xai_bench.analysis.tables import read_statistics
+from xai_bench.outputs.fig7 import map_note
+from xai_bench.outputs.plots import AGREEMENT, CURVES, FIG6, SUMMARY, plot_run
+from xai_bench.outputs.presentation import Presentation
 from xai_bench.storage.results import RECORD_COLUMNS, ResultsError, read_records, read_run_info
 from xai_bench.analysis.statistics import write_statistics
 
@@ -143,6 +145,8 @@ def test_a_real_run_writes_every_file_non_empty(evaluated, tmp_path):
 
 
 def test_method_colours_are_fixed_distinct_and_baselines_grey():
+    shown = Presentation()
+    method_colour, is_baseline = shown.method_colour, shown.is_baseline
     methods = xai_bench.list_methods()
     colours = {m: method_colour(m) for m in methods}
     assert colours == {m: method_colour(m) for m in reversed(methods)}  # same in every call
@@ -230,7 +234,116 @@ def test_a_garbled_statistics_table_is_a_one_line_results_error(tmp_path):
 
 
 def test_fig7_panels_say_when_a_map_is_no_explanation():
-    assert _map_note("uniform", np.ones((8, 8))) == "constant map"
-    assert _map_note("rollout", np.full((8, 8), 0.3)) == "constant map"
-    assert _map_note("random", np.random.default_rng(0).random((8, 8))).startswith("random")
-    assert _map_note("ixg", np.arange(64.0).reshape(8, 8)) == ""
+    shown = Presentation()
+    assert map_note("uniform", np.ones((8, 8)), shown) == "constant map"
+    assert map_note("rollout", np.full((8, 8), 0.3), shown) == "constant map"
+    assert map_note("random", np.random.default_rng(0).random((8, 8)), shown) \
+        .startswith("random")
+    assert map_note("ixg", np.arange(64.0).reshape(8, 8), shown) == ""
+
+
+# ---- drawn from declarations alone ------------------------------------------------------
+
+#: run.json's ``declarations`` of a method and a metric the harness has never seen
+NOVEL = {"methods": {"novel_spot": {"kind": "saliency", "colour": "#123456", "place": 0.5},
+                     "novel_plain": {"kind": "other", "class_agnostic": True}},
+         "metrics": {"novel_score": {"category": "concentration", "higher_is_better": False,
+                                     "label": "novel axis\nlabel", "unit": "patches",
+                                     "chance": 0.4}}}
+
+
+def novel_summary():
+    rows = [dict(model=model, method=method, metric="novel_score", replicate=0, n=5,
+                 mean=mean, ci_low=mean - 0.05, ci_high=mean + 0.05, higher_is_better=True,
+                 category="recorded-but-not-used", statistic="mean", estimator="mean")
+            for model in ("vit_nano", "bcos_vit_nano")
+            for method, mean in (("novel_spot", 0.3), ("novel_plain", 0.6), ("uniform", 0.5))]
+    return pd.DataFrame(rows)
+
+
+def _hex(colour):
+    from matplotlib.colors import to_hex
+
+    return to_hex(colour, keep_alpha=False).lower()
+
+
+def test_a_novel_method_and_metric_are_drawn_from_their_declarations(tmp_path):
+    from xai_bench.outputs.figures import fig6_figure, plot_fig6
+    from xai_bench.outputs.presentation import PALETTE
+
+    shown = Presentation.of_run({"declarations": NOVEL})
+    fig = fig6_figure(novel_summary(), presentation=shown, models=["vit_nano", "bcos_vit_nano"])
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "novel axis\nlabel"  # the declared label, not "mean"
+    assert "concentration" in ax.get_title() and "lower is better" in ax.get_title()
+    chance = [line for line in ax.lines if list(line.get_ydata()) == [0.4, 0.4]]
+    assert chance, "the declared chance level is drawn"
+    heads = [t.get_text() for t in ax.child_axes[0].get_xticklabels()]
+    assert heads == ["vit_nano\nn = 5 patches", "bcos_vit_nano\nn = 5 patches"]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    # declared place (0.5) first, the undeclared after it, the baseline last; † declared
+    assert ticks == ["novel_spot", "novel_plain†", "uniform†"] * 2
+    colours = [_hex(bar.get_facecolor()) for bar in ax.patches if bar.get_height() > 0]
+    plain = shown.method_colour("novel_plain")
+    assert plain in PALETTE  # no colour declared: one by a checksum of the name
+    assert colours.count("#123456") == 2 and colours.count(plain.lower()) == 2
+    # the same colour in another run, and in a figure drawn anew
+    again = Presentation.of_run({"declarations": {"methods": {}}})
+    assert again.method_colour("novel_plain") == plain
+    second = fig6_figure(novel_summary(), presentation=Presentation.of_run(
+        {"declarations": NOVEL}))
+    assert colours == [_hex(b.get_facecolor()) for b in second.axes[0].patches
+                       if b.get_height() > 0]
+    path = plot_fig6(novel_summary(), tmp_path, presentation=shown)
+    assert path.stat().st_size > 0
+
+
+def test_a_novel_metric_with_both_removal_orders_gets_curves(tmp_path):
+    from xai_bench.outputs.figures import curves_figure
+
+    curves = pd.DataFrame([dict(model="vit_nano", method=method, metric="novel_score",
+                                order=order, fraction=f, replicate=0, statistic="mean_curve",
+                                value=1 + sign * f)
+                           for method in ("novel_spot", "novel_plain")
+                           for order, sign in (("most_first", -1), ("least_first", 1))
+                           for f in (0.0, 0.1, 0.2)])
+    shown = Presentation.of_run({"declarations": NOVEL})
+    fig = curves_figure(curves, novel_summary(), presentation=shown)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles[0].startswith("vit_nano · novel_spot\nABC 0.3")
+    assert titles[1].startswith("vit_nano · novel_plain†")
+    assert _hex(fig.axes[0].lines[0].get_color()) == "#123456"
+
+
+#: the built-in names no output module may key anything by (the entries declare what the
+#: outputs need); common English words among them count only as a whole literal
+BUILT_IN_METHODS = ("inherent", "ixg", "intgrad", "rollout", "finatt", "gradsam", "gradcam",
+                    "chefer_lrp", "plrp", "vit_cx", "random", "uniform", "centre")
+BUILT_IN_METRICS = ("grid_pointing_game", "mask_localisation", "pixel_perturbation",
+                    "deletion", "insertion", "parameter_randomisation", "random_target")
+ENGLISH = {"inherent", "random", "uniform", "centre", "deletion", "insertion"}
+
+
+def _docstrings(tree) -> set:
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, kinds) and node.body and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_no_output_module_names_a_built_in_method_or_metric():
+    import xai_bench.outputs
+
+    found = []
+    for path in sorted(Path(xai_bench.outputs.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) \
+                    or id(node) in docs:
+                continue
+            for name in BUILT_IN_METHODS + BUILT_IN_METRICS:
+                if node.value == name if name in ENGLISH else \
+                        re.search(rf"(?<!\w){name}(?!\w)", node.value):
+                    found.append(f"{path.name}:{node.lineno}: {name}")
+    assert not found, found

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -20,7 +21,9 @@ from xai_bench.storage.identity import file_sha256
 from xai_bench.methods.base import AttributionMethod
 from xai_bench.analysis.claims import load_claims
 from xai_bench.outputs.report import REPORT, report_html, write_report
-from xai_bench.storage.results import ResultsError, read_arrays, read_examples
+from xai_bench.storage.results import (
+    RECORD_COLUMNS, ResultsError, read_arrays, read_examples, read_records, read_run_info,
+)
 
 METHODS = ["inherent", "rollout", "ixg", "gradsam", "uniform", "random"]
 METRICS = ["grid_pointing_game", "pixel_perturbation", "random_target"]
@@ -261,6 +264,115 @@ def test_gallery_arrays_are_shown_and_their_absence_is_said(small_run, tmp_path)
             f"worst: 0.012 ({classes[4]}), 0.023 ({classes[1]})") in text
     assert examples.count('class="gallery"') == 1 and "vit_nano · uniform" not in text
     assert "No per-sample gallery" not in examples
+
+
+# ------------------------------------------------------------------------------ one summary
+
+#: a metric of a category the harness has never seen, declared only in run.json (as the
+#: runner records a plugin's card): no registry entry, no name-keyed table anywhere
+PLUGIN_METRIC = "xb_texture"
+PLUGIN_CARD = dict(category="texture", higher_is_better=False, label="texture\nscore",
+                   unit="patches", description="texture score: how much of the map is texture")
+
+
+def synthetic_run(root: Path) -> Path:
+    """A run directory written by hand (no model): two models, three methods, the grid
+    pointing game and ``PLUGIN_METRIC``. On ``sharp`` the methods are far apart (a method is
+    significantly best), on ``blurry`` two of them are alike (a tie)."""
+    from xai_bench.analysis.tables import write_statistics
+
+    rng = np.random.default_rng(0)
+    levels = {"sharp": {"ixg": 0.8, "rollout": 0.5, "uniform": 0.2},
+              "blurry": {"ixg": 0.5, "rollout": 0.5, "uniform": 0.45}}
+    rows = []
+    for metric, category, hib in (("grid_pointing_game", "localisation", True),
+                                  (PLUGIN_METRIC, "texture", False)):
+        for model, methods in levels.items():
+            for method, level in methods.items():
+                for i in range(12):
+                    noise = 0.01 if model == "sharp" else 0.2
+                    rows.append(dict(model=model, method=method, metric=metric,
+                                     sample_id=f"s{i:02d}", target=i % 4,
+                                     value=level + noise * rng.standard_normal(), status="ok",
+                                     message="", category=category, higher_is_better=hib,
+                                     replicate=0))
+    records = pd.DataFrame(rows)[RECORD_COLUMNS]
+    root.mkdir(parents=True)
+    atomic_io.write_csv(root / "records.csv", records)
+    declarations = {"metrics": {PLUGIN_METRIC: dict(PLUGIN_CARD, name=PLUGIN_METRIC)}}
+    atomic_io.write_json(root / "run.json", dict(
+        config=dict(models=list(levels), methods=["ixg", "rollout", "uniform"],
+                    metrics=["grid_pointing_game", PLUGIN_METRIC], seed=0, name=root.name),
+        seeds=dict(seed=0), dataset=dict(name="shapes", classes=list("abcdefghij")),
+        models={m: dict(family="conventional", test_accuracy=0.9) for m in levels},
+        declarations=declarations))
+    write_statistics(records, root, seed=0, claims=True, n_resamples=200,
+                     declarations=declarations)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("summary") / "run")
+
+
+def _outputs(run: Path) -> dict:
+    """summary.md, the report's text (figures left out: they are not what is compared) and
+    both terminal summaries of one run."""
+    from xai_bench.analysis.tables import read_statistics
+    from xai_bench.outputs.markdown import summary_markdown
+    from xai_bench.outputs.terminal import compact_summary, full_summary
+
+    records, info = read_records(run), read_run_info(run)
+    tables = read_statistics(run, records, info)
+    return dict(markdown=summary_markdown(records, info, tables),
+                report=_parse(report_html(run, figures=[]))[0],
+                compact=compact_summary(tables, info, records),
+                full=full_summary(tables, info, records))
+
+
+def test_summary_md_the_report_and_the_terminal_say_the_same_verdicts(synthetic):
+    from xai_bench.analysis.tables import read_statistics
+    from xai_bench.outputs.summary import build_summary, verdict_text
+
+    records, info = read_records(synthetic), read_run_info(synthetic)
+    summary = build_summary(read_statistics(synthetic, records, info), records, info)
+    kinds = {(v.model, v.metric): v.kind for v in summary.verdicts}
+    assert len(kinds) == 4 and kinds["sharp", "grid_pointing_game"] == "best"
+    assert kinds["blurry", "grid_pointing_game"] == "tie"
+    assert verdict_text("best", "ixg", "rollout") == "ixg (significantly ahead of rollout)"
+    outputs = _outputs(synthetic)
+    for v in summary.verdicts:
+        for name, text in outputs.items():
+            assert " ".join(v.text.split()) in " ".join(text.split()), (name, v)
+    # one wording: the tie is never called "significantly ahead of" anywhere
+    tie = next(v for v in summary.verdicts if v.kind == "tie")
+    assert "significantly ahead of" not in tie.text and tie.text.startswith("tie between ")
+    assert f"- best on {tie.model}: {tie.text}" in outputs["markdown"]
+
+
+def test_a_metric_of_a_new_category_gets_its_section_from_its_declaration(synthetic):
+    outputs = _outputs(synthetic)
+    # summary.md: its own section, with the declared category, direction and unit
+    md = outputs["markdown"]
+    assert f"## {PLUGIN_METRIC} (texture; lower is better)" in md
+    assert "n = 12 patches" in md and "lowest mean" in md
+    # not a sanity metric: the sanity section says the run has none
+    assert "This run has no sanity metric" in md.split("## Sanity checks")[1]
+    # the report: a section like any built-in metric's, with what its card declares
+    page = report_html(synthetic, figures=[])
+    section = page[page.index(f'id="metric-{PLUGIN_METRIC}"'):]
+    section = section[:section.index("</section>")]
+    words = _parse(section)[0]
+    assert '<span class="cat">texture</span>' in section
+    assert "Texture score: how much of the map is texture. Lower is better." in words
+    assert "In the figures: texture score." in words
+    assert '<table class="sortable">' in section and 'class="best"' in section
+    ids = _parse(page)[1]
+    assert ids.index("metric-grid_pointing_game") < ids.index(f"metric-{PLUGIN_METRIC}")
+    # the terminal: its direction
+    assert any(line.startswith(f"{PLUGIN_METRIC} ↓") for line in outputs["compact"].splitlines())
+    assert f"{PLUGIN_METRIC} (lower is better; mean [95% CI])" in outputs["full"]
 
 
 # ------------------------------------------------------------------------------ browser

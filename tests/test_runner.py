@@ -127,9 +127,9 @@ def test_rerun_skips_everything_and_changes_nothing(tmp_path, checkpoints, monke
     def fail(*a, **k):
         raise AssertionError("a finished cell was recomputed")
 
-    import xai_bench.run.runner as runner_mod
+    from xai_bench.run.models import RunModels
 
-    monkeypatch.setattr(runner_mod.Runner, "load_model", fail)
+    monkeypatch.setattr(RunModels, "load", fail)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     import re

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from xai_bench.analysis import statistics as st
+from xai_bench.analysis import wilcoxon
 from xai_bench.errors import ConfigError
 
 R = 500  # resamples: enough for the checks below, fast
@@ -242,7 +243,8 @@ def test_pairs_match_an_inner_merge_with_shuffled_partial_and_duplicate_samples(
         va, vb = j["value_x"].to_numpy(), j["value_y"].to_numpy()
         assert r.n == len(j)
         assert r.mean_a == va.sum() / len(va) and r.mean_b == vb.sum() / len(vb)
-        assert r.p_value == st._scipy_wilcoxon(va - vb, "approx" if len(j) > 50 else "exact")
+        method = "approx" if len(j) > 50 else "exact"
+        assert r.p_value == wilcoxon.scipy_wilcoxon_p_value(va - vb, method)
 
 
 def test_the_fast_wilcoxon_equals_scipy_bit_for_bit():
@@ -257,7 +259,7 @@ def test_the_fast_wilcoxon_equals_scipy_bit_for_bit():
             continue
         exact = n <= 50 and np.all(d != 0) and np.unique(np.abs(d)).size == n
         ref = stats.wilcoxon(d, zero_method="zsplit", method="exact" if exact else "approx")
-        assert st._wilcoxon(d) == float(ref.pvalue)
+        assert wilcoxon.wilcoxon_p_value(d) == float(ref.pvalue)
 
 
 # ------------------------------------------------------------------------------ ranks, best

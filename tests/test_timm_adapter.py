@@ -11,9 +11,8 @@ timm = pytest.importorskip("timm")
 import xai_bench  # noqa: E402
 from xai_bench.methods.attention import attention_and_gradients, attention_maps  # noqa: E402
 from xai_bench.methods.base import token_readout, upsample_token_map  # noqa: E402
-from xai_bench.models.timm_adapter import (  # noqa: E402
-    PretrainedWeightsError, TimmViT, save_timm_checkpoint,
-)
+from xai_bench.loading import save_timm_checkpoint  # noqa: E402
+from xai_bench.models.timm_adapter import PretrainedWeightsError, TimmViT  # noqa: E402
 from xai_bench.registry import Registry, RegistryError, UnknownNameError  # noqa: E402
 
 NAME = "timm:vit_tiny_patch16_224"

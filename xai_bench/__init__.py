@@ -9,8 +9,10 @@ registries and are addressed by name::
 """
 
 from xai_bench.registry import METHODS, METRICS, MODELS
+from xai_bench.version import VERSION as __version__
 
-__version__ = "0.1.0"
+# Nothing inside the package imports this module (it would close an import circle): code
+# there imports `xai_bench.version`, `xai_bench.registry` or `xai_bench.loading`.
 
 __all__ = [
     "MODELS", "METHODS", "METRICS", "evaluate", "Results", "method", "metric",
@@ -60,17 +62,11 @@ def list_models(pattern="*"):
 
 def get_model(name, checkpoint=None, **kwargs):
     """Build model `name`; with `checkpoint`, restore the weights (and constructor arguments)
-    saved by `xai-bench train`. Keyword arguments override the stored constructor arguments."""
-    if checkpoint is not None:
-        from xai_bench.storage.checkpoint import load_model_from_checkpoint
+    saved by `xai-bench train`. Keyword arguments override the stored constructor arguments;
+    see :func:`xai_bench.loading.get_model`."""
+    from xai_bench.loading import get_model as build
 
-        # Builders that read other checkpoint formats (e.g. the official B-cos-v2 `.pth`
-        # state dicts) expose them as `builder.load_checkpoint(path, **kwargs)`.
-        loader = getattr(MODELS.get(name), "load_checkpoint", None) if name in MODELS else None
-        if loader is not None:
-            return loader(checkpoint, **kwargs)
-        return load_model_from_checkpoint(checkpoint, name=name, **kwargs)
-    return MODELS.get(name)(**kwargs)
+    return build(name, checkpoint=checkpoint, **kwargs)
 
 
 def list_methods(pattern="*"):

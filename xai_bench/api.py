@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS
+
 __all__ = ["evaluate", "Results"]
 
 
@@ -38,6 +40,8 @@ class Results:
     #: the statistical tables (xai_bench.analysis.statistics.analyse): summary, comparisons, ranks,
     #: best, agreement, claims and, with replicates, stability
     tables: dict = field(default_factory=dict)
+    #: what the run directory got besides the tables: {"plots": [paths], "report": path}
+    outputs: dict = field(default_factory=dict)
 
     @property
     def summary(self):
@@ -56,7 +60,7 @@ class Results:
 
     def means(self):
         """Mean value per (metric, model) and method of the ok records (a pivot table)."""
-        from xai_bench.run.runner import summary_table
+        from xai_bench.run.finish import summary_table
 
         return summary_table(self.records)
 
@@ -66,13 +70,13 @@ class Results:
         return dict(self.info.get("counts", {}))
 
 
-def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
-             dataset="shapes", out=None, *, checkpoints=None, n_grids: int = 24,
+def evaluate(models=DEFAULT_MODELS, methods="all", metrics="all", dataset=DEFAULT_DATASET,
+             out=None, *, checkpoints=None, replicates: int = 1, n_grids: int = 24,
              n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
-             name: str | None = None, untrained: bool = False, train_epochs: int | None = None,
-             method_params: dict | None = None, replicates: int = 1,
-             metric_params: dict | None = None, precision: str = "fp32",
-             compile: bool = False, progress: bool = False, log=None,
+             name: str | None = None, method_params: dict | None = None,
+             metric_params: dict | None = None, untrained: bool = False,
+             train_epochs: int | None = None, precision: str = "fp32", compile: bool = False,
+             plots: bool = True, report: bool = True, progress: bool = False, log=None,
              before_run=None) -> "Results | None":
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
@@ -80,34 +84,35 @@ def evaluate(models=("bcos_vit_nano", "vit_nano"), methods="all", metrics="all",
     (:mod:`xai_bench.contracts`); methods: names, globs or method objects / plain functions
     ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
     dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
-    are those of ``xai-bench run`` under their own names (``method_params`` is
+    are those of ``xai-bench run`` under their own names (the fields of
+    :class:`~xai_bench.run.config.RunConfig`: ``method_params`` is
     ``{method: {key: value}}``, ``metric_params`` ``{metric: {key: value}}`` (e.g.
-    ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints`` ``{model: path}`` or ``{"model@r": path}``
-    per replicate, or ``{model: glob}``; ``replicates=N`` runs N independently initialised
-    copies of each model; ``precision="bf16"`` and ``compile=True`` for the forward-only
-    work, :mod:`xai_bench.compute.precision`). Invalid input raises a
-    one-line :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun
+    ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints``
+    ``{model: path}`` or ``{"model@r": path}`` per replicate, or ``{model: glob}``;
+    ``replicates=N`` runs N independently initialised copies of each model;
+    ``precision="bf16"`` and ``compile=True`` for the forward-only work,
+    :mod:`xai_bench.compute.precision`). With ``out``, the run directory is the one
+    ``xai-bench run`` writes: ``plots=False`` leaves out ``plots/`` (the report then draws
+    its figures into the page only) and ``report=False`` leaves out ``report.html``
+    (``xai-bench run --no-plots`` is both). Invalid input raises a one-line
+    :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun
     (:mod:`xai_bench.run.distributed`) the processes share the work and only rank 0 returns
     :class:`Results`; the others return ``None``."""
-    from xai_bench.run.runner import RunConfig, Runner
+    # every keyword named like a RunConfig field is a run option (tests/test_run_options.py
+    # checks that the names and defaults are the fields')
+    given = dict(locals())
+    from xai_bench.run.config import RunConfig
+    from xai_bench.run.runner import Runner
 
-    def listed(value):
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            return [value]
-        return list(value)
-
-    config = RunConfig(models=listed(models), methods=listed(methods), metrics=listed(metrics),
-                       dataset=dataset, checkpoints=dict(checkpoints or {}), n_grids=n_grids,
-                       n_images=n_images, batch_size=batch_size, device=device, seed=seed,
-                       out=None if out is None else str(out), name=name, untrained=untrained,
-                       train_epochs=train_epochs, method_params=dict(method_params or {}),
-                       replicates=replicates, metric_params=dict(metric_params or {}),
-                       precision=precision, compile=compile)
-    runner = Runner(config, progress=progress, log=log or (lambda *_: None))
+    config = RunConfig.from_options(**{k: v for k, v in given.items()
+                                       if k in RunConfig.option_names()})
+    runner = Runner(config, progress=progress, log=log or (lambda *_: None), plots=plots,
+                    report=report)
     if before_run is not None:  # the configuration is valid; e.g. the CLI's --processes
         before_run(runner)
     info = runner.run()
     if info is None:  # a process other than rank 0 of a multi-process run: rank 0 reports
         return None
     return Results(records=runner.records, curves=runner.curves, info=info,
-                   examples=runner.examples, run_dir=runner.run_dir, tables=runner.tables)
+                   examples=runner.examples, run_dir=runner.run_dir, tables=runner.tables,
+                   outputs=runner.outputs)

@@ -13,7 +13,7 @@ callers that catch the builtin; new code should catch :class:`XaiBenchError`.
 from __future__ import annotations
 
 __all__ = ["XaiBenchError", "ConfigError", "OutputError", "ContractError", "Interrupted",
-           "TrainingError", "NotApplicable", "one_line"]
+           "TrainingError", "NotApplicable", "RegistryError", "UnknownNameError", "one_line"]
 
 
 class XaiBenchError(Exception):
@@ -42,6 +42,20 @@ class Interrupted(XaiBenchError):
 
 class TrainingError(XaiBenchError, FloatingPointError):
     """Training cannot go on (the loss diverged); the message says what to change."""
+
+
+class RegistryError(XaiBenchError):
+    """A registry lookup or plugin load failed (:mod:`xai_bench.registry`); the message is a
+    single line."""
+
+
+class UnknownNameError(RegistryError, KeyError):
+    """No registry entry matches the requested name (also a ``KeyError`` for dict-like
+    callers)."""
+
+    def __str__(self):
+        # KeyError.__str__ would repr() the message, adding quotes around it.
+        return one_line(self.args[0]) if self.args else ""
 
 
 class NotApplicable(ValueError):

@@ -5,9 +5,11 @@ Entries come from two places:
 * builtins: the modules listed in ``builtin_modules`` (and their submodules) are imported
   lazily, the first time the registry is listed or queried, so that ``import xai_bench``
   stays cheap (no torch); every object there declared with ``@xai_bench.method`` /
-  ``@xai_bench.metric`` (or registered with ``@REGISTRY.register()``) becomes an entry. A
-  method or metric module therefore never imports this registry, and editing the registry
-  changes no cell's source identity;
+  ``@xai_bench.metric`` (or registered with ``@REGISTRY.register()``) becomes an entry, and
+  so does every declaration that the registry's ``declarations`` hook lists (models: builders
+  declared with :func:`xai_bench.models.declare.declare_model`, with their metadata). A
+  model, method or metric module therefore never imports this registry, and editing the
+  registry changes no cell's source identity;
 * third-party plugins, declared as entry points of ``group`` in their distribution's
   metadata, e.g. in a plugin's ``pyproject.toml``::
 
@@ -35,7 +37,7 @@ import importlib.metadata
 import inspect
 import sys
 
-from xai_bench.errors import XaiBenchError
+from xai_bench.errors import RegistryError, UnknownNameError
 
 __all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS",
            "register_method", "register_metric"]
@@ -46,18 +48,6 @@ _DECLARED = "__xai_bench_entry__"
 _GLOB_CHARS = "*?["
 # Characters that would make a name ambiguous in `resolve` specs ("a,b", globs).
 _FORBIDDEN_CHARS = _GLOB_CHARS + "], \t\n"
-
-
-class RegistryError(XaiBenchError):
-    """A registry lookup or plugin load failed; the message is a single line."""
-
-
-class UnknownNameError(RegistryError, KeyError):
-    """No entry matches the requested name (also a ``KeyError`` for dict-like callers)."""
-
-    def __str__(self):
-        # KeyError.__str__ would repr() the message, adding quotes around it.
-        return str(self.args[0]) if self.args else ""
 
 
 def _one_line(text: str) -> str:
@@ -91,10 +81,14 @@ def _quote_list(names) -> str:
 class Registry:
     """A named collection of builders (classes or callables) of one kind."""
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = ()):
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = (),
+                 declarations: str | None = None):
         self.kind = kind
         self.group = group
         self.builtin_modules = tuple(builtin_modules)
+        # "module:function" returning [(name, object, metadata)], read after the builtin
+        # modules are imported (imported by name, so this module depends on no builtin code)
+        self.declarations = declarations
         self.problems: list[str] = []  # human-readable warnings / plugin load failures
         self.failures: dict[str, str] = {}  # plugin name -> why it failed to load
         self._builtins: dict[str, object] = {}
@@ -223,6 +217,11 @@ class Registry:
                 if own.get(_DECLARED) == self.kind and obj.__module__ == name and \
                         obj.name not in self._builtins:
                     self.add(obj.name, obj)
+        if self.declarations:
+            module, _, attr = self.declarations.partition(":")
+            for name, obj, meta in getattr(importlib.import_module(module), attr)():
+                if name not in self._builtins:
+                    self.add(name, obj, **meta)
 
     def _entry_points(self) -> dict:
         if self._plugins is None:
@@ -410,7 +409,8 @@ class Registry:
         return f"Registry({self.kind!r}, group={self.group!r})"
 
 
-MODELS = Registry("model", "xai_bench.models", ("xai_bench.models",))
+MODELS = Registry("model", "xai_bench.models", ("xai_bench.models",),
+                  declarations="xai_bench.models.declare:declared_models")
 MODELS.add_prefix("timm", "xai_bench.models.timm_adapter:resolve_timm_model",
                   "any timm VisionTransformer, e.g. timm:vit_small_patch16_224 (pip install "
                   "\"xai-bench[timm]\")")

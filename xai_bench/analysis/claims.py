@@ -1,21 +1,6 @@
-"""The paper's claims as data, checked against a run's statistics.
+"""The paper's claims (or a user's), checked against a run's statistics.
 
-A claim set is a JSON file (the default: ``xai_bench/analysis/claims_paper.json``)::
-
-    {"version": 1,
-     "claims": [
-       {"id": "a", "kind": "best_method", "metric": "grid_pointing_game",
-        "method": "inherent", "text": "..."},
-       ...]}
-
-Fields of a claim: ``id`` (unique), ``kind`` (one of :data:`KINDS`), ``metric`` and
-``text`` (required); ``method`` (required by ``best_method`` and ``ratio_to_twin_best``);
-``models`` (a glob or list of globs selecting the claim's models; default: the B-cos models,
-i.e. names starting with ``bcos_`` and the keys of ``pairs``); ``exclude`` (methods left out
-when picking the claim model's best; default the baselines ``random``, ``uniform``,
-``centre``) and ``twin_exclude`` (the same for the twin; default the baselines, plus
-``method`` for ``ratio_to_twin_best``).
-
+What a claim says is data (:mod:`xai_bench.analysis.claim_set`); this module decides it.
 Kinds (rules in docs/statistics.md):
 
 ``best_method``
@@ -32,6 +17,8 @@ Kinds (rules in docs/statistics.md):
     the model's best non-excluded method beats the twin's: ``estimate`` = difference of the
     two means, independent bootstrap interval, the same rule around 0.
 
+Excluded by default are the run's baselines: the methods whose card (run.json's
+``declarations``, else the registry's) declares ``kind="baseline"``, whatever their name.
 The twin of ``bcos_X`` is ``X`` (``bcos_vit_nano`` -> ``vit_nano``); ``pairs`` overrides.
 Anything the run lacks (model, twin, metric, method) gives *inconclusive* with a ``detail``
 saying what is missing, never an exception.
@@ -40,154 +27,38 @@ saying what is missing, never an exception.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from xai_bench.errors import ConfigError
-from xai_bench.analysis.statistics import (
-    as_bool, _check_options, _pair_lookup, _rng, _significant, _two_sample, _with_replicate,
-    compare, format_interval, sample_values, summarise,
+from xai_bench.analysis.bootstrap import two_sample_bootstrap
+from xai_bench.analysis.claim_set import (
+    KINDS, PAPER_CLAIMS, Claim, load_claims, parse_claims, registered_baselines,
+    registered_metrics,
 )
+from xai_bench.analysis.comparisons import compare, is_significant, pair_lookup
+from xai_bench.analysis.formatting import format_interval
+from xai_bench.analysis.frames import as_bool, check_options, group_rng, with_replicate
+from xai_bench.analysis.samples import RATIO_ESTIMATOR, sample_values
+from xai_bench.analysis.summary import summarise
+from xai_bench.contracts.cards import Cards
+from xai_bench.errors import ConfigError
 
-__all__ = ["Claim", "KINDS", "BASELINES", "CLAIM_COLUMNS", "PAPER_CLAIMS", "load_claims",
-           "parse_claims", "twin_of", "evaluate_claims"]
+__all__ = ["Claim", "KINDS", "CLAIM_COLUMNS", "PAPER_CLAIMS", "load_claims", "parse_claims",
+           "registered_baselines", "run_baselines", "twin_of", "evaluate_claims"]
 
-KINDS = ("best_method", "ratio_to_twin_best", "best_vs_twin_best")
-BASELINES = ("random", "uniform", "centre")
-PAPER_CLAIMS = Path(__file__).with_name("claims_paper.json")
 CLAIM_COLUMNS = ["claim", "text", "model", "twin", "metric", "replicate", "outcome",
                  "estimate", "ci_low", "ci_high", "detail"]
-_FIELDS = {"id", "kind", "metric", "text", "method", "models", "exclude", "twin_exclude"}
-_NEEDS_METHOD = ("best_method", "ratio_to_twin_best")
 
 
-@dataclass(frozen=True)
-class Claim:
-    """One claim (see the module docstring for the fields)."""
+def run_baselines(methods, cards: Cards) -> tuple:
+    """The baselines among ``methods`` (in their order): those whose card declares
+    ``kind="baseline"``."""
+    return tuple(m for m in dict.fromkeys(str(m) for m in methods)
+                 if cards.method(m).is_baseline)
 
-    id: str
-    kind: str
-    metric: str
-    text: str
-    method: str | None = None
-    models: tuple | None = None
-    exclude: tuple = BASELINES
-    twin_exclude: tuple | None = None
-
-    def twin_excluded(self) -> tuple:
-        if self.twin_exclude is not None:
-            return self.twin_exclude
-        return BASELINES + ((self.method,) if self.kind == "ratio_to_twin_best" else ())
-
-
-# ------------------------------------------------------------------------------ loading
-
-def _names(value, what: str, cid: str) -> tuple:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v
-                                                       for v in value):
-        raise ConfigError(f"claim '{cid}': {what} must be a name or a list of names, got "
-                          f"{value!r}")
-    return tuple(value)
-
-
-def _known_metrics() -> list:
-    from xai_bench.registry import METRICS
-
-    return METRICS.list()
-
-
-def parse_claims(data, *, source: str = "claims", known_metrics=None) -> list[Claim]:
-    """Claims from parsed JSON (``{"claims": [...]}`` or a bare list of claim objects, or
-    :class:`Claim` objects), validated; ``known_metrics`` (default: the registered metrics;
-    ``False``: no check) are the accepted metric names. Problems are a one-line :class:`ConfigError` naming the
-    claim."""
-    if isinstance(data, dict):
-        extra = set(data) - {"version", "claims", "description"}
-        if extra or "claims" not in data:
-            raise ConfigError(f"{source}: expected an object with a 'claims' list (and "
-                              f"optionally 'version', 'description'), got keys "
-                              f"{', '.join(sorted(data)) or 'none'}")
-        data = data["claims"]
-    if not isinstance(data, (list, tuple)):
-        raise ConfigError(f"{source}: 'claims' must be a list of claim objects, got "
-                          f"{type(data).__name__}")
-    known = None if known_metrics is False else set(
-        _known_metrics() if known_metrics is None else known_metrics)
-    claims, seen = [], set()
-    for i, item in enumerate(data):
-        if isinstance(item, Claim):
-            item = {k: v for k, v in item.__dict__.items() if v is not None}
-        if not isinstance(item, dict):
-            raise ConfigError(f"{source}: claim #{i + 1} must be an object, got "
-                              f"{type(item).__name__}")
-        cid = str(item.get("id", f"#{i + 1}"))
-        if not isinstance(item.get("id"), str) or not item["id"]:
-            raise ConfigError(f"{source}: claim {cid} needs an 'id' (a non-empty string)")
-        if cid in seen:
-            raise ConfigError(f"{source}: claim id '{cid}' is used twice; give each claim its "
-                              f"own id")
-        seen.add(cid)
-        unknown = set(item) - _FIELDS
-        if unknown:
-            raise ConfigError(f"{source}: claim '{cid}' has unknown field(s) "
-                              f"{', '.join(sorted(unknown))}; allowed: "
-                              f"{', '.join(sorted(_FIELDS))}")
-        kind = item.get("kind")
-        if kind not in KINDS:
-            raise ConfigError(f"{source}: claim '{cid}' has unknown kind {kind!r}; use one of "
-                              f"{', '.join(KINDS)}")
-        metric = item.get("metric")
-        if not isinstance(metric, str) or not metric:
-            raise ConfigError(f"{source}: claim '{cid}' needs a 'metric' (a metric name)")
-        if known is not None and metric not in known:
-            raise ConfigError(f"{source}: claim '{cid}' names the unknown metric '{metric}'; "
-                              f"use one of {', '.join(sorted(known))}")
-        method = item.get("method")
-        if kind in _NEEDS_METHOD and (not isinstance(method, str) or not method):
-            raise ConfigError(f"{source}: claim '{cid}' of kind {kind} needs a 'method' "
-                              f"(a method name)")
-        if method is not None and not isinstance(method, str):
-            raise ConfigError(f"{source}: claim '{cid}': 'method' must be a method name")
-        text = item.get("text", "")
-        if not isinstance(text, str):
-            raise ConfigError(f"{source}: claim '{cid}': 'text' must be a string")
-        models = item.get("models")
-        claims.append(Claim(
-            id=cid, kind=kind, metric=metric, text=text or f"{kind} on {metric}",
-            method=method if kind in _NEEDS_METHOD else None,
-            models=None if models is None else _names(models, "'models'", cid),
-            exclude=_names(item.get("exclude", BASELINES), "'exclude'", cid),
-            twin_exclude=None if item.get("twin_exclude") is None
-            else _names(item["twin_exclude"], "'twin_exclude'", cid)))
-    return claims
-
-
-def load_claims(path=None, *, known_metrics=None) -> list[Claim]:
-    """The claims of a JSON file (default: the paper's, ``xai_bench/analysis/claims_paper.json``);
-    see :func:`parse_claims`."""
-    path = PAPER_CLAIMS if path is None else Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"claims file {path} not found; pass the path of a JSON claims "
-                          f"file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"claims file {path} cannot be read ({type(e).__name__}); pass a "
-                          f"readable JSON file") from None
-    except ValueError as e:
-        raise ConfigError(f"claims file {path} is not valid JSON ({' '.join(str(e).split())}); "
-                          f"fix the file") from None
-    return parse_claims(data, source=str(path), known_metrics=known_metrics)
-
-
-# ------------------------------------------------------------------------------ evaluation
 
 def twin_of(model: str, pairs=None):
     """The conventional twin of a model: ``pairs[model]`` if given, else the name without
@@ -253,13 +124,13 @@ def _best_method(claim, model, replicate, summary, lookup, **_):
         estimate = flip * float(pair["diff"])
         low, high = sorted((flip * float(pair["ci_low"]), flip * float(pair["ci_high"])))
         p_text = f"p_holm={float(pair['p_holm']):.3g}"
-    beaten_by = [m for m in others if _significant(lookup.get(key + (method, m)))
+    beaten_by = [m for m in others if is_significant(lookup.get(key + (method, m)))
                  and lookup[key + (method, m)]["better"] == m]
     if beaten_by:
         outcome = "fails"
         detail = (f"{', '.join(beaten_by)} significantly better than {method} "
                   f"({_fmt_row(scores, beaten_by[0])} vs {_fmt_row(scores, method)})")
-    elif order[0] == method and _significant(pair) and pair["better"] == method:
+    elif order[0] == method and is_significant(pair) and pair["better"] == method:
         outcome = "holds"
         detail = (f"{_fmt_row(scores, method)} best, significantly better than runner-up "
                   f"{_fmt_row(scores, rival)} ({p_text})")
@@ -279,7 +150,8 @@ def _side(samples, model, method, metric, replicate):
                 & (samples["metric"] == metric) & (samples["replicate"] == replicate)]
     if g.empty:
         raise _Inconclusive(f"{method} has no ok samples of {metric} for {model}")
-    w = g["weight"].to_numpy(float) if (g["estimator"] == "ratio").all() else np.ones(len(g))
+    w = g["weight"].to_numpy(float) if (g["estimator"] == RATIO_ESTIMATOR).all() \
+        else np.ones(len(g))
     return g["value"].to_numpy(float), w
 
 
@@ -294,7 +166,8 @@ def _decide(low, high, threshold, hib) -> str:
     return "inconclusive"
 
 
-def _twin_claim(claim, model, replicate, summary, samples, pairs, opts, models, **_):
+def _twin_claim(claim, model, replicate, summary, samples, pairs, opts, models, baselines,
+                **_):
     twin = twin_of(model, pairs)
     if twin is None:
         raise _Inconclusive(f"no twin known for {model}: pass pairs={{'{model}': 'TWIN'}}")
@@ -308,11 +181,11 @@ def _twin_claim(claim, model, replicate, summary, samples, pairs, opts, models, 
         if mine not in scores.index:
             raise _Inconclusive(f"{mine} has no ok records of {claim.metric} for {model}")
     else:
-        mine = _best(scores, hib, claim.exclude, model, claim.metric)
-    theirs = _best(twin_scores, hib, claim.twin_excluded(), twin, claim.metric)
+        mine = _best(scores, hib, claim.excluded(baselines), model, claim.metric)
+    theirs = _best(twin_scores, hib, claim.twin_excluded(baselines), twin, claim.metric)
     a = _side(samples, model, mine, claim.metric, replicate)
     b = _side(samples, twin, theirs, claim.metric, replicate)
-    rng = _rng(opts["seed"], "claim", claim.id, model, twin, replicate)
+    rng = group_rng(opts["seed"], "claim", claim.id, model, twin, replicate)
     n_res, conf, interval = opts["n_resamples"], opts["confidence"], opts["interval"]
     pair_text = f"{_fmt_row(scores, mine)} on {model} vs {_fmt_row(twin_scores, theirs)} on {twin}"
     if claim.kind == "ratio_to_twin_best":
@@ -320,11 +193,11 @@ def _twin_claim(claim, model, replicate, summary, samples, pairs, opts, models, 
         if not tb > 0:
             raise _Inconclusive(f"the twin's best mean ({theirs} on {twin}: {tb:.3g}) is not "
                                 f"positive, so a factor is undefined")
-        est, low, high = _two_sample(a, b, lambda x, y: x / y, rng, n_res, conf, interval)
+        est, low, high = two_sample_bootstrap(a, b, lambda x, y: x / y, rng, n_res, conf, interval)
         outcome = _decide(low, high, 1.0, hib)
         detail = f"factor {format_interval(est, low, high)}: {pair_text}"
     else:
-        est, low, high = _two_sample(a, b, lambda x, y: x - y, rng, n_res, conf, interval)
+        est, low, high = two_sample_bootstrap(a, b, lambda x, y: x - y, rng, n_res, conf, interval)
         outcome = _decide(low, high, 0.0, hib)
         detail = f"difference {format_interval(est, low, high)}: {pair_text}"
     return dict(twin=twin, outcome=outcome, estimate=est, ci_low=low, ci_high=high,
@@ -337,17 +210,19 @@ _EVALUATORS = {"best_method": _best_method, "ratio_to_twin_best": _twin_claim,
 
 def evaluate_claims(summary: pd.DataFrame, comparisons: pd.DataFrame, records: pd.DataFrame,
                     claims=None, *, pairs=None, confidence: float = 0.95,
-                    n_resamples: int = 2000, seed: int = 0,
-                    interval: str = "bca") -> pd.DataFrame:
+                    n_resamples: int = 2000, seed: int = 0, interval: str = "bca",
+                    declarations: dict | None = None) -> pd.DataFrame:
     """Check ``claims`` (a list of :class:`Claim` or claim dicts, a path to a JSON claims
     file, or None for the paper's) on a run: one row per (claim, selected model,
     replicate) with ``outcome`` ``holds`` / ``fails`` / ``inconclusive``, the ``estimate``
     with its interval and a ``detail`` line; a claim with no selected model in the run gives
     one inconclusive row with an empty ``model``. ``summary`` and ``comparisons`` come from
-    :func:`~xai_bench.analysis.statistics.summarise` / :func:`~xai_bench.analysis.statistics.compare` (None:
-    computed from ``records``); ``pairs`` maps a B-cos model to its twin (overriding the
-    ``bcos_`` prefix rule). Columns: :data:`CLAIM_COLUMNS`."""
-    _check_options(confidence, n_resamples, seed, interval)
+    :func:`~xai_bench.analysis.summary.summarise` /
+    :func:`~xai_bench.analysis.comparisons.compare` (None: computed from ``records``);
+    ``pairs`` maps a B-cos model to its twin (overriding the ``bcos_`` prefix rule);
+    ``declarations``: the run's (run.json's ``declarations``; None: the registry's cards),
+    which say which methods are baselines. Columns: :data:`CLAIM_COLUMNS`."""
+    check_options(confidence, n_resamples, seed, interval)
     opts = dict(confidence=float(confidence), n_resamples=int(n_resamples), seed=int(seed),
                 interval=interval)
     if pairs is not None and not isinstance(pairs, dict):
@@ -358,17 +233,19 @@ def evaluate_claims(summary: pd.DataFrame, comparisons: pd.DataFrame, records: p
         summary = summarise(records, **opts)
     if comparisons is None:
         comparisons = compare(records, **opts)
-    summary = _with_replicate(summary)
+    summary = with_replicate(summary)
     if claims is None or isinstance(claims, (str, Path)):
         claims = load_claims(claims, known_metrics=False)
     else:
         claims = parse_claims(list(claims), known_metrics=False)
     in_run = set(samples["metric"]) | set(summary["metric"]) | set(records["metric"])
     if any(c.metric not in in_run for c in claims):  # only then ask the registry
-        parse_claims(claims, known_metrics=in_run | set(_known_metrics()))
-    lookup = _pair_lookup(comparisons)
+        parse_claims(claims, known_metrics=in_run | set(registered_metrics()))
+    lookup = pair_lookup(comparisons)
     models = list(dict.fromkeys(list(records["model"].astype(str)) +
                                 list(summary["model"].astype(str))))
+    baselines = run_baselines(list(records["method"]) + list(summary["method"]),
+                              Cards(declarations))
     rows = []
     for claim in claims:
         chosen = _selected(claim, models, pairs)
@@ -390,7 +267,7 @@ def evaluate_claims(summary: pd.DataFrame, comparisons: pd.DataFrame, records: p
                     row.update(_EVALUATORS[claim.kind](
                         claim, model, int(replicate), summary=summary, lookup=lookup,
                         samples=samples, pairs=pairs, opts=opts,
-                        models=models))
+                        models=models, baselines=baselines))
                 except _Inconclusive as e:
                     row.update(outcome="inconclusive", detail=str(e))
                 rows.append(row)

@@ -51,6 +51,7 @@ import weakref
 
 import torch
 
+from xai_bench.compute.memory_errors import OUT_OF_MEMORY_ERRORS, is_out_of_memory
 from xai_bench.errors import one_line
 
 __all__ = ["free_memory_bytes", "activation_bytes", "chunk_size", "run_chunked",
@@ -65,25 +66,6 @@ CPU_SAFETY = {False: 2.0, True: 4.0}
 ACTIVATION_BOUND = 1000
 #: the chunk's own inputs (the perturbed copy and what builds it) per item, in input sizes
 INPUT_COPIES = 4
-
-#: the exception classes PyTorch raises when an allocation fails
-OUT_OF_MEMORY_ERRORS = tuple(dict.fromkeys(
-    cls for cls in (getattr(torch, "OutOfMemoryError", None),
-                    getattr(torch.cuda, "OutOfMemoryError", None)) if cls is not None))
-_OOM_MESSAGES = ("out of memory", "can't allocate memory")
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation failure: torch's OutOfMemoryError, or a RuntimeError
-    whose message says out of memory (older CUDA builds, other backends) or that the CPU
-    allocator could not allocate."""
-    if OUT_OF_MEMORY_ERRORS and isinstance(error, OUT_OF_MEMORY_ERRORS):
-        return True
-    if isinstance(error, RuntimeError):
-        text = str(error).lower()
-        return any(m in text for m in _OOM_MESSAGES)
-    return False
-
 
 def _device(device) -> torch.device:
     if isinstance(device, torch.Tensor):

@@ -139,7 +139,8 @@ def predict(model, dataset, *, device="cpu", batch_size: int = 256, num_workers=
     recomputes (and stores nothing). Raises :class:`~xai_bench.data.DataError` for an empty
     data set or an image that cannot be loaded, :class:`ConfigError` when the images are not
     at the model's ``image_size``."""
-    from xai_bench.data import DataError, iter_batches
+    from xai_bench.data.errors import DataError
+    from xai_bench.data.loader import iter_batches
     from xai_bench.compute.modes import eval_mode
 
     batch_size = int(batch_size)

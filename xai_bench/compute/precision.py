@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from xai_bench.compute.memory_errors import is_out_of_memory
 from xai_bench.errors import one_line
 
 __all__ = ["PRECISIONS", "ForwardOptions", "forward_options", "current_options",
@@ -168,8 +169,6 @@ class CompiledForward:
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001
-                from xai_bench.compute.chunking import is_out_of_memory
-
                 if is_out_of_memory(error):
                     raise
                 self._fail(model, error)

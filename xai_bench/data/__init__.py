@@ -17,9 +17,9 @@ Specs for :func:`get_dataset`:
 
 from __future__ import annotations
 
-import torch
-
 from xai_bench.data.errors import DataError
+from xai_bench.data.folders import square_side
+from xai_bench.data.loader import iter_batches, load_batch
 from xai_bench.data.synthetic import SyntheticShapes
 
 DATASET_SPECS = {
@@ -73,11 +73,9 @@ def get_dataset(spec: str, split: str = "test", image_size=None, **kwargs):
     kind, sep, path = str(spec).partition(":")
     kind = kind.strip().lower()
     if kind in ("shapes", "synthetic"):
-        from xai_bench.data.folders import _side
-
         options = {**_inline_options(spec, path), **kwargs}
         _check_kwargs(kind, options, ("n", "seed", "image_size", "transform"))
-        size = options.pop("image_size", None) or _side(image_size) or 32
+        size = options.pop("image_size", None) or square_side(image_size) or 32
         if size < 8:
             raise DataError(f"shapes needs image_size >= 8, got {size}")
         return SyntheticShapes(split, image_size=size, **options)
@@ -95,39 +93,3 @@ def get_dataset(spec: str, split: str = "test", image_size=None, **kwargs):
         _check_kwargs(kind, kwargs, ())
         return folders.imagefolder(path, split, image_size, imagenet=kind == "imagenet")
     raise DataError(f"unknown data set '{spec}'; use one of: {', '.join(DATASET_SPECS)}")
-
-
-def load_batch(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (float (B, 3, H, W) in [0, 1]) and labels (int64 (B,)) of ``indices``, as
-    ``dataset[i]`` gives them (the data set's ``transform``, if any, applied). Indexes the
-    in-memory ``images``/``labels`` tensors (uint8, or float in [0, 1]) when the data set has
-    them (also through a ``torch.utils.data.Subset``), else stacks items. The one image loader
-    of xai-bench: training, inference and the metrics all load through it."""
-    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-    base = dataset
-    while isinstance(base, torch.utils.data.Subset):
-        indices = torch.as_tensor(base.indices, dtype=torch.long)[indices]
-        base = base.dataset
-    images = getattr(base, "images", None)
-    labels = getattr(base, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-        batch = images[indices]
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        transform = getattr(base, "transform", None)
-        if transform is not None:
-            batch = torch.stack([transform(im) for im in batch]) if len(batch) else batch
-        return batch, labels[indices].long()
-    items = [base[int(i)] for i in indices]
-    if not items:
-        raise ValueError("load_batch needs at least one index for a data set without "
-                         "in-memory tensors")
-    return (torch.stack([torch.as_tensor(im).float() for im, _ in items]),
-            torch.tensor([int(y) for _, y in items], dtype=torch.int64))
-
-
-def iter_batches(dataset, batches, num_workers: int | None = None):
-    """``(images, labels)`` of each index tensor in ``batches``: tensor indexing for in-memory
-    data sets, else a DataLoader with worker processes (see :mod:`xai_bench.data.loader`)."""
-    from xai_bench.data.loader import iter_batches as _iter_batches
-
-    return _iter_batches(dataset, batches, num_workers=num_workers)

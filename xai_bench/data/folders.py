@@ -51,7 +51,9 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "xai_bench" / "data"
 
 
-def _side(image_size) -> int | None:
+def square_side(image_size) -> int | None:
+    """The side of a square ``image_size`` (an int or ``(H, W)`` with ``H == W``); None
+    for None; :class:`DataError` for a non-square size."""
     if image_size is None:
         return None
     if isinstance(image_size, (tuple, list)):
@@ -119,7 +121,7 @@ def cifar10_torchvision(split: str, download: bool = True, image_size=None,
             f"once with network access (or set XAI_BENCH_DATA), or use cifar10:PATH with an "
             f"ImageFolder copy / .tar.gz of it") from None
     images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-    images = _resize_batch(images, _side(image_size))
+    images = _resize_batch(images, square_side(image_size))
     return TensorImageDataset(images, torch.tensor(ds.targets, dtype=torch.int64),
                               ds.classes, "cifar10")
 
@@ -249,7 +251,7 @@ def _decode_many(paths, chunk: int = 4096) -> list[torch.Tensor]:
 def _load_in_memory(root: Path, image_size=None):
     classes, files = _class_files(root)
     images = _decode_many([f for f, _ in files])
-    side = _side(image_size)
+    side = square_side(image_size)
     if side is None and len({tuple(im.shape[-2:]) for im in images}) > 1:
         side = min(min(im.shape[-2:]) for im in images)  # mixed sizes: a common square
     if side is not None:
@@ -272,7 +274,7 @@ def cifar10_folder(path: str, split: str, image_size=None) -> TensorImageDataset
     if root is None:
         raise DataError(f"no '{split}' folder in {path}; expected an ImageFolder layout "
                         f"train/<class>/*.jpg and test/<class>/*.jpg")
-    side = _side(image_size)
+    side = square_side(image_size)
     cached = p / f".xai_bench-{split}-{side or 'native'}-v{_TENSOR_CACHE_VERSION}.pt"
     if from_archive and cached.is_file():
         try:
@@ -398,7 +400,7 @@ def imagefolder(path: str, split: str, image_size=None, imagenet: bool = False):
             raise DataError(f"{p} has split folders but no '{split}' one (looked for "
                             f"{', '.join(SPLIT_DIRS[split])})")
         root = p  # the directory itself is the split
-    crop = _side(image_size) or 224
+    crop = square_side(image_size) or 224
     resize = int(round(crop * 256 / 224)) if imagenet else crop
     ds = ImageFolderDataset(root, resize, crop, kind)
     if imagenet:

@@ -1,7 +1,7 @@
 """Batches of a data set for training and inference: :func:`iter_batches`.
 
 In-memory data sets (``images``/``labels`` tensors, also through ``Subset``) are batched by
-tensor indexing (:func:`xai_bench.data.load_batch`); any other data set (e.g. a lazily decoded
+tensor indexing (:func:`load_batch`); any other data set (e.g. a lazily decoded
 ImageFolder) goes through a ``torch.utils.data.DataLoader`` with worker processes.
 
 A :class:`~xai_bench.data.DataError` raised while loading an item (e.g. an image file that
@@ -18,7 +18,7 @@ import torch
 
 from xai_bench.errors import XaiBenchError
 
-__all__ = ["in_memory", "default_num_workers", "iter_batches"]
+__all__ = ["in_memory", "load_batch", "default_num_workers", "iter_batches"]
 
 
 def in_memory(dataset) -> bool:
@@ -29,6 +29,34 @@ def in_memory(dataset) -> bool:
         base = base.dataset
     return isinstance(getattr(base, "images", None), torch.Tensor) and \
         isinstance(getattr(base, "labels", None), torch.Tensor)
+
+
+def load_batch(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (float (B, 3, H, W) in [0, 1]) and labels (int64 (B,)) of ``indices``, as
+    ``dataset[i]`` gives them (the data set's ``transform``, if any, applied). Indexes the
+    in-memory ``images``/``labels`` tensors (uint8, or float in [0, 1]) when the data set has
+    them (also through a ``torch.utils.data.Subset``), else stacks items. The one image loader
+    of xai-bench: training, inference and the metrics all load through it."""
+    indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+    base = dataset
+    while isinstance(base, torch.utils.data.Subset):
+        indices = torch.as_tensor(base.indices, dtype=torch.long)[indices]
+        base = base.dataset
+    images = getattr(base, "images", None)
+    labels = getattr(base, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        batch = images[indices]
+        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+        transform = getattr(base, "transform", None)
+        if transform is not None:
+            batch = torch.stack([transform(im) for im in batch]) if len(batch) else batch
+        return batch, labels[indices].long()
+    items = [base[int(i)] for i in indices]
+    if not items:
+        raise ValueError("load_batch needs at least one index for a data set without "
+                         "in-memory tensors")
+    return (torch.stack([torch.as_tensor(im).float() for im, _ in items]),
+            torch.tensor([int(y) for _, y in items], dtype=torch.int64))
 
 
 def default_num_workers() -> int:
@@ -52,8 +80,6 @@ def iter_batches(dataset, batches, num_workers: int | None = None):
     """Yield ``(float images (B, 3, H, W), int64 labels (B,))`` for each index tensor in
     ``batches``: by tensor indexing for in-memory data sets, else through a ``DataLoader``
     (``num_workers`` worker processes, default :func:`default_num_workers`)."""
-    from xai_bench.data import load_batch
-
     batches = [torch.as_tensor(b, dtype=torch.long).reshape(-1) for b in batches]
     if in_memory(dataset):
         for idx in batches:

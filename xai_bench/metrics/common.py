@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xai_bench.data import load_batch
+from xai_bench.data.loader import load_batch
 from xai_bench.compute.inference import check_image_size as check_size  # noqa: F401
 from xai_bench.compute.inference import log_confidence  # noqa: F401  (re-exported: moved there)
 from xai_bench.metrics.base import MetricNotApplicable

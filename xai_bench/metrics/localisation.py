@@ -61,7 +61,7 @@ from xai_bench.contracts.metric import metric
 from xai_bench.metrics.base import (
     MetricNotApplicable, MetricResult, SampleMetric,
 )
-from xai_bench.data import load_batch
+from xai_bench.data.loader import load_batch
 from xai_bench.metrics.common import (
     ExtremeSamples, attribute, check_size, confidence_name, confident_order, model_name,
     positive_share, predictions, select_confident, thumbnail,

@@ -95,7 +95,7 @@ def default_bcos_gain(fan_in: int, b: float, max_out: int = 1) -> float:
     return float(fan_in) ** ((b - 1.0) / 2.0) / correction
 
 
-class _ExplainableMixin:
+class ExplainableMixin:
     """Layers whose dynamic factors can be detached (explanation mode)."""
 
     explanation_mode: bool = False
@@ -104,7 +104,7 @@ class _ExplainableMixin:
         self.explanation_mode = bool(on)
 
 
-class BcosLinear(_ExplainableMixin, nn.Module):
+class BcosLinear(ExplainableMixin, nn.Module):
     """Bias-free B-cos linear layer with optional MaxOut.
 
     ``max_out=M`` computes M units per output and keeps the largest (piecewise selection, so
@@ -138,7 +138,7 @@ class BcosLinear(_ExplainableMixin, nn.Module):
                 f"gain={self.gain:.4g}")
 
 
-class BcosConv2d(_ExplainableMixin, nn.Module):
+class BcosConv2d(ExplainableMixin, nn.Module):
     """Bias-free B-cos convolution with optional MaxOut; ``‖x‖`` is the norm of the input
     patch under the kernel (all channels)."""
 
@@ -386,7 +386,7 @@ def _bcos_scale(out: torch.Tensor, norm: torch.Tensor, b: float, detach: bool) -
     return out * scale
 
 
-class DetachableLayerNorm(_ExplainableMixin, nn.LayerNorm):
+class DetachableLayerNorm(ExplainableMixin, nn.LayerNorm):
     """LayerNorm whose statistics (mean, std) are constants in explanation mode."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

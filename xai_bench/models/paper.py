@@ -40,9 +40,9 @@ from torch import nn
 
 from xai_bench.models.bcos_layers import BcosConv2d
 from xai_bench.models.bcos_vit import BcosViT
+from xai_bench.models.declare import declare_model
 from xai_bench.models.vit import ViT
 from xai_bench.models.zoo import SIZES
-from xai_bench.registry import MODELS
 
 #: Cut depths of the paper (convolution layers of DenseNet-121 kept).
 LAYERS = (13, 38, 87)
@@ -304,7 +304,7 @@ for _family, _prefix in (("bcos", "bcos_vit"), ("conventional", "vit")):
             _name = f"{_prefix}_{_size}_{_layers}"
             PAPER_MODELS[_name] = (_family, _size, _layers)
             _build = _builder(_family, _size, _layers, _name)
-            MODELS.add(_name, _build, family=_family, size=_size, layers=_layers,
-                       backbone="bcos_densenet121" if _family == "bcos" else "densenet121",
-                       paper_name=paper_name(_family, _size, _layers),
-                       description=_build.__doc__)
+            declare_model(_name, _build, family=_family, size=_size, layers=_layers,
+                          backbone="bcos_densenet121" if _family == "bcos" else "densenet121",
+                          paper_name=paper_name(_family, _size, _layers),
+                          description=_build.__doc__)

@@ -22,8 +22,8 @@ what the methods need (see :mod:`xai_bench.models.base`):
 Builder keyword arguments go to ``timm.create_model`` (e.g. ``img_size=64, depth=2,
 num_classes=10``); ``image_size`` is accepted as an alias of timm's ``img_size``. ``config``
 holds them (not ``pretrained``), so ``xai-bench train`` checkpoints rebuild the model; use
-:func:`save_timm_checkpoint` to turn pretrained timm weights into a checkpoint for
-``xai-bench run --checkpoint timm:NAME=PATH``.
+:func:`xai_bench.loading.save_timm_checkpoint` to turn pretrained timm weights into a
+checkpoint for ``xai-bench run --checkpoint timm:NAME=PATH``.
 
 Supported: timm ``VisionTransformer`` and subclasses (``vit_*``, ``deit_*`` ...) with token or
 average pooling and standard attention blocks; other timm models (CNNs, attention-pool heads,
@@ -40,8 +40,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from xai_bench.storage.checkpoint import CheckpointError
+from xai_bench.errors import RegistryError, UnknownNameError
 from xai_bench.models.base import ExplainableViT
+from xai_bench.storage.checkpoint_format import CheckpointError
 
 PREFIX = "timm"
 INSTALL_HINT = 'pip install "xai-bench[timm]"'
@@ -68,10 +69,8 @@ def _describe(error: Exception) -> str:
 
 
 def import_timm():
-    """The ``timm`` module, or a one-line :class:`~xai_bench.registry.RegistryError` saying
+    """The ``timm`` module, or a one-line :class:`~xai_bench.errors.RegistryError` saying
     how to install it."""
-    from xai_bench.registry import RegistryError
-
     try:
         import timm
     except ImportError as e:
@@ -84,9 +83,7 @@ def resolve_timm_model(name: str):
     """Resolver of the ``timm:`` prefix of ``xai_bench.MODELS``: the builder of
     ``timm:<name>`` (``name`` a timm model name, optionally with a pretrained tag such as
     ``vit_small_patch16_224.augreg_in21k_ft_in1k``). Unknown names raise
-    :class:`~xai_bench.registry.UnknownNameError` with the closest timm names."""
-    from xai_bench.registry import UnknownNameError
-
+    :class:`~xai_bench.errors.UnknownNameError` with the closest timm names."""
     timm = import_timm()
     name = name.strip()
     if not timm.is_model(name):
@@ -263,19 +260,3 @@ def _check_supported(net, model_name: str) -> None:
     if grid is None or getattr(net.patch_embed, "img_size", None) is None:
         raise ValueError(f"timm model '{model_name}' has no fixed image size / token grid "
                          f"(pass img_size=...)")
-
-
-def save_timm_checkpoint(path, name: str, dataset: str = "imagenet", pretrained: bool = True,
-                         **kwargs):
-    """Build ``timm:<name>`` (by default with its pretrained timm weights) and save it as an
-    xai-bench checkpoint, for ``xai-bench run --models timm:<name> --checkpoint
-    timm:<name>=PATH`` or ``get_model("timm:<name>", checkpoint=PATH)``. ``kwargs`` go to the
-    builder (e.g. ``pretrained_cfg_overlay=dict(file=...)`` for a local weights file).
-    Returns the path."""
-    from xai_bench.storage.checkpoint import save_checkpoint
-
-    name = name[len(PREFIX) + 1:] if name.startswith(PREFIX + ":") else name
-    model = resolve_timm_model(name)(pretrained=pretrained, **kwargs)
-    recipe = {"source": "timm", "timm_model": name, "pretrained": bool(pretrained)}
-    return save_checkpoint(path, model.eval(), f"{PREFIX}:{name}", dataset, recipe, {},
-                           extra={"timm_data_config": model.data_config})

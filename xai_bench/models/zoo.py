@@ -1,4 +1,5 @@
-"""Registered model builders: the name is the API (``get_model("bcos_vit_nano")``).
+"""The model builders, declared for ``MODELS``: the name is the API
+(``get_model("bcos_vit_nano")``).
 
 Sizes (embed dim, depth, heads, MLP ratio):
 - ``nano``  64 / 4 / 4 / 2 — the default pair for 32×32 inputs; trains on 2 CPU cores in
@@ -15,8 +16,8 @@ additive, embedding, none.
 from __future__ import annotations
 
 from xai_bench.models.bcos_vit import BcosViT
+from xai_bench.models.declare import declare_model
 from xai_bench.models.vit import ViT
-from xai_bench.registry import MODELS
 
 # Small sizes: 32×32 input, stem strides (1, 2) and patch 2 → 8×8 = 64 tokens.
 _SMALL_STEM = dict(image_size=32, stem_channels=(32, 64), stem_strides=(1, 2), patch_size=2)
@@ -53,4 +54,4 @@ for _size in SIZES:
     for _cls, _family, _prefix in ((BcosViT, "bcos", "bcos_vit"), (ViT, "conventional", "vit")):
         _name = f"{_prefix}_{_size}"
         _build = _builder(_cls, _size, _name, _family)
-        MODELS.add(_name, _build, family=_family, size=_size, description=_build.__doc__)
+        declare_model(_name, _build, family=_family, size=_size, description=_build.__doc__)

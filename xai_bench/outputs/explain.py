@@ -5,6 +5,10 @@
 - B-cos colour images (Böhle et al.): per pixel ``rgb = W[:3] / (W[:3] + W[3:])`` after
   clamping the 6-channel weights ``W`` at 0, opacity from ``‖W‖`` scaled by its 99.5th
   percentile, shown only where the contribution is positive.
+
+Each map's title is its method's declared label (with "†" when class-agnostic), from the
+:class:`~xai_bench.outputs.presentation.Presentation` given (by default the methods' own
+declarations).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import torch  # noqa: E402
 from xai_bench.compute.bcos_colour import (  # noqa: E402
     bcos_colour_image, dynamic_weights, has_colour_image,
 )
+from xai_bench.contracts.cards import Cards  # noqa: E402
+from xai_bench.contracts.method import method_card  # noqa: E402
+from xai_bench.outputs.presentation import AGNOSTIC_NOTE, Presentation  # noqa: E402
 
 
 def symmetric_limit(attribution: torch.Tensor, percentile: float = 99.9) -> float:
@@ -29,11 +36,16 @@ def symmetric_limit(attribution: torch.Tensor, percentile: float = 99.9) -> floa
 
 
 def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, methods: list,
-                       class_names=None, out: Path | None = None, titles=None):
+                       class_names=None, out: Path | None = None, titles=None,
+                       presentation: Presentation | None = None):
     """One row per image: the input, (B-cos) the colour image of W(x), then every applicable
-    method's map. Returns the figure (saved to ``out`` if given)."""
+    method's map, titled by its declared label. Returns the figure (saved to ``out`` if
+    given)."""
     x = model.encode(images)
     applicable = [m for m in methods if m.applies_to(model)]
+    if presentation is None:  # what the methods themselves declare
+        cards = {m.name: method_card(m).as_dict() for m in applicable}
+        presentation = Presentation(Cards({"methods": cards}))
     maps = {m.name: m(model, x, targets).cpu() for m in applicable}
     show_colour = has_colour_image(model)
     weights = dynamic_weights(model, x, targets).cpu() if show_colour else None
@@ -55,11 +67,13 @@ def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, metho
         for name, m in maps.items():
             v = symmetric_limit(m[i])
             row[col].imshow(m[i].numpy(), cmap="bwr", vmin=-v, vmax=v)
-            row[col].set_title(name, fontsize=7)
+            row[col].set_title(presentation.method_label(name), fontsize=7)
             col += 1
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if any(presentation.is_class_agnostic(name) for name in maps):
+        fig.suptitle(AGNOSTIC_NOTE, fontsize=7)  # what the "†" of a title means
     fig.tight_layout()
     if out is not None:
         from xai_bench.storage import atomic_io

@@ -17,8 +17,8 @@ command and tells each its ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. The runn
    killed process (or job) loses only the cells it was computing, and the same command with
    any number of processes resumes;
 5. after a barrier, rank 0 reads every cell and writes the same ``records.csv``,
-   ``curves.csv``, statistics tables and ``run.json`` as a single-process run (and the CLI
-   the plots and the report); the other processes end without output.
+   ``curves.csv``, statistics tables, ``run.json``, figures and report as a single-process
+   run (:mod:`xai_bench.run.finish`); the other processes end without output.
 
 The processes talk through ``torch.distributed`` (gloo on CPU, NCCL on CUDA) only for the
 barriers and to agree on the invocation's name; the cells travel through the run directory,

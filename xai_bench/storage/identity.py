@@ -1,7 +1,7 @@
 """Content identities: what determines a result, as plain JSON, and how two of them differ.
 
 A cell of a run (one model × method × metric) is identified by everything that determines its
-numbers (see :mod:`xai_bench.run.runner`): resolved parameters, implementing classes, code,
+numbers (see :mod:`xai_bench.run.identities`): resolved parameters, implementing classes, code,
 weights, data and run options. This module supplies the pieces:
 
 - :func:`code_identity` — for an object defined in xai-bench: the package version and a digest
@@ -28,6 +28,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from xai_bench.version import VERSION
 
 PACKAGE = "xai_bench"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -180,10 +182,8 @@ def code_identity(obj) -> dict:
     target = _defining(obj)
     module = target.__module__
     if module == PACKAGE or module.startswith(PACKAGE + "."):
-        import xai_bench
-
         return {"class": qualified_name(obj), "package": "xai-bench",
-                "version": xai_bench.__version__,
+                "version": VERSION,
                 "source": source_digest(module_closure(module))}
     dist, version = distribution_of(module)
     out = {"class": qualified_name(obj), "distribution": dist, "version": version}

@@ -11,6 +11,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from xai_bench.version import VERSION
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -54,15 +56,13 @@ def collect_provenance(device=None) -> dict:
     the package's repository, the device and its name, torch threads and a UTC timestamp."""
     import torch
 
-    import xai_bench
-
     dev = str(device) if device is not None else "cpu"
     try:
         name = device_name(dev)
     except (RuntimeError, AssertionError, ValueError):
         name = None
     return {
-        "xai_bench": xai_bench.__version__,
+        "xai_bench": VERSION,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": str(torch.__version__),

@@ -47,6 +47,27 @@ from xai_bench.errors import XaiBenchError
 RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "status",
                   "message", "category", "higher_is_better", "replicate"]
 CURVE_COLUMNS = ["model", "method", "metric", "order", "fraction", "value", "replicate"]
+
+# Optional record columns (and their values) the statistics read: they switch the estimator
+# and group replicates; a metric that writes none gets the plain sample mean.
+#: which statistic a row reports (absent or '': a plain sample)
+STATISTIC = "statistic"
+#: :data:`STATISTIC` of the one row of a (model, method, metric) whose value is computed on the
+#: mean curves; it is not a sample, and its presence marks the metric's reported statistic
+MEAN_CURVE = "mean_curve"
+#: :data:`STATISTIC` of a per-image row of a metric that also reports a :data:`MEAN_CURVE` row
+PER_IMAGE = "per_image"
+#: the image's clean-class confidence (> 0); with a :data:`MEAN_CURVE` row it makes the score
+#: the ratio estimator ``sum v c / sum c`` (the ABC of the mean curves) instead of the mean
+CLEAN_CONFIDENCE = "clean_confidence"
+#: the model family a model is a replicate of (replicate stability groups by it)
+FAMILY = "family"
+#: the optional record columns the statistics read, with their meaning
+OPTIONAL_RECORD_COLUMNS = {
+    STATISTIC: f"which statistic a row reports: '{MEAN_CURVE}', '{PER_IMAGE}' or '' (a sample)",
+    CLEAN_CONFIDENCE: "per-image clean confidence: the ratio-estimator weight",
+    FAMILY: "the model family whose replicates the stability table compares",
+}
 STATUSES = ("ok", "skipped", "error")
 
 
@@ -92,14 +113,14 @@ class ResultsError(XaiBenchError):
 
 def read_records(run_dir) -> pd.DataFrame:
     """``records.csv`` of a run directory as a DataFrame (schema checked)."""
-    return _read(Path(run_dir) / "records.csv", RECORD_COLUMNS)
+    return read_table(Path(run_dir) / "records.csv", RECORD_COLUMNS)
 
 
 def read_curves(run_dir) -> pd.DataFrame:
     path = Path(run_dir) / "curves.csv"
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    return _read(path, CURVE_COLUMNS)
+    return read_table(path, CURVE_COLUMNS)
 
 
 def read_run_info(run_dir) -> dict:
@@ -117,7 +138,11 @@ def read_run_info(run_dir) -> dict:
     return info
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+def read_table(path, columns: list[str]) -> pd.DataFrame:
+    """The CSV table at ``path`` as a DataFrame, checked to have ``columns`` (``message``
+    read as text, missing messages ``''``); a missing or unreadable file, or one without
+    these columns, is a one-line :class:`ResultsError`."""
+    path = Path(path)
     if not path.exists():
         raise ResultsError(f"{path} not found: is '{path.parent}' a finished xai-bench run "
                            f"directory (made by `xai-bench run`)?")
@@ -149,10 +174,10 @@ def ok_values(records: pd.DataFrame) -> pd.DataFrame:
     """ok rows, keeping for perturbation metrics only the paper's mean-curve statistic where a
     metric reports both per-image and mean-curve values."""
     ok = records[records["status"] == "ok"].copy()
-    if "statistic" in ok:
-        has_mean = ok.groupby("metric")["statistic"].transform(
-            lambda s: (s == "mean_curve").any())
-        ok = ok[~has_mean | (ok["statistic"] == "mean_curve")]
+    if STATISTIC in ok:
+        has_mean = ok.groupby("metric")[STATISTIC].transform(
+            lambda s: (s == MEAN_CURVE).any())
+        ok = ok[~has_mean | (ok[STATISTIC] == MEAN_CURVE)]
     ok["value"] = ok["value"].astype(float)
     return ok
 

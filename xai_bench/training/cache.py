@@ -17,6 +17,7 @@ from pathlib import Path
 from xai_bench.training.recipes import Recipe, default_recipe
 from xai_bench.training.save import seeded_model, train_and_save
 from xai_bench.training.shipped import shipped_checkpoint
+from xai_bench.version import VERSION
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_DATASET", "is_default_model", "model_cache_dir",
            "cache_key", "cache_path", "seeded_model", "cached_default_model"]
@@ -47,15 +48,14 @@ def cache_key(name: str, config: dict, dataset_spec: str, recipe: Recipe) -> str
     arguments, the data set, the recipe, the xai-bench version and the source of the code that
     builds the model, generates the data and trains (so an edit there retrains instead of
     silently reusing a model trained by other code)."""
-    import xai_bench
+    from xai_bench.registry import MODELS
     from xai_bench.storage.identity import code_identity, module_closure, source_digest
 
     code = source_digest(sorted(set(module_closure("xai_bench.training.loop"))
                                 | set(module_closure("xai_bench.data"))))
-    model_code = code_identity(xai_bench.MODELS.get(name)).get("source") \
-        if name in xai_bench.MODELS else None
+    model_code = code_identity(MODELS.get(name)).get("source") if name in MODELS else None
     payload = json.dumps(dict(model=name, config=config, dataset=dataset_spec,
-                              recipe=recipe.to_dict(), version=xai_bench.__version__,
+                              recipe=recipe.to_dict(), version=VERSION,
                               code=code, model_code=model_code),
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
@@ -74,9 +74,10 @@ def _info(path: Path, cached: bool, metrics: dict) -> dict:
             **{k: v for k, v in (metrics or {}).items() if k != "history"}}
 
 
-def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe | None = None,
-                         epochs: int | None = None, cache_dir=None, progress: bool = True,
-                         log=None, device: str = "cpu", replicate: int = 0, **model_kwargs):
+def cached_default_model(name: str, dataset_spec: str = DEFAULT_DATASET,
+                         recipe: Recipe | None = None, epochs: int | None = None,
+                         cache_dir=None, progress: bool = True, log=None,
+                         device: str = "cpu", replicate: int = 0, **model_kwargs):
     """``(model, info)``: model ``name`` trained on ``dataset_spec`` with its default recipe
     (or ``recipe``; ``epochs`` overrides its epochs; replicate ``r`` trains with the recipe's
     seed + r, an independently initialised copy). Trained on first use and saved in the
@@ -85,10 +86,9 @@ def cached_default_model(name: str, dataset_spec: str = "shapes", recipe: Recipe
     the package where there is one (:mod:`xai_bench.training.shipped`; ``info["shipped"]``).
     ``info`` has ``checkpoint``, ``cached`` and the stored metrics (without the per-epoch
     history). The model is returned on the CPU in eval mode."""
-    import xai_bench
-    from xai_bench.storage.checkpoint import load_model_from_checkpoint
+    from xai_bench.loading import get_model, load_model_from_checkpoint
 
-    model = xai_bench.get_model(name, **model_kwargs)
+    model = get_model(name, **model_kwargs)
     recipe_name, default = default_recipe(model, dataset_spec)
     if recipe is None:
         recipe = default

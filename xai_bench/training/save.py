@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xai_bench.errors import OutputError
-from xai_bench.training import loop
+import xai_bench.training.loop as loop  # the module: tests replace loop.train_model
 from xai_bench.training.recipes import Recipe, default_recipe
 
 __all__ = ["TrainedModel", "check_output_file", "checkpoint_metrics", "train_and_save"]
@@ -40,10 +40,10 @@ def seeded_model(name: str, seed: int, **kwargs):
     recipe's), so that a recipe trains the same model whatever ran before in the process."""
     import torch
 
-    import xai_bench
+    from xai_bench.loading import get_model
 
     torch.manual_seed(int(seed))
-    return xai_bench.get_model(name, **kwargs)
+    return get_model(name, **kwargs)
 
 
 def check_output_file(path) -> Path:
@@ -92,13 +92,13 @@ def train_and_save(name: str, dataset_spec: str, out, *, recipe: Recipe | None =
     recipe passed without a name). ``train_set`` / ``test_set`` are the loaded splits of
     ``dataset_spec`` when the caller has them already. ``out`` is checked to be writable
     before training (:class:`OutputError`)."""
-    import xai_bench
+    from xai_bench.loading import get_model
     from xai_bench.storage.checkpoint import load_checkpoint, save_checkpoint
 
     out = check_output_file(out)
     model_kwargs = dict(model_kwargs or {})
     if recipe is None:
-        default_name, recipe = default_recipe(xai_bench.get_model(name, **model_kwargs),
+        default_name, recipe = default_recipe(get_model(name, **model_kwargs),
                                               dataset_spec)
         recipe_name = recipe_name or default_name
     recipe_name = recipe_name or "custom"

@@ -9,7 +9,7 @@ released ImageNet checkpoints, with our explainable-model interface; registered 
   :class:`~xai_bench.models.bcos_v2.vit.SimpleViT` (standard): SimpleViT and ViT-C.
 """
 
-from xai_bench.models.bcos_v2 import zoo  # noqa: F401  (registers the builders)
+from xai_bench.models.bcos_v2 import zoo  # noqa: F401  (declares the builders)
 from xai_bench.models.bcos_v2.densenet import DENSENET121_CUTS, BcosDenseNet, bcos_densenet121
 from xai_bench.models.bcos_v2.resnet import BcosResNet, bcos_resnet50
 from xai_bench.models.bcos_v2.vit import BcosSimpleViT, SimpleViT

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bench.storage.checkpoint import CheckpointError
+from xai_bench.storage.checkpoint_format import CheckpointError
 from xai_bench.models.base import ExplainableModel, image_and_token_grid
 from xai_bench.models.bcos_layers import encode_six_channels, explanation_mode
 from xai_bench.models.bcos_v2.layers import LogitBias
@@ -182,15 +182,18 @@ def load_official_state_dict(model: nn.Module, state_dict: dict, source: str, na
 def load_checkpoint_file(name: str, builder, path, **overrides):
     """``get_model(name, checkpoint=path)`` for the B-cos-v2 models: ``path`` is an official
     ``.pth`` (a plain state dict, read with ``weights_only=True``) or an xai-bench checkpoint
-    of this model (delegated to :func:`xai_bench.storage.checkpoint.load_model_from_checkpoint`).
+    of this model (restored by :func:`xai_bench.storage.checkpoint_format.restore_model`).
     Returns the model in eval mode with ``checkpoint_info``."""
-    from xai_bench.storage.checkpoint import FORMAT, load_model_from_checkpoint, read_weights_file
+    from xai_bench.storage.checkpoint_format import (
+        FORMAT, check_checkpoint, read_weights_file, restore_model,
+    )
 
     path = Path(path).expanduser()
     data = read_weights_file(path, "download the official weights (see docs/bcos_v2.md) and "
                                    "check the path")
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        return load_model_from_checkpoint(path, name=name, **overrides)
+        return restore_model(path, builder, name=name, data=check_checkpoint(data, path),
+                             **overrides)
     if not isinstance(data, dict) or not data or \
             not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} is neither an official B-cos-v2 state dict (a dict of "

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bench.models.bcos_layers import _ExplainableMixin
+from xai_bench.models.bcos_layers import ExplainableMixin
 
 __all__ = [
     "BcosLinearV2", "BcosConv2dV2", "LayerNormV2", "LayerNorm2dV2", "UncentredBatchNorm2d",
@@ -55,7 +55,7 @@ def _bcos_scaled(out: torch.Tensor, norm: torch.Tensor, b: float, detach: bool) 
     return scale * out
 
 
-class BcosLinearV2(_ExplainableMixin, nn.Module):
+class BcosLinearV2(ExplainableMixin, nn.Module):
     """Official B-cos linear layer: unit-norm weight rows, no bias, optional MaxOut,
     ``out = |cos(x, ŵ)|^(B-1) · ŵᵀx``."""
 
@@ -78,7 +78,7 @@ class BcosLinearV2(_ExplainableMixin, nn.Module):
         return f"{self.in_features}, {self.out_features}, b={self.b:g}, max_out={self.max_out}"
 
 
-class BcosConv2dV2(_ExplainableMixin, nn.Module):
+class BcosConv2dV2(ExplainableMixin, nn.Module):
     """Official B-cos convolution (no bias, no groups or dilation): unit-norm kernels,
     ``‖x‖`` the norm of the input patch under the kernel over all channels."""
 
@@ -112,7 +112,7 @@ class BcosConv2dV2(_ExplainableMixin, nn.Module):
                 f"max_out={self.max_out}")
 
 
-class _NormMixin(_ExplainableMixin):
+class _NormMixin(ExplainableMixin):
     """Affine parameters of the official norms: ``weight`` always, ``bias`` only when asked
     (the B-cos models drop it, which keeps the norm free of an additive term)."""
 
@@ -163,7 +163,7 @@ class LayerNorm2dV2(_NormMixin, nn.Module):
         return f"{self.channels}, bias={self.bias is not None}, eps={self.eps:g}"
 
 
-class UncentredBatchNorm2d(_ExplainableMixin, nn.BatchNorm2d):
+class UncentredBatchNorm2d(ExplainableMixin, nn.BatchNorm2d):
     """Batch norm *without centring and without bias*: ``x / sqrt(var + eps) · weight``,
     per channel, ``var`` over batch and space in training mode (updating ``running_var``;
     the inherited ``running_mean`` buffer is kept for state-dict compatibility but never

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from xai_bench.models.base import AttentionRecorder, ExplainableViT, image_and_token_grid
-from xai_bench.models.bcos_layers import _ExplainableMixin, encode_six_channels, explanation_mode
+from xai_bench.models.bcos_layers import ExplainableMixin, encode_six_channels, explanation_mode
 from xai_bench.models.bcos_v2.common import default_logit_bias
 from xai_bench.models.bcos_v2.layers import (
     BcosConv2dV2, BcosLinearV2, LayerNorm2dV2, LayerNormV2, LogitBias,
@@ -147,7 +147,7 @@ class PatchEmbedding(nn.Module):
         return self.linear(x.reshape(bsz, h // p, w // p, p * p * c))
 
 
-class Attention(AttentionRecorder, _ExplainableMixin, nn.Module):
+class Attention(AttentionRecorder, ExplainableMixin, nn.Module):
     """LayerNorm on the input of q, k and v; bias-free ``to_qkv``; ``to_out`` a B-cos layer
     (standard: bias-free linear). Records the applied (post-softmax) attention. In
     explanation mode q and k are detached: the attention is a constant."""

@@ -1,4 +1,4 @@
-"""Registration of the official B-cos-v2 models under the ``bcos_v2.`` prefix.
+"""Declaration of the official B-cos-v2 models under the ``bcos_v2.`` prefix.
 
 Every builder takes ``pretrained=False`` (True: the released ImageNet weights, downloaded by
 torch.hub with hash check; offline this fails within seconds, telling you to download the file
@@ -18,7 +18,7 @@ from xai_bench.models.bcos_v2.common import (
 from xai_bench.models.bcos_v2.densenet import BcosDenseNet
 from xai_bench.models.bcos_v2.resnet import BcosResNet
 from xai_bench.models.bcos_v2.vit import VIT_VARIANTS, BcosSimpleViT, SimpleViT
-from xai_bench.registry import MODELS
+from xai_bench.models.declare import declare_model
 
 PREFIX = "bcos_v2."
 SOURCE = "github.com/B-cos/B-cos-v2"
@@ -75,8 +75,8 @@ def _register(key: str, make, family: str, description: str, **meta) -> None:
     build.__doc__ = description
     # get_model(name, checkpoint=PATH) reads official state dicts through this hook.
     build.load_checkpoint = functools.partial(load_checkpoint_file, name, build)
-    MODELS.add(name, build, family=family, description=description, parameters=PARAMETERS[key],
-               input_size=224, source=SOURCE, paper=PAPER, **meta)
+    declare_model(name, build, family=family, description=description,
+                  parameters=PARAMETERS[key], input_size=224, source=SOURCE, paper=PAPER, **meta)
 
 
 _register("densenet121", BcosDenseNet, "bcos",

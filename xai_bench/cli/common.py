@@ -1,0 +1,72 @@
+"""What every command shares: the one-line usage error, the mapping of the project's errors
+onto it, and the reading of ``KEY=VALUE`` options (the value grammar is
+:func:`xai_bench.run.config.parse_value`)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from xai_bench.run.config import parse_value
+
+__all__ = ["EXIT_USAGE", "UsageError", "friendly_errors", "parse_key_values", "dotted_params"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def friendly_errors(fn):
+    """The project's own errors (:class:`~xai_bench.errors.XaiBenchError`) become a one-line
+    usage error (exit 2); an interrupted run ends with its one line and 128 + the signal
+    number. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from xai_bench.errors import Interrupted, XaiBenchError
+        from xai_bench.run.interrupts import SIGNAL_EXIT_CODES, Terminated, terminate_as_interrupt
+
+        try:
+            with terminate_as_interrupt():
+                return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Interrupted as e:
+            click.echo(str(e), err=True)
+            sys.exit(SIGNAL_EXIT_CODES.get(getattr(e, "signal_name", "SIGINT"), 130))
+        except XaiBenchError as e:
+            raise UsageError(str(e)) from None
+        except KeyboardInterrupt as e:
+            click.echo("interrupted", err=True)
+            sys.exit(SIGNAL_EXIT_CODES["SIGTERM" if isinstance(e, Terminated) else "SIGINT"])
+
+    return wrapper
+
+
+def parse_key_values(items, what="--model-arg", parse: bool = True) -> dict:
+    """``key=value`` strings -> dict with int/float/bool/None/tuple/str values (strings only
+    with ``parse=False``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} expects key=value, got '{item}'")
+        out[key.strip()] = parse_value(value.strip()) if parse else value.strip()
+    return out
+
+
+def dotted_params(items, option: str, owner: str, example: str) -> dict:
+    """``OWNER.KEY=VALUE`` strings -> ``{owner: {key: value}}`` (values as
+    :func:`~xai_bench.run.config.parse_value`)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param:
+            raise UsageError(f"{option} expects {owner}.KEY=VALUE (e.g. {example}), got '{item}'")
+        out.setdefault(name, {})[param.strip()] = parse_value(value.strip())
+    return out

@@ -1,0 +1,132 @@
+"""``xai-bench run``: a thin layer over :func:`xai_bench.evaluate`.
+
+Its run options are generated from the fields of :class:`~xai_bench.run.config.RunConfig`
+(flag, help, type, default: :func:`config_options`), so that the command line, ``evaluate``'s
+keywords and the reproduce command of the report cannot drift apart. The options that are not
+part of a run's configuration (``--processes``, ``--no-plots``, ``--no-progress``, ``-q``,
+``-v``) are written here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from xai_bench.cli.common import dotted_params, friendly_errors, parse_key_values
+from xai_bench.run.config import run_options
+
+__all__ = ["run", "config_options", "from_command_line"]
+
+
+def _click_settings(how, default) -> dict:
+    """The keyword arguments of ``click.option`` for one :class:`~xai_bench.run.config.Option`."""
+    settings: dict = {"help": how.help}
+    if how.kind in ("pairs", "dotted"):
+        return {**settings, "multiple": True, "metavar": how.metavar}
+    if how.kind == "flag":
+        return {**settings, "is_flag": True}
+    types = {"int": click.IntRange(min=how.minimum) if how.minimum is not None else int,
+             "choice": click.Choice(list(how.choices)),
+             "directory": click.Path(file_okay=False)}
+    if how.kind in types:
+        settings["type"] = types[how.kind]
+    if how.kind == "names" and isinstance(default, (list, tuple)):
+        default = ",".join(default)  # as typed: the run splits the commas
+    settings["default"] = default
+    if default is not None:
+        settings["show_default"] = True
+    return settings
+
+
+def config_options(command):
+    """Decorate ``command`` with one option per run option, in the fields' order (click
+    lists the option applied last first, hence reversed)."""
+    for name, how, default in reversed(run_options()):
+        command = click.option(*how.flags, name, **_click_settings(how, default))(command)
+    return command
+
+
+def from_command_line(how, value):
+    """A click value in the form :func:`xai_bench.evaluate` takes."""
+    if how.kind == "pairs":
+        return parse_key_values(value, how.flag, parse=False)
+    if how.kind == "dotted":
+        owner = how.metavar.partition(".")[0]
+        return dotted_params(value, how.flag, owner, how.example)
+    return value
+
+
+@click.command()
+@config_options
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="share the work out over this many local processes of one thread each "
+              "(torchrun --nproc-per-node; docs/distributed.md)")
+@click.option("--no-plots", is_flag=True, help="do not write the figures and the report")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+@click.option("-q", "--quiet", is_flag=True, help="print only the paths written (and errors)")
+@click.option("-v", "--verbose", is_flag=True, help="end with every method's mean and interval "
+              "per metric and model, not only the best")
+@friendly_errors
+def run(processes, no_plots, no_progress, quiet, verbose, **options):
+    """Benchmark models x attribution methods x metrics; resumable.
+
+    Writes records.csv, curves.csv, the statistics tables and run.json under OUT/<run name>/,
+    the figures under OUT/<run name>/plots/ and the report OUT/<run name>/report.html (one
+    self-contained page). Rerunning the same command skips finished cells.
+
+    \b
+    Examples:
+      xai-bench run                                   # quick suite on the embedded data
+      xai-bench run --metric localisation --methods inherent,rollout,ixg
+      xai-bench run --models vit_nano --checkpoint vit_nano=vit.pt --dataset shapes
+    """
+    from xai_bench.api import evaluate
+
+    def start_processes(runner):
+        """--processes N: once the configuration is checked (usage errors exit 2 here, once),
+        run the command again as N workers of one thread each and end with their exit code."""
+        if processes == 1 or runner.ranks.distributed:  # 1, or already a worker
+            return
+        from xai_bench.run.distributed import launch_local
+
+        if Path(sys.argv[0]).name not in ("xai-bench", "__main__.py"):
+            raise click.UsageError("--processes starts the xai-bench command again; from "
+                                   "Python, start your script with torchrun instead")
+        sys.exit(launch_local(processes, sys.argv[1:]))
+
+    given = {name: from_command_line(how, options[name]) for name, how, _ in run_options()}
+    results = evaluate(**given, plots=not no_plots, report=not no_plots,
+                       progress=not (quiet or no_progress), before_run=start_processes,
+                       log=None if quiet else click.echo)
+    if results is None:  # torchrun: a process other than rank 0, which writes the results
+        return
+    _say_results(results, quiet, verbose)
+
+
+def _say_results(results, quiet, verbose):
+    """The models' accuracies, the summary, the paths written; exit 1 when a record is an
+    error."""
+    info = results.info
+    say = (lambda *a, **k: None) if quiet else click.echo
+    say("")
+    for label, m in info["models"].items():
+        source = " (shipped with xai-bench)" if m.get("shipped") else ""
+        say(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}{source}")
+    from xai_bench.outputs.terminal import compact_summary, full_summary
+
+    render = full_summary if verbose else compact_summary
+    say(render(results.tables, info, results.records))  # the run's own cards and model order
+    say("")
+    run_dir = results.run_dir
+    if "report" in results.outputs:
+        click.echo(f"report:  {results.outputs['report']}")
+    if "plots" in results.outputs:
+        click.echo(f"plots:   {run_dir / 'plots'}")
+    click.echo(f"tables:  {run_dir / 'summary.csv'}, {run_dir / 'records.csv'}")
+    errors = info["counts"].get("error", 0)
+    if errors:
+        click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,313 @@
+"""Computing cells: whole, or in parts that are joined once all are committed.
+
+An :class:`Executor` holds what every cell of one invocation is computed with (device, batch
+size, seed, the stores, this invocation's stamp, the progress bar); a :class:`ModelScope` what
+the units of one model share (the model, its card, the metrics' prepared selections and the
+perturbed copies' confidences). A unit's cells are explained once
+(:func:`xai_bench.compute.map_cache.sharing_maps`).
+
+A cell is committed with its identity (:mod:`xai_bench.run.store`) as soon as it is done.
+A method that raises or breaks its contract, or a metric whose computation fails, gives an
+``error`` cell; a metric that does not apply (:class:`~xai_bench.errors.NotApplicable`) a
+``skipped`` one. An interrupt and the harness's own errors propagate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from xai_bench.compute.seeding import derive_seed
+from xai_bench.errors import ContractError, NotApplicable, XaiBenchError, one_line
+from xai_bench.run.plan import n_parts, part_key
+
+__all__ = ["Executor", "ModelScope", "attempt", "failed_records", "error_line"]
+
+
+def error_line(error: Exception) -> str:
+    return one_line(f"{type(error).__name__}: {error}")[:500]
+
+
+def attempt(compute):
+    """``(value, None)``, or ``(None, one-line error)`` when ``compute()`` fails the cell:
+    an interrupt and the harness's own errors (other than a broken contract) propagate."""
+    try:
+        return compute(), None
+    except (KeyboardInterrupt, XaiBenchError) as e:
+        if not isinstance(e, ContractError):
+            raise
+        return None, error_line(e)
+    except Exception as e:
+        return None, error_line(e)
+
+
+def failed_records(model: str, method: str, metric, status: str, message: str) -> list:
+    """The one record of a cell that ended ``error`` or ``skipped`` before any sample."""
+    return [dict(model=model, method=method, metric=metric.name,
+                 category=metric.metric.category,
+                 higher_is_better=metric.metric.higher_is_better, sample_id="-",
+                 target=-1, value=math.nan, status=status, message=message)]
+
+
+def _shortfall(summary: dict) -> dict:
+    """``{what: [used, requested]}`` where a metric used fewer samples than requested."""
+    out = {}
+    for what in ("grids", "images"):
+        n, requested = summary.get(f"n_{what}"), summary.get(f"n_{what}_requested")
+        if isinstance(n, int) and isinstance(requested, int) and n < requested:
+            out[what] = [n, requested]
+    return out
+
+
+def _part_matches(entry, ident, count, stamp) -> bool:
+    """Whether a committed part can be used: the cell's identity and cut, and no error
+    unless this invocation made it (a cell that failed is retried by the next run, as a
+    whole cell is)."""
+    return entry is not None and entry["identity"] == ident and \
+        entry["n_parts"] == count and \
+        (not entry.get("error") or entry.get("invocation") == stamp)
+
+
+@dataclass
+class ModelScope:
+    """What the units of one model share. ``prepared``: metric name -> ``(prepared, error,
+    seconds)``, filled on first use; ``confidences``: the perturbed copies' confidences
+    (:mod:`xai_bench.compute.map_cache`)."""
+
+    model: object
+    name: str                      # the registered name (the records' `model`)
+    card: dict
+    prepared: dict = field(default_factory=dict)
+    confidences: dict = field(default_factory=dict)
+
+
+@dataclass
+class Executor:
+    """What every cell of one invocation is computed with, and what it has committed."""
+
+    store: object                  # committed cells (RunStore or MemoryStore)
+    parts: object                  # committed parts of cells computed in parts
+    device: str
+    batch_size: int
+    seed: int
+    stamp: str                     # marks the parts this invocation commits
+    test_split: Callable           # image size -> the test split
+    join_claim: Callable           # key -> whether this process joins the cell's parts
+    bar: object                    # progress bar (tqdm)
+    cells: dict = field(default_factory=dict)      # key -> committed entry
+    computed: list = field(default_factory=list)   # keys this invocation committed
+    maps_saved: int = 0            # images not explained again (shared maps)
+    copies_saved: int = 0          # perturbed copies not forwarded again
+
+    def commit(self, key, ident, records, curves=(), examples=None, time_s=0.0,
+               prepare_time_s=0.0, notes=None):
+        entry = {"identity": ident, "key": key, "records": records, "curves": list(curves),
+                 "time_s": round(time_s, 4), "prepare_time_s": round(prepare_time_s, 4),
+                 "notes": notes or {}}
+        self.cells[key] = self.store.write(key, entry, examples or {})
+        self.computed.append(key)
+
+    def commit_errors(self, model_name, pending, message):
+        """Every pending cell of a model that broke its contract, as an error."""
+        for cell in pending:
+            self.commit(cell.key, cell.identity, failed_records(
+                model_name, cell.method.name, cell.metric, "error", message))
+            self.bar.update(1)
+
+    # ---- units ---------------------------------------------------------------------------
+    def run_unit(self, scope: ModelScope, method, cells, part=0):
+        """Part ``part`` of one unit: ``method``'s pending ``cells`` on one model, sharing
+        its maps. A cell of one part is computed whole at part 0; a cell of several gets its
+        part ``part`` computed."""
+        from xai_bench.compute.map_cache import sharing_maps
+
+        # one cache per (model, method): the maps of one method are held at a time
+        with sharing_maps(scope.model, confidences=scope.confidences) as cache:
+            for cell in cells:
+                count = n_parts(cell.metric, self.batch_size)
+                if part >= count:
+                    continue
+                if cell.metric.name not in scope.prepared:
+                    scope.prepared[cell.metric.name] = self._prepare(scope, cell.metric)
+                if count > 1 and self._splits(scope, method, cell.metric):
+                    self._run_part(scope, method, cell, part, count)
+                elif part == 0:
+                    self._run_whole(scope, method, cell)
+        self.maps_saved += cache.saved
+        self.copies_saved += cache.copies_saved
+
+    def _prepare(self, scope, metric):
+        """``(prepared, error, seconds)`` of one metric on one model (method-independent)."""
+        t = time.time()
+        try:
+            prepared = metric.metric.prepare(scope.model,
+                                             self.test_split(scope.card["image_size"]),
+                                             device=self.device, batch_size=self.batch_size,
+                                             seed=self.seed)
+            return prepared, None, time.time() - t
+        except XaiBenchError:
+            raise
+        except Exception as e:  # recorded per cell: skipped if not applicable, else error
+            return None, e, time.time() - t
+
+    @staticmethod
+    def _splits(scope, method, metric) -> bool:
+        """Whether the cell is computed in parts (else whole, at part 0: also every cell that
+        ends as an error or is skipped before anything is computed)."""
+        found, prepare_error, _ = scope.prepared[metric.name]
+        return (method.error is None and prepare_error is None
+                and method.method.applies_to(scope.model)
+                and metric.metric.samples(found) is not None)
+
+    # ---- whole cells ---------------------------------------------------------------------
+    def _run_whole(self, scope, method, cell):
+        metric = cell.metric
+        prepared, prepare_error, prepare_time = scope.prepared[metric.name]
+        self.bar.set_description(cell.key)
+        t = time.time()
+        curves, examples, notes = [], {}, {}
+        if method.error is not None:
+            records = failed_records(scope.name, method.name, metric, "error", method.error)
+        elif prepare_error is not None:
+            status = "skipped" if isinstance(prepare_error, NotApplicable) else "error"
+            records = failed_records(scope.name, method.name, metric, status,
+                                     error_line(prepare_error))
+        elif not method.method.applies_to(scope.model):
+            records = failed_records(scope.name, method.name, metric, "skipped",
+                                     f"method '{method.name}' does not apply to "
+                                     f"{scope.card['family']} model '{scope.name}'")
+        else:
+            torch.manual_seed(derive_seed(self.seed, cell.key))
+            records, curves, examples, notes = self._scored(
+                scope.name, method, metric, lambda: metric.metric.evaluate(
+                    scope.model, method.method, prepared, device=self.device,
+                    batch_size=self.batch_size))
+        self.commit(cell.key, cell.identity, records, curves, examples, time.time() - t,
+                    prepare_time, notes)
+        self.bar.update(1)
+
+    @staticmethod
+    def _scored(model_name, method, metric, compute):
+        """``(records, curves, examples, notes)`` of the cell whose :class:`MetricResult`
+        ``compute()`` returns (an error cell if it fails)."""
+        result, error = attempt(compute)
+        if error is not None:
+            return failed_records(model_name, method.name, metric, "error", error), [], {}, {}
+        base = dict(model=model_name, method=method.name, metric=metric.name,
+                    category=metric.metric.category,
+                    higher_is_better=metric.metric.higher_is_better)
+        records = [dict(base, **r, status="ok", message="") for r in result.records]
+        curves = [dict(model=model_name, method=method.name, metric=metric.name, **c)
+                  for c in result.curves]
+        return records, curves, result.examples, _shortfall(result.summary)
+
+    # ---- cells in parts ------------------------------------------------------------------
+    def _run_part(self, scope, method, cell, part, count):
+        """Compute part ``part`` of a cell (samples ``part·B`` to ``(part+1)·B`` of the
+        prepared selection, ``B`` = batch size) and commit it, unless a part with the cell's
+        identity is already committed; then, if every part is there, the cell itself."""
+        found, _, _ = scope.prepared[cell.metric.name]
+        key = part_key(cell.key, part)
+        entry, _ = self.parts.read(key)
+        if not _part_matches(entry, cell.identity, count, self.stamp):
+            size = self.batch_size
+            start, stop = part * size, min((part + 1) * size, cell.metric.metric.samples(found))
+            self.bar.set_description(f"{cell.key} part {part + 1}/{count}")
+            t = time.time()
+            arrays, error = {}, None
+            if start < stop:  # fewer samples than requested leave the last parts empty
+                torch.manual_seed(derive_seed(self.seed, cell.key, part))
+                values, error = attempt(lambda: cell.metric.metric.evaluate_part(
+                    scope.model, method.method, found, start, stop, device=self.device,
+                    batch_size=size))
+                if error is None:
+                    arrays = {name: v.detach().cpu().numpy() for name, v in values.items()}
+            self.parts.write(key, {"identity": cell.identity, "part": part, "n_parts": count,
+                                   "samples": [start, stop], "error": error,
+                                   "invocation": self.stamp,
+                                   "time_s": round(time.time() - t, 4)}, arrays)
+        self._join_if_complete(scope, method, cell, count)
+
+    def _join_if_complete(self, scope, method, cell, count):
+        """Join the parts of a cell and commit it once all are there. Every process checks
+        after committing a part, so the last one to finish sees them all; in a multi-process
+        run a claim makes exactly one of those that see them all do it. The last part is
+        looked at first: parts come in order, so until the end one look says "not yet"."""
+        entries = []
+        for part in reversed(range(count)):
+            entry, _ = self.parts.read(part_key(cell.key, part))
+            if not _part_matches(entry, cell.identity, count, self.stamp):
+                return
+            entries.insert(0, entry)
+        if not self.join_claim(cell.key):
+            return
+        metric = cell.metric
+        found, _, prepare_time = scope.prepared[metric.name]
+        t = time.time()
+        error = next((e["error"] for e in entries if e.get("error")), None)
+        if error is not None:
+            rows = failed_records(scope.name, method.name, metric, "error", error), [], {}, {}
+        else:
+            from xai_bench.metrics.base import join_parts
+
+            joined = join_parts([{name: torch.from_numpy(v) for name, v in
+                                  self.parts.read_arrays(part_key(cell.key, part)).items()}
+                                 for part in range(count)])
+            rows = self._scored(scope.name, method, metric, lambda: metric.metric.reduce(
+                scope.model, found, joined, device=self.device))
+        records, curves, examples, notes = rows
+        self.commit(cell.key, cell.identity, records, curves, examples,
+                    sum(e["time_s"] for e in entries) + time.time() - t, prepare_time, notes)
+        self.bar.update(1)
+        for part in range(count):  # the cell holds it all now
+            self.parts.remove(part_key(cell.key, part))
+
+
+# ------------------------------------------------------------------------ model info cells
+def model_ready(executor: Executor, models, spec, info_ident, pending, key: str):
+    """``ModelScope`` of a model with its info cell ``key`` (card, test accuracy)
+    committed, or None when the model breaks its contract (then its ``pending`` cells are
+    committed as errors) or nothing of it is pending. ``info_ident=None``: only load it
+    (another process wrote the info cell). ``models``: the run's
+    :class:`~xai_bench.run.models.RunModels`."""
+    from xai_bench.contracts.model import check_model
+
+    store, name = executor.store, spec.name
+    entry, _ = store.read(key)
+    if info_ident is None:
+        if entry is not None and "error" in entry.get("info", {}):
+            return None
+        model, _ = models.load(spec)
+        return ModelScope(model, name, check_model(model, name))
+    if not pending and entry is not None and entry["identity"] == info_ident:
+        executor.cells[key] = entry
+        return None
+    try:
+        model, info = models.load(spec)
+        card = check_model(model, name)
+    except ContractError as e:  # every cell of this model is an error
+        executor.commit_errors(name, pending, str(e))
+        executor.cells[key] = store.write(key, {"identity": info_ident,
+                                                "info": {"error": str(e)}})
+        pending.clear()
+        return None
+    if entry is not None and entry["identity"] == info_ident:
+        executor.cells[key] = entry
+    else:
+        from xai_bench.compute.inference import predict
+
+        t = time.time()
+        recorded = models.recorded_accuracy(spec, info)
+        if recorded is None:
+            accuracy = predict(model, executor.test_split(card["image_size"]),
+                               device=executor.device,
+                               batch_size=executor.batch_size).accuracy
+        summary = {**info, **card, "test_accuracy": accuracy if recorded is None else recorded,
+                   "accuracy_from": "this run" if recorded is None else "checkpoint",
+                   "eval_time_s": round(time.time() - t, 3)}
+        executor.cells[key] = store.write(key, {"identity": info_ident, "info": summary})
+    return ModelScope(model, name, card)

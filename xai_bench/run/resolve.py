@@ -1,0 +1,230 @@
+"""Checking and resolving a :class:`~xai_bench.run.config.RunConfig` before any work: sizes,
+device, precision, the run name, the models and their checkpoints, the methods and the metrics
+(built with their parameters after defaults) and every ``--method-arg``/``--metric-arg``
+target. Everything here fails with one line (:class:`~xai_bench.run.config.RunError` or
+another :class:`~xai_bench.errors.ConfigError`) before a file is written or a model trained.
+
+A method plugin that fails to load or construct does not stop the run: it becomes a
+:class:`MethodEntry` with an ``error``, and its own cells become ``error`` records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from xai_bench.contracts.method import check_method
+from xai_bench.contracts.metric import check_metric, is_metric_function
+from xai_bench.contracts.parameters import build_entry, entry_parameters, resolve_parameters
+from xai_bench.errors import ConfigError, XaiBenchError, one_line
+from xai_bench.loading import get_model
+from xai_bench.registry import METHODS, METRICS, RegistryError
+from xai_bench.run.config import RunError, label_of
+from xai_bench.run.models import (
+    ModelSpec, check_weights, replicate_label, resolve_checkpoints, resolve_models,
+)
+from xai_bench.run.names import names_or_objects, resolve_metrics
+from xai_bench.storage.identity import code_identity
+from xai_bench.storage.results import file_safe
+
+__all__ = ["MethodEntry", "MetricEntry", "Resolution", "resolve_run", "resolve_device",
+           "check_run_name", "METRIC_RUN_OPTIONS"]
+
+#: options the runner passes to metric constructors that take them
+METRIC_RUN_OPTIONS = ("n_grids", "n_images", "seed")
+
+
+@dataclass
+class MethodEntry:
+    name: str
+    method: object = None          # a CheckedMethod, or None when it failed to load
+    params: dict = field(default_factory=dict)
+    identity: dict = field(default_factory=dict)
+    error: str | None = None       # why it could not be loaded or constructed
+
+
+@dataclass
+class MetricEntry:
+    name: str
+    metric: object                 # a CheckedMetric
+    params: dict
+    identity: dict
+
+
+@dataclass
+class Resolution:
+    """A checked configuration: what the run computes, and on which device."""
+
+    device: str
+    model_specs: list              # [ModelSpec], one per model and replicate
+    checkpoints: dict              # replicate label -> checkpoint path
+    methods: list                  # [MethodEntry]
+    metrics: list                  # [MetricEntry]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise RunError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError("--device cuda requested but no CUDA device is available; "
+                       "use --device cpu or auto")
+    return device
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one path component inside ``--out``."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".")
+            or file_safe(name) != name or name != name.strip()):
+        raise RunError(f"run name {name!r} is not a plain directory name; use letters, digits, "
+                       f"'-' and '_' (the run directory stays inside --out)")
+    return name
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RunError(f"{name} must be a positive integer, got {value!r}")
+
+
+def resolve_run(config, check_dataset) -> Resolution:
+    """Check ``config`` and resolve its names; ``check_dataset()`` loads the test split (an
+    unknown spec or a missing path fails there). Registry errors become :class:`RunError`."""
+    try:
+        return _resolve(config, check_dataset)
+    except RegistryError as e:
+        raise RunError(str(e)) from None
+
+
+def _resolve(cfg, check_dataset) -> Resolution:
+    for key in ("n_grids", "n_images", "batch_size"):
+        _positive_int(key, getattr(cfg, key))
+    device = resolve_device(cfg.device)
+    from xai_bench.compute.precision import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise RunError(f"unknown precision {cfg.precision!r}; use one of "
+                       f"{', '.join(PRECISIONS)}")
+    _positive_int("replicates", cfg.replicates)
+    models = resolve_models(cfg)
+    model_names = [name for name, _ in models]
+    if len(set(model_names)) != len(model_names):
+        raise RunError(f"two models share a name in {model_names}; give each a distinct "
+                       f"`name` attribute")
+    if cfg.replicates > 1 and any(obj is not None for _, obj in models):
+        raise RunError("--replicates needs models given by name (objects are one replicate "
+                       "each); pass the copies as separate models instead")
+    checkpoints = resolve_checkpoints(cfg, model_names)
+    specs = [ModelSpec(replicate_label(name, r), name, obj, r)
+             for name, obj in models for r in range(cfg.replicates)]
+    for label, path in checkpoints.items():
+        # a corrupt, foreign or wrong-architecture checkpoint fails now, before any work
+        # (CheckpointError, one line); the model is loaded again when its cells run
+        get_model(label.partition("@")[0], checkpoint=path)
+    check_dataset()
+    methods = resolve_methods(cfg)
+    metrics = resolve_metric_entries(cfg)
+    check_weights(cfg, specs, checkpoints)
+    return Resolution(device, specs, checkpoints, methods, metrics)
+
+
+def check_params_targets(params: dict, chosen: list, registry, kind: str, option: str):
+    """Every key of ``params`` (``--{kind}-arg`` values) names a {kind} of this run."""
+    names = [m for m in chosen if isinstance(m, str)]
+    for target in params:
+        if target not in names:
+            if target in registry:
+                raise RunError(f"--{kind}-arg for '{target}', which this run does not use "
+                               f"({kind}s: {', '.join(names)}); add it to {option}")
+            raise RunError(f"--{kind}-arg: {registry.unknown_message(target)}")
+
+
+def _failed_method(name: str, message: str) -> MethodEntry:
+    return MethodEntry(name, error=message, identity={"name": name, "load_error": message})
+
+
+def resolve_methods(cfg) -> list:
+    """:class:`MethodEntry` of every method of the run, built with its parameters."""
+    chosen = names_or_objects("method", METHODS, cfg.methods)
+    check_params_targets(cfg.method_params, chosen, METHODS, "method", "--methods")
+    entries = []
+    for item in chosen:
+        if not isinstance(item, str):
+            checked = check_method(item)
+            entries.append(MethodEntry(checked.name, checked, dict(checked.params),
+                                       {"name": checked.name, "params": checked.params,
+                                        "code": code_identity(checked.method)}))
+            continue
+        given = cfg.method_params.get(item, {})
+        try:
+            entry = METHODS.get(item)
+        except RegistryError as e:  # a plugin that fails to import: its own cells fail
+            entries.append(_failed_method(item, str(e)))
+            continue
+        resolve_parameters("method", item, entry, given)  # usage errors before any work
+        try:
+            obj, params = build_entry("method", item, entry, given)
+            checked = check_method(obj, name=item)
+        except XaiBenchError as e:
+            if isinstance(e, ConfigError):
+                raise
+            entries.append(_failed_method(item, one_line(e)))
+            continue
+        except Exception as e:  # a plugin whose constructor raises
+            entries.append(_failed_method(item, f"method '{item}' failed to construct: "
+                                                f"{type(e).__name__}: {one_line(e)}"))
+            continue
+        checked.params = params
+        entries.append(MethodEntry(item, checked, params,
+                                   {"name": item, "params": params,
+                                    "code": code_identity(entry)}))
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise RunError(f"two methods share a name in {names}; give each a distinct `name`")
+    return entries
+
+
+def _build_metric(cfg, item: str):
+    """``(metric, params)`` of a registered metric: the run options it takes
+    (:data:`METRIC_RUN_OPTIONS`), then its ``--metric-arg`` values (which win)."""
+    cls = METRICS.get(item)
+    known = entry_parameters(cls, "metric")
+    given = {k: getattr(cfg, k) for k in METRIC_RUN_OPTIONS if k in known}
+    given.update(cfg.metric_params.get(item, {}))
+    resolve_parameters("metric", item, cls, given)  # usage errors before any work
+    try:
+        if is_metric_function(cls):  # a plain function scored on the maps
+            from xai_bench.metrics.function import FunctionMetric
+
+            params = resolve_parameters("metric", item, cls, given)
+            return FunctionMetric(cls, item, **params), params
+        return build_entry("metric", item, cls, given)
+    except (TypeError, ValueError) as e:  # the constructor's own validation
+        if isinstance(e, XaiBenchError):
+            raise
+        raise ConfigError(f"metric '{item}': {one_line(e)}") from None
+
+
+def resolve_metric_entries(cfg) -> list:
+    """:class:`MetricEntry` of every metric of the run, built with its parameters."""
+    entries = []
+    chosen = resolve_metrics(cfg.metrics)
+    check_params_targets(cfg.metric_params, chosen, METRICS, "metric", "--metric")
+    for item in chosen:
+        if isinstance(item, str):
+            metric, params = _build_metric(cfg, item)
+            name, code = item, METRICS.get(item)
+        else:
+            metric, name = item, label_of(item)
+            if is_metric_function(item):
+                from xai_bench.metrics.function import FunctionMetric
+
+                metric = FunctionMetric(item, name, n_images=cfg.n_images)
+            params = dict(getattr(metric, "params", {}) or {})
+            code = item
+        checked = check_metric(metric, name)
+        entries.append(MetricEntry(name, checked, params,
+                                   {"name": name, "params": params,
+                                    "code": code_identity(code)}))
+    return entries
