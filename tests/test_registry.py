@@ -268,3 +268,32 @@ def test_registry_module_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_a_builtin_package_is_walked_so_a_new_entry_is_one_file(tmp_path, monkeypatch):
+    """With ``walk=True`` every module of the built-in package is imported and its declared
+    entries registered: a new built-in method or metric needs no other file edited."""
+    import sys
+    import textwrap
+
+    from xai_bench.registry import Registry
+
+    pkg = tmp_path / "xb_walked"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "novel.py").write_text(textwrap.dedent("""
+        import xai_bench
+
+        @xai_bench.metric(higher_is_better=False, category="novelty")
+        def novel(model, x, targets, maps):
+            return maps.flatten(1).std(1)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert Registry("metric", "xb_walked.none", ("xb_walked",)).list() == []  # not walked
+        walked = Registry("metric", "xb_walked.none", ("xb_walked",), walk=True)
+        assert walked.list() == ["novel"]
+        assert walked.card("novel").category == "novelty"
+    finally:
+        for name in [m for m in sys.modules if m.startswith("xb_walked")]:
+            sys.modules.pop(name)

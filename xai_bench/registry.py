@@ -34,6 +34,7 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import sys
 
@@ -82,8 +83,10 @@ class Registry:
     """A named collection of builders (classes or callables) of one kind."""
 
     def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = (),
-                 declarations: str | None = None):
+                 declarations: str | None = None, walk: bool = False):
         self.kind = kind
+        #: import every module of the builtin packages (methods, metrics: one file an entry)
+        self.walk = walk
         self.group = group
         self.builtin_modules = tuple(builtin_modules)
         # "module:function" returning [(name, object, metadata)], read after the builtin
@@ -203,7 +206,19 @@ class Registry:
                 # that is missing is a real error and must surface.
                 if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
                     raise
+            if self.walk:
+                self._import_submodules(module)
         self._collect_declared()
+
+    @staticmethod
+    def _import_submodules(package: str):
+        """Import every module of a built-in package, so that a new built-in method or metric
+        is one file: nothing else has to import it."""
+        import pkgutil
+
+        spec = importlib.util.find_spec(package)
+        for info in pkgutil.iter_modules(spec.submodule_search_locations or []):
+            importlib.import_module(f"{package}.{info.name}")
 
     def _collect_declared(self):
         """Register every object of the builtin modules declared for this registry's kind
@@ -414,8 +429,8 @@ MODELS = Registry("model", "xai_bench.models", ("xai_bench.models",),
 MODELS.add_prefix("timm", "xai_bench.models.timm_adapter:resolve_timm_model",
                   "any timm VisionTransformer, e.g. timm:vit_small_patch16_224 (pip install "
                   "\"xai-bench[timm]\")")
-METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",))
-METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",))
+METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",), walk=True)
+METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",), walk=True)
 
 
 def register_method(obj):

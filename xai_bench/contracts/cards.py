@@ -22,30 +22,27 @@ def _registered(kind: str, name: str):
         return None
 
 
-def method_cards(names, declared: dict | None = None) -> dict:
-    """``{name: MethodCard}`` for ``names``; ``declared``: run.json's
-    ``declarations["methods"]``."""
+def _cards(kind: str, card_class, names, declared: dict | None) -> dict:
     declared = declared or {}
     out = {}
     for name in dict.fromkeys(str(n) for n in names):
         if isinstance(declared.get(name), dict):
-            out[name] = MethodCard.from_dict({**declared[name], "name": name})
+            out[name] = card_class.from_dict({**declared[name], "name": name})
         else:
-            out[name] = _registered("method", name) or MethodCard(name)
+            out[name] = _registered(kind, name) or card_class(name)
     return out
+
+
+def method_cards(names, declared: dict | None = None) -> dict:
+    """``{name: MethodCard}`` for ``names``; ``declared``: run.json's
+    ``declarations["methods"]``."""
+    return _cards("method", MethodCard, names, declared)
 
 
 def metric_cards(names, declared: dict | None = None) -> dict:
     """``{name: MetricCard}`` for ``names``; ``declared``: run.json's
     ``declarations["metrics"]``."""
-    declared = declared or {}
-    out = {}
-    for name in dict.fromkeys(str(n) for n in names):
-        if isinstance(declared.get(name), dict):
-            out[name] = MetricCard.from_dict({**declared[name], "name": name})
-        else:
-            out[name] = _registered("metric", name) or MetricCard(name)
-    return out
+    return _cards("metric", MetricCard, names, declared)
 
 
 class Cards:

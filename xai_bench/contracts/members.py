@@ -7,7 +7,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Member", "REQUIRED", "members_table", "missing_members", "callable_parameters"]
+__all__ = ["Member", "REQUIRED", "members_table", "missing_members", "callable_parameters",
+           "declared_values", "entry_name", "first_doc_line"]
 
 
 class _Required:
@@ -74,3 +75,34 @@ def callable_parameters(fn: Callable, skip: int = 0) -> dict:
             continue
         out[p.name] = REQUIRED if p.default is p.empty else p.default
     return out
+
+
+def first_doc_line(obj) -> str:
+    """The first line of the docstring of ``obj`` (of its class for an instance)."""
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    lines = (inspect.getdoc(target) or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def entry_name(obj, name: str | None, base_default: str) -> str:
+    """The name an entry is registered and shown under: ``name`` if given, else a class's own
+    ``name`` attribute (unless it is the base class's ``base_default``), else ``__name__``."""
+    if name:
+        return name
+    own = getattr(obj, "name", None)
+    if isinstance(own, str) and own and own != base_default:
+        return own
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def declared_values(target, fields) -> dict:
+    """The declarations ``target`` (class, function or instance) carries among ``fields``:
+    its non-callable, non-None attributes of those names."""
+    values = {}
+    for key in fields:
+        value = getattr(target, key, None)
+        if value is not None and not callable(value):
+            values[key] = value
+    if not values.get("description"):
+        values["description"] = first_doc_line(target)
+    return values

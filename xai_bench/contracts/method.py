@@ -24,7 +24,9 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass
 
-from xai_bench.contracts.members import REQUIRED, Member
+from xai_bench.contracts.members import (
+    REQUIRED, Member, declared_values, entry_name, first_doc_line,
+)
 from xai_bench.contracts.model import CAPABILITY_MEMBERS, has_capabilities
 from xai_bench.errors import ContractError
 
@@ -104,15 +106,12 @@ def method(name: str | None = None, *, kind: str = "other", class_agnostic: bool
     requires = (requires,) if isinstance(requires, str) else tuple(requires)
 
     def decorate(obj):
-        declared = getattr(obj, "name", None) if inspect.isclass(obj) else None
-        own = name or (declared if isinstance(declared, str) and declared != "method"
-                       else obj.__name__)
+        own = entry_name(obj, name, "method") if inspect.isclass(obj) else name or obj.__name__
         _check_card(own, kind, cost, requires, colour)
-        doc = (inspect.getdoc(obj) or "").strip().splitlines()
         own_description = getattr(obj, "description", "") if inspect.isclass(obj) else ""
         values = dict(kind=kind, class_agnostic=bool(class_agnostic), cost=float(cost),
                       requires=requires, label=label, place=place, colour=colour,
-                      description=description or own_description or (doc[0] if doc else ""))
+                      description=description or own_description or first_doc_line(obj))
         obj.name = own
         for key, value in values.items():
             setattr(obj, key, value)
@@ -128,22 +127,11 @@ def method_card(obj, name: str | None = None) -> MethodCard:
     if isinstance(obj, CheckedMethod):
         return obj.card if name is None else MethodCard(**{**obj.card.__dict__, "name": name})
     target = obj.func if hasattr(obj, "func") and hasattr(obj, "keywords") else obj  # partial
-    own = getattr(target, "name", None)
-    label = name or (own if isinstance(own, str) and own else
-                     getattr(target, "__name__", None) or type(target).__name__)
-    values = {}
-    for key in _FIELDS:
-        value = getattr(target, key, None)
-        if value is not None and not callable(value):
-            values[key] = value
+    values = declared_values(target, _FIELDS)
     if "requires" in values:
         req = values["requires"]
         values["requires"] = (req,) if isinstance(req, str) else tuple(req)
-    if not values.get("description"):
-        doc = (inspect.getdoc(target if inspect.isclass(target) or inspect.isfunction(target)
-                              else type(target)) or "").strip().splitlines()
-        values["description"] = doc[0] if doc else ""
-    card = MethodCard(name=label, **values)
+    card = MethodCard(name=entry_name(target, name, ""), **values)
     if not isinstance(card.kind, str):
         return MethodCard(**{**card.__dict__, "kind": "other"})
     return card

@@ -22,7 +22,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass
 
-from xai_bench.contracts.members import REQUIRED, Member, callable_parameters, missing_members
+from xai_bench.contracts.members import (
+    REQUIRED, Member, callable_parameters, declared_values, entry_name, first_doc_line,
+    missing_members,
+)
 from xai_bench.errors import ContractError
 
 __all__ = ["MetricCard", "metric", "metric_card", "is_metric_function", "function_parameters",
@@ -95,17 +98,14 @@ def metric(name: str | None = None, *, higher_is_better: bool, category: str = "
     sets the class's declarations. The object is returned unchanged apart from them."""
 
     def decorate(obj):
-        declared = getattr(obj, "name", None) if inspect.isclass(obj) else None
-        own = name or (declared if isinstance(declared, str) and declared != "metric"
-                       else obj.__name__)
+        own = entry_name(obj, name, "metric") if inspect.isclass(obj) else name or obj.__name__
         _check(own, category, higher_is_better, unit, chance)
-        doc = (inspect.getdoc(obj) or "").strip().splitlines()
         own_description = getattr(obj, "description", "") if inspect.isclass(obj) else ""
         values = dict(category=category, higher_is_better=higher_is_better, label=label,
                       unit=unit, chance=chance, place=place, needs_masks=bool(needs_masks),
                       needs_maps=bool(needs_maps), reexplains=bool(reexplains),
                       second_model=bool(second_model),
-                      description=description or own_description or (doc[0] if doc else ""))
+                      description=description or own_description or first_doc_line(obj))
         obj.name = own
         for key, value in values.items():
             setattr(obj, key, value)
@@ -133,14 +133,8 @@ def metric_card(obj, name: str | None = None) -> MetricCard:
     """The card of a metric (class, instance or declared function): its declared attributes,
     with the defaults of :class:`MetricCard` for what it leaves out."""
     target = obj.metric if isinstance(obj, CheckedMetric) else obj
-    own = getattr(target, "name", None)
-    label = name or (own if isinstance(own, str) and own else
-                     getattr(target, "__name__", None) or type(target).__name__)
-    values = {}
-    for key in _FIELDS:
-        value = getattr(target, key, None)
-        if value is not None and not callable(value):
-            values[key] = value
+    label = entry_name(target, name, "")
+    values = declared_values(target, _FIELDS)
     if "higher_is_better" in values:
         values["higher_is_better"] = bool(values["higher_is_better"])
     function = getattr(target, "function", None)

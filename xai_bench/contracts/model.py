@@ -25,7 +25,7 @@ from xai_bench.errors import ContractError
 
 __all__ = ["MODEL_MEMBERS", "CAPABILITY_MEMBERS", "ENCODINGS", "model_attr", "model_name",
            "capabilities", "has_capabilities", "has_attention", "has_lrp", "is_dynamic_linear",
-           "decode", "parameter_count", "check_model"]
+           "decode", "parameter_count", "check_model", "implied"]
 
 #: how ``encode`` maps RGB images in [0, 1] to the model's input
 ENCODINGS = {
@@ -81,6 +81,11 @@ CAPABILITY_MEMBERS = {
 }
 #: capabilities that build on another
 _IMPLIES = {"lrp": ("attention",)}
+
+
+def implied(capability: str) -> tuple:
+    """The capabilities that ``capability`` builds on (``lrp``: ``attention``)."""
+    return _IMPLIES.get(capability, ())
 
 
 def model_name(model) -> str:
