@@ -43,5 +43,10 @@ def measure(name, **overrides):
 
 if __name__ == "__main__":
     names = sys.argv[1:] or ["bcos_vit_nano", "bcos_vit_ti"]
+    unknown = [n for n in names if n not in xai_bench.MODELS]
+    if unknown:  # before any model is built: one line, exit 2, like the CLI
+        print(f"Error: unknown model(s) {', '.join(unknown)}; run `xai-bench list models`",
+              file=sys.stderr)
+        sys.exit(2)
     for n in names:
         measure(n, **({} if n.endswith(("nano", "micro")) else SMALL_INPUT))

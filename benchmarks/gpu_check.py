@@ -64,6 +64,12 @@ import torch
 import xai_bench
 from xai_bench.compute.precision import PRECISIONS, forward_autocast, forward_model, forward_options
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared helpers
+from bench_args import (  # noqa: E402
+    OneLineParser, at_least, check_output_dir, check_output_path, check_run_options,
+    one_line_errors,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_THROUGHPUT_MODELS = "bcos_vit_ti_87,bcos_vit_s_87,bcos_vit_b_87"
 SUITE_KEY = ["model", "method", "metric", "sample_id", "target"]
@@ -548,7 +554,7 @@ def environment(device: torch.device) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", default="gpu_check.json", help="the JSON file to write")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -561,9 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "smaller test split, evaluated with the shipped weights)")
     g.add_argument("--methods", default="all")
     g.add_argument("--metrics", default="all")
-    g.add_argument("--n-grids", type=int, default=24)
-    g.add_argument("--n-images", type=int, default=24)
-    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--n-grids", type=at_least(1), default=24)
+    g.add_argument("--n-images", type=at_least(1), default=24)
+    g.add_argument("--batch-size", type=at_least(1), default=32)
     g.add_argument("--save-records", default=None, metavar="DIR",
                    help="also write both runs' records to DIR/records_{device,cpu}.csv")
     g.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -572,22 +578,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sizes", default="b", help="model sizes of method_cost.py (default b)")
     g.add_argument("--batch-sizes", default="32")
     g.add_argument("--cost-methods", default=None, help="default: --methods")
-    g.add_argument("--repeats", type=int, default=None)
+    g.add_argument("--repeats", type=at_least(1), default=None)
     g = p.add_argument_group("3. throughput")
     g.add_argument("--throughput-models", default=DEFAULT_THROUGHPUT_MODELS)
-    g.add_argument("--throughput-batch", type=int, default=32)
-    g.add_argument("--throughput-repeats", type=int, default=3)
+    g.add_argument("--throughput-batch", type=at_least(1), default=32)
+    g.add_argument("--throughput-repeats", type=at_least(1), default=3)
     g = p.add_argument_group("4. the paper's protocol")
-    g.add_argument("--protocol-grids", type=int, default=250)
-    g.add_argument("--protocol-images", type=int, default=250)
-    g.add_argument("--gpus", type=int, default=8,
+    g.add_argument("--protocol-grids", type=at_least(1), default=250)
+    g.add_argument("--protocol-images", type=at_least(1), default=250)
+    g.add_argument("--gpus", type=at_least(1), default=8,
                    help="processes (one GPU each) for the wall-time estimate (default 8)")
-    g.add_argument("--dataset-size", type=int, default=50000,
+    g.add_argument("--dataset-size", type=at_least(1), default=50000,
                    help="test images of the selection pass (ImageNet val: 50000)")
     p.add_argument("--skip", default="", help="parts to skip: suite,cost,throughput")
     return p
 
 
+def check_arguments(parser, args, skip: set) -> None:
+    """Every argument checked before any model is built (one-line errors, exit 2): the
+    parts to skip, the suite's run options as `xai-bench run` checks them, the batch sizes and
+    the files to write."""
+    unknown = skip - {"suite", "cost", "throughput"}
+    if unknown:
+        parser.error(f"--skip: unknown part(s) {sorted(unknown)}; choose from suite, cost, "
+                     f"throughput")
+    if "suite" not in skip:
+        check_run_options(models=args.models.split(","), methods=args.methods,
+                          metrics=args.metrics, dataset=args.dataset, n_grids=args.n_grids,
+                          n_images=args.n_images, batch_size=args.batch_size, device="cpu")
+    for size in args.batch_sizes.split(","):
+        if not size.strip().isdigit() or int(size) < 1:
+            parser.error(f"--batch-sizes: {size.strip()!r} is not a positive integer")
+    check_output_path(args.out, "--out")
+    if args.save_records:
+        check_output_dir(args.save_records, "--save-records")
+
+
+@one_line_errors
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -598,12 +625,9 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available (use --device cpu)")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    check_arguments(parser, args, skip)
     report = dict(config=vars(args), environment=environment(device))
     seconds = {}
-    unknown = skip - {"suite", "cost", "throughput"}
-    if unknown:
-        parser.error(f"--skip: unknown part(s) {sorted(unknown)}; choose from suite, cost, "
-                     f"throughput")
     for short, part, run in (("suite", "suite", lambda: suite_part(args)),
                              ("cost", "method_cost", lambda: cost_part(args, device)),
                              ("throughput", "throughput", lambda: throughput_part(args, device))):

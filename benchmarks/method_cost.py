@@ -34,7 +34,7 @@ with N the mean number of masks per image of the last call (``method.last_num_ma
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 import math
 import statistics
 import sys
@@ -43,6 +43,9 @@ import time
 import torch
 
 import xai_bench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared helpers
+from bench_args import OneLineParser, at_least, one_line_errors  # noqa: E402
 
 TARGETS = {"rollout": 1.1, "finatt": 1.1, "ixg": 2.5, "inherent": 2.5, "gradsam": 2.5,
            "gradcam": 2.5, "plrp": 3.0, "chefer_lrp": 4.0}
@@ -156,16 +159,17 @@ def measure(model, method, batch_size: int, repeats: int, device, seed: int = 0,
                 flops=flops)
 
 
+@one_line_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="nano",
                         help=f"comma-separated model sizes ({', '.join(SIZES)}); default nano")
     parser.add_argument("--batch-sizes", default="1,32", help="comma-separated; default 1,32")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=at_least(1), default=None,
                         help="timed rounds per method (default: " + ", ".join(
                             f"{k} {v}" for k, v in DEFAULT_REPEATS.items()) + ")")
     parser.add_argument("--methods", default="all", help="comma-separated names or globs")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=at_least(1), default=None,
                         help="torch.set_num_threads (default: left at torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -173,9 +177,14 @@ def main(argv=None) -> int:
                              "cores (use it with --threads 1: idle threads spin)")
     args = parser.parse_args(argv)
 
+    if any(not b.strip().isdigit() or int(b) < 1 for b in args.batch_sizes.split(",")):
+        parser.error(f"--batch-sizes {args.batch_sizes!r}: give positive integers, e.g. 1,32")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        parser.error(f"--device: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     methods = xai_bench.METHODS.resolve(args.methods)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]

@@ -20,7 +20,6 @@ cores.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,6 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared helpers
+from bench_args import OneLineParser, at_least, check_output_dir, one_line_errors  # noqa: E402
 
 
 def run_once(out: Path, processes: int, threads: int, extra: list) -> dict:
@@ -55,15 +57,20 @@ def run_once(out: Path, processes: int, threads: int, extra: list) -> dict:
             "cells_total_s": info["timings"]["cells_total_s"], "run_dir": out / name}
 
 
+@one_line_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts")
-    parser.add_argument("--threads", type=int, default=1, help="OMP threads per process")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="OMP threads per process")
     parser.add_argument("--keep", default=None, help="keep the run directories here")
     parser.add_argument("extra", nargs="*", help="options for xai-bench run (after --)")
     args = parser.parse_args(argv)
     import pandas as pd
 
+    if any(not p.strip().isdigit() or int(p) < 1 for p in args.processes.split(",")):
+        parser.error(f"--processes {args.processes!r}: give positive integers, e.g. 1,2")
+    if args.keep:
+        check_output_dir(args.keep, "--keep")
     counts = [int(p) for p in args.processes.split(",")]
     if counts[0] != 1:
         counts = [1] + counts

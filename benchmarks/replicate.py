@@ -29,7 +29,6 @@ perturbation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shlex
@@ -53,6 +52,12 @@ from xai_bench.compute.inference import predict  # noqa: E402
 from xai_bench.metrics.base import MetricNotApplicable  # noqa: E402
 from xai_bench.analysis.statistics import bootstrap_interval, format_interval  # noqa: E402
 from xai_bench.training import get_recipe, train_and_save  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared helpers
+from bench_args import (  # noqa: E402
+    OneLineParser, at_least, check_output_dir, check_output_path, check_run_options,
+    one_line_errors,
+)
 
 PAIR = ("bcos_vit_nano", "vit_nano")
 POSITIONS = ("multiplicative", "additive", "embedding", "none")
@@ -271,15 +276,15 @@ def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
 # ------------------------------------------------------------------------------ main
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="cifar10", help="CIFAR-10 spec: cifar10 (torchvision) or "
                    "cifar10:PATH (ImageFolder layout or .tar.gz)")
     p.add_argument("--recipe", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    p.add_argument("--limit-train", type=int, default=None, help="first N training images")
-    p.add_argument("--replicates", type=int, default=1)
-    p.add_argument("--n-grids", type=int, default=60)
-    p.add_argument("--n-images", type=int, default=60)
+    p.add_argument("--epochs", type=at_least(1), default=None, help="override the recipe's epochs")
+    p.add_argument("--limit-train", type=at_least(1), default=None, help="first N training images")
+    p.add_argument("--replicates", type=at_least(1), default=1)
+    p.add_argument("--n-grids", type=at_least(1), default=60)
+    p.add_argument("--n-images", type=at_least(1), default=60)
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="grid pointing game: confidence an image needs to enter a grid "
                    "(the reference's 0.5; 0 keeps every correct image)")
@@ -292,11 +297,11 @@ def parse(argv):
     p.add_argument("--ablation-only", action="store_true", help="only the ablation")
     p.add_argument("--ablation-data", default="shapes", help="comma-separated: shapes and/or "
                    "the CIFAR-10 spec (cifar10 = --data)")
-    p.add_argument("--ablation-replicates", type=int, default=None,
+    p.add_argument("--ablation-replicates", type=at_least(1), default=None,
                    help="replicates per positional prior (default: --replicates)")
-    p.add_argument("--ablation-epochs", type=int, default=None)
-    p.add_argument("--ablation-limit-train", type=int, default=None)
-    p.add_argument("--ablation-grids", type=int, default=60)
+    p.add_argument("--ablation-epochs", type=at_least(1), default=None)
+    p.add_argument("--ablation-limit-train", type=at_least(1), default=None)
+    p.add_argument("--ablation-grids", type=at_least(1), default=60)
     p.add_argument("--note", default="", help="a paragraph for the page, e.g. what else "
                    "shared the machine while the models trained")
     p.add_argument("--quiet", action="store_true")
@@ -316,8 +321,25 @@ def _metric_params(args) -> dict:
     return {"grid_pointing_game": {"confidence_threshold": args.confidence_threshold}}
 
 
+def check_arguments(args) -> None:
+    """Everything the run will need, checked before any training (one-line errors): the run
+    options as `xai-bench run` checks them, every ablation data set, the output locations."""
+    if not args.ablation_only:
+        check_run_options(models=list(PAIR), methods=args.methods, metrics=args.metrics,
+                          dataset=args.data, n_grids=args.n_grids, n_images=args.n_images,
+                          replicates=args.replicates, device=args.device,
+                          metric_params=_metric_params(args))
+    if args.ablation or args.ablation_only:
+        for spec in [s.strip() for s in args.ablation_data.split(",") if s.strip()]:
+            get_dataset(args.data if spec == "cifar10" else spec, "test")
+    check_output_dir(args.out, "--out")
+    check_output_path(args.docs, "--docs")
+
+
+@one_line_errors
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    check_arguments(args)
     out = Path(args.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     wall, pair_meta, results, ablations = {}, [], None, []

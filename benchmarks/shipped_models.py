@@ -20,7 +20,6 @@ them the two can agree exactly; elsewhere they differ by float32 summation order
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,6 +38,9 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS  # noqa: E402
 from xai_bench.training.shipped import MANIFEST, SHIPPED_DIR, manifest_entry, read_manifest  # noqa: E402,E501
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts' shared helpers
+from bench_args import OneLineParser, check_output_path, one_line_errors  # noqa: E402
 
 #: intra-op threads of the training runs (the shipped files were trained with 1)
 TRAIN_THREADS = 1
@@ -122,13 +124,17 @@ def compare(json_out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@one_line_errors
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--write", action="store_true", help="train and register the shipped models")
     p.add_argument("--json", default="shipped_models.json", help="where the comparison goes")
     args = p.parse_args(argv)
+    if not args.write:
+        check_output_path(args.json, "--json")
     write() if args.write else compare(Path(args.json))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

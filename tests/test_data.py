@@ -1,5 +1,6 @@
 import io
 import os
+import hashlib
 import tarfile
 from pathlib import Path
 
@@ -16,8 +17,9 @@ USER_DATA_ENV = os.environ.get("XAI_BENCH_DATA")  # before the autouse fixture r
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-    """Never touch the user's data cache from tests."""
+    """Never touch the user's data or file-hash caches from tests."""
     monkeypatch.setenv("XAI_BENCH_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("XAI_BENCH_CACHE", str(tmp_path / "xai-cache"))
 
 
 # ------------------------------------------------------------------------ synthetic shapes
@@ -212,7 +214,8 @@ def test_cifar10_from_imagefolder_tar(tmp_path):
     assert train.images.shape == (6, 3, 32, 32) and train.images.dtype == torch.uint8
     assert test.labels.tolist() == [0, 0, 1, 1] and test.image_size == (32, 32)
     extracted = list((cache_dir() / "extracted").iterdir())
-    assert [p.name for p in extracted] == [f"fake-cifar-{archive.stat().st_size}"]
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert [p.name for p in extracted] == [f"fake-cifar-{sha[:16]}"]  # keyed by content
     # batched torchvision decoding agrees with Pillow
     first = extracted[0] / "fake-cifar" / "test" / "cat" / "0000.jpg"
     assert torch.equal(test.images[0], read_rgb(first))
@@ -229,7 +232,7 @@ def test_cifar10_from_imagefolder_tar(tmp_path):
 def test_cifar10_folder_errors(tmp_path):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not a tar file")
-    with pytest.raises(DataError, match="cannot extract"):
+    with pytest.raises(DataError, match="bad.tar.gz is corrupt .*; download it again"):
         get_dataset(f"cifar10:{bad}")
     (tmp_path / "nosplit" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match="no 'test' folder"):

@@ -1,6 +1,7 @@
 """Multi-process runs (xai_bench.run.distributed): torchrun with gloo on CPU gives the records of a
 single-process run, a killed job resumes with any number of processes, claims are exclusive."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -167,3 +168,164 @@ def test_a_multi_process_run_needs_a_run_directory(monkeypatch):
     monkeypatch.setattr(distributed, "_RANKS", Ranks(rank=0, world=2))
     with pytest.raises(RunError, match="run directory"):
         Runner(RunConfig(methods=["uniform"], metrics=["deletion"], out=None), progress=False)
+
+
+# ---- many processes fail like one (issue 22) ---------------------------------------------------
+QUICK = ["run", "--methods", "uniform", "--metric", "deletion", "--n-images", "2",
+         "--no-plots", "--no-progress"]
+
+
+def _quick(out, processes, launcher="torchrun", *more):
+    if launcher == "flag":
+        return [sys.executable, "-m", "xai_bench", *QUICK, "--out", str(out), "--name", "q",
+                "--processes", str(processes), *more]
+    return [TORCHRUN, "--standalone", f"--nproc-per-node={processes}", "-m", "xai_bench",
+            *QUICK, "--out", str(out), "--name", "q", *more]
+
+
+def _error_lines(text):
+    return [line for line in text.splitlines() if line.startswith("Error:")]
+
+
+def _no_worker_traceback(stderr):
+    """No worker printed a traceback (torchrun's own command prints one for ChildFailedError,
+    naming the workers' exit codes: that is torchrun's, not ours)."""
+    assert "[rank" not in stderr and "Connection closed" not in stderr
+    assert "DistNetworkError" not in stderr and "xai_bench/" not in stderr
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_a_locked_run_directory_stops_every_rank_with_the_same_line(tmp_path):
+    """Only rank 0 takes the lock; rank 1 used to die in its first broadcast with gloo's
+    "Connection closed by peer" traceback."""
+    import fcntl
+
+    run_dir = tmp_path / "q"
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        done = subprocess.run(_quick(tmp_path, 2), env=_env(tmp_path), capture_output=True,
+                              text=True, timeout=300)
+    lines = _error_lines(done.stderr)
+    assert done.returncode != 0 and len(lines) == 2 and lines[0] == lines[1], done.stderr
+    assert "in use by process 4242" in lines[0] and "--name" in lines[0]
+    _no_worker_traceback(done.stderr)
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # the other job's, intact
+
+
+def test_an_unwritable_out_stops_every_process_with_the_same_line(tmp_path):
+    """--out under a regular file (unwritable even as root): rank 0 finds it, every worker
+    says it once, exit 2, no traceback anywhere (`--processes 2` is torchrun's agent
+    in-process, quiet about the workers' exits)."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    done = subprocess.run(_quick(tmp_path / "a-file" / "out", 2, "flag"), env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    lines = _error_lines(done.stderr)
+    assert done.returncode == 2 and len(lines) == 2 and lines[0] == lines[1], done.stderr
+    assert "a-file" in lines[0] and "--out" in lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("value, launcher", [("0", "torchrun"), ("abc", "flag")])
+def test_a_malformed_barrier_timeout_is_one_line_before_any_rendezvous(tmp_path, value,
+                                                                       launcher):
+    if launcher == "torchrun" and TORCHRUN is None:
+        pytest.skip("torchrun is not installed")
+    env = dict(_env(tmp_path), XAI_BENCH_DIST_TIMEOUT_S=value)
+    done = subprocess.run(_quick(tmp_path, 2, launcher), env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = _error_lines(done.stderr)
+    # torchrun: each worker refuses before its rendezvous; --processes: the launcher, once
+    assert len(lines) == (2 if launcher == "torchrun" else 1), done.stderr
+    assert f"XAI_BENCH_DIST_TIMEOUT_S={value!r} is not a positive number" in lines[0]
+    assert done.returncode == (2 if launcher == "flag" else 1)
+    _no_worker_traceback(done.stderr)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", " "])
+def test_barrier_timeout_values(monkeypatch, value):
+    from xai_bench.errors import ConfigError
+    from xai_bench.run.distributed import DEFAULT_TIMEOUT_S, barrier_timeout_s
+
+    monkeypatch.setenv("XAI_BENCH_DIST_TIMEOUT_S", value)
+    if value.strip():
+        with pytest.raises(ConfigError, match="positive number of seconds; set it to"):
+            barrier_timeout_s()
+    else:  # blank: unset
+        assert barrier_timeout_s() == DEFAULT_TIMEOUT_S
+    monkeypatch.setenv("XAI_BENCH_DIST_TIMEOUT_S", "2.5")
+    assert barrier_timeout_s() == 2.5
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper has stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(TORCHRUN is None or not Path("/proc/self/stat").exists(),
+                    reason="torchrun or /proc is missing")
+def test_workers_stop_when_their_launcher_is_killed(tmp_path):
+    """kill -9 of `xai-bench run --processes 2` alone (its own session, like a scheduler
+    killing the job's leader): the workers, in sessions of their own, notice and stop."""
+    job = subprocess.Popen(_command(tmp_path, "orphans", 2, launcher="flag"),
+                           env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: list = []
+    try:
+        deadline = time.time() + 120
+        cells = tmp_path / "orphans" / "cells"
+        while time.time() < deadline and job.poll() is None:  # both working
+            workers = [p for p in _descendants(job.pid) if _alive(p)]
+            if len(workers) >= 2 and cells.is_dir():
+                break
+            time.sleep(0.1)
+        assert job.poll() is None and len(workers) >= 2, "the job ended before the kill"
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "workers outlived their launcher"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_parts_of_committed_cells_are_removed_by_a_resume(tmp_path):
+    """Parts a killed invocation left after committing their cell (or cut differently) are
+    removed by the next run, and with them the parts folder."""
+    from xai_bench.run.plan import part_key
+    from xai_bench.run.store import RunStore
+
+    cfg = RunConfig(models=["vit_nano"], methods=["uniform"], metrics=["grid_pointing_game"],
+                    n_grids=5, batch_size=8, out=str(tmp_path), name="p")
+    Runner(cfg, progress=False, log=lambda *_: None).run()
+    parts = RunStore(tmp_path / "p", folder="parts")
+    key = "vit_nano__uniform__grid_pointing_game"
+    assert RunStore(tmp_path / "p").read(key)[0] is not None
+    for part in (0, 2, 7):  # as if the job was killed between the commit and the clean-up
+        parts.write(part_key(key, part), {"identity": {}, "part": part, "n_parts": 3},
+                    {"values": __import__("numpy").zeros(2)})
+    resumed = Runner(cfg, progress=False, log=lambda *_: None)
+    resumed.run()
+    assert not resumed.computed and not (tmp_path / "p" / "parts").exists()
+
+
+def test_removing_a_cells_parts_keeps_the_other_cells_parts(tmp_path):
+    from xai_bench.run.store import MemoryStore, RunStore
+
+    for store in (RunStore(tmp_path, folder="parts"), MemoryStore()):
+        for key in ("m__a__d__part0000", "m__a__d__part0003", "m__a__dd__part0000"):
+            store.write(key, {"identity": {}})
+        store.remove_parts(["m__a__d"])
+        assert store.read("m__a__d__part0000")[0] is None
+        assert store.read("m__a__d__part0003")[0] is None
+        assert store.read("m__a__dd__part0000")[0] is not None

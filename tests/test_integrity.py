@@ -279,6 +279,35 @@ def test_objects_through_evaluate_and_contract_violations_are_errors(ckpts, trai
     assert broken.counts["error"] == 4
 
 
+def zero_weights(model, x, targets):
+    """Breaks the rule that methods leave the shared model alone."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return x.abs().sum(1)
+
+
+@pytest.mark.parametrize("batch_size", [8, 2], ids=["whole-cells", "cells-in-parts"])
+def test_a_method_that_changes_the_weights_is_an_error_and_the_model_restored(shapes_small,
+                                                                              batch_size):
+    """The next method's records are those of a run without the culprit, and the caller's
+    model is left as it was (4 images: batch 2 computes the cells in parts)."""
+    model = xai_bench.get_model("vit_nano", embed_dim=32, depth=1, num_heads=2,
+                                stem_channels=(8, 16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = dict(models=[model], metrics=["mask_localisation", "pixel_perturbation"],
+                  dataset=shapes_small[1], n_images=4, n_grids=2, batch_size=batch_size)
+    clean = xai_bench.evaluate(methods=["ixg"], **kwargs).records
+    frame = xai_bench.evaluate(methods=[zero_weights, "ixg"], **kwargs).records
+    broken = frame[frame["method"] == "zero_weights"]
+    assert set(broken["metric"]) == {"mask_localisation", "pixel_perturbation"}
+    assert (broken["status"] == "error").all()
+    assert broken["message"].str.contains("method 'zero_weights' changed the model's").all()
+    pd.testing.assert_frame_equal(frame[frame["method"] == "ixg"].reset_index(drop=True),
+                                  clean.reset_index(drop=True), check_dtype=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 def test_model_without_optional_members_runs(shapes_small):
     """A model with exactly the documented core members (no num_parameters, family, config)."""
 

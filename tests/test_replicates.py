@@ -62,15 +62,21 @@ def test_per_replicate_checkpoints_by_index_or_glob(tmp_path, pair_checkpoints):
 
     vit = pair_checkpoints["vit_nano"]
     (tmp_path / "ck").mkdir()
-    for r in range(2):
-        shutil.copy(vit, tmp_path / "ck" / f"vit_{r}.pt")
+    # two different files: one file for two replicates is refused (tests/test_bad_input_run.py)
+    from xai_bench.storage.checkpoint import save_checkpoint
+    from xai_bench.training import RECIPES
+
+    shutil.copy(vit, tmp_path / "ck" / "vit_0.pt")
+    torch.manual_seed(1)
+    other = str(save_checkpoint(tmp_path / "ck" / "vit_1.pt", xai_bench.get_model("vit_nano"),
+                                "vit_nano", "shapes", RECIPES["conventional-quick"], {}))
     base = dict(models=["vit_nano"], methods=["uniform"], metrics=["mask_localisation"],
                 n_images=2, replicates=2, out=str(tmp_path / "out"))
     by_glob = Runner(RunConfig(checkpoints={"vit_nano": str(tmp_path / "ck" / "vit_*.pt")},
                                **base), **QUIET)
     assert by_glob.checkpoints == {"vit_nano": str(tmp_path / "ck" / "vit_0.pt"),
                                    "vit_nano@1": str(tmp_path / "ck" / "vit_1.pt")}
-    by_index = Runner(RunConfig(checkpoints={"vit_nano": vit, "vit_nano@1": vit}, **base),
+    by_index = Runner(RunConfig(checkpoints={"vit_nano": vit, "vit_nano@1": other}, **base),
                       **QUIET)
     assert sorted(by_index.checkpoints) == ["vit_nano", "vit_nano@1"]
     with pytest.raises(ConfigError, match="no checkpoint for replicate"):
@@ -80,7 +86,7 @@ def test_per_replicate_checkpoints_by_index_or_glob(tmp_path, pair_checkpoints):
                          **base), **QUIET)
     result = CliRunner().invoke(main, [
         "run", "--models", "vit_nano", "--replicates", "2", "--checkpoint",
-        f"vit_nano@0={vit}", "--checkpoint", f"vit_nano@1={vit}", "--methods", "uniform",
+        f"vit_nano@0={vit}", "--checkpoint", f"vit_nano@1={other}", "--methods", "uniform",
         "--metric", "mask_localisation", "--n-images", "2", "--out", str(tmp_path / "cli"),
         "--no-progress", "--no-plots"])
     assert result.exit_code == 0, result.output

@@ -25,7 +25,9 @@ from xai_bench.analysis.comparisons import COMPARISON_COLUMNS, compare
 from xai_bench.analysis.ranks import BEST_COLUMNS, RANK_COLUMNS, best_methods, rank_groups
 from xai_bench.analysis.summary import SUMMARY_COLUMNS, summarise
 from xai_bench.errors import ConfigError, XaiBenchError
-from xai_bench.storage.results import ResultsError, read_table
+from xai_bench.storage.results import (
+    ResultsError, check_booleans, check_numbers, read_table,
+)
 
 __all__ = ["AnalysisOptions", "StatisticsTable", "TABLES", "register_table", "analyse",
            "write_statistics", "read_statistics", "run_seed"]
@@ -217,6 +219,32 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: further number columns of the stored tables (counts, ranks, the runner-up's numbers)
+_MORE_NUMBERS = ("n", "n_methods", "n_replicates", "n_first", "rank", "mean_a", "mean_b",
+                 "best_ci_low", "best_ci_high", "runner_up_mean", "runner_up_ci_low",
+                 "runner_up_ci_high")
+#: the columns whose values identify one row of a stored table (a repeat is a duplicate)
+_ROW_KEYS = {"summary": ("model", "method", "metric", "replicate")}
+
+
+def _read_stored(path: Path, table: StatisticsTable) -> pd.DataFrame:
+    """A stored statistics table, checked: its columns, numbers where numbers belong (blank
+    is allowed: an undefined interval), ``higher_is_better`` a boolean, no repeated row;
+    the first bad row is a one-line :class:`ResultsError` naming the file and line."""
+    frame = read_table(path, table.columns)
+    numbers = [c for c in (*_NUMBERS, *_MORE_NUMBERS, "replicate") if c in frame]
+    frame = check_numbers(frame, path, numbers)
+    frame = check_booleans(frame, path, "higher_is_better", blank=True)
+    key = list(_ROW_KEYS.get(table.name, ()))
+    if key and frame.duplicated(subset=key).any():
+        index = frame.duplicated(subset=key).idxmax()
+        raise ResultsError(f"{path} line {frame.index.get_loc(index) + 2}: a second row for "
+                           f"{'/'.join(str(frame.at[index, c]) for c in key)} "
+                           f"({', '.join(key)}); remove it or rerun the `xai-bench run` "
+                           f"command that made it")
+    return frame
+
+
 def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
     """The statistics tables of a run directory as DataFrames by name (every registered table
     that applies to the run). Tables the directory lacks (a run written before they
@@ -226,7 +254,7 @@ def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
     one-line :class:`~xai_bench.storage.results.ResultsError`."""
     run_dir = Path(run_dir)
     info = info or {}
-    stored = {name: _typed(read_table(run_dir / f"{name}.csv", table.columns))
+    stored = {name: _typed(_read_stored(run_dir / f"{name}.csv", table))
               for name, table in TABLES.items() if (run_dir / f"{name}.csv").is_file()}
     options = AnalysisOptions(seed=run_seed(info), claims=True,
                               declarations=info.get("declarations"))

@@ -49,14 +49,24 @@ def friendly_errors(fn):
 
 def parse_key_values(items, what="--model-arg", parse: bool = True) -> dict:
     """``key=value`` strings -> dict with int/float/bool/None/tuple/str values (strings only
-    with ``parse=False``)."""
-    out = {}
+    with ``parse=False``). A key given twice with different values is refused (the last would
+    win silently)."""
+    out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{what} expects key=value, got '{item}'")
+        _refuse_second_value(out, key.strip(), value.strip(), what)
         out[key.strip()] = parse_value(value.strip()) if parse else value.strip()
     return out
+
+
+def _refuse_second_value(given: dict, key: str, value: str, option: str,
+                         label: str | None = None) -> None:
+    """``key`` may be repeated only with the value it already has."""
+    if key in given and str(given[key]) != value and given[key] != parse_value(value):
+        raise UsageError(f"{option} {label or key} given twice, as '{given[key]}' and "
+                         f"'{value}': pass it once (the last would win silently)")
 
 
 def dotted_params(items, option: str, owner: str, example: str) -> dict:
@@ -68,5 +78,8 @@ def dotted_params(items, option: str, owner: str, example: str) -> dict:
         name, dot, param = key.strip().partition(".")
         if not sep or not dot or not name or not param:
             raise UsageError(f"{option} expects {owner}.KEY=VALUE (e.g. {example}), got '{item}'")
-        out.setdefault(name, {})[param.strip()] = parse_value(value.strip())
+        params = out.setdefault(name, {})
+        _refuse_second_value(params, param.strip(), value.strip(), option,
+                             f"{name}.{param.strip()}")
+        params[param.strip()] = parse_value(value.strip())
     return out

@@ -8,6 +8,11 @@ method (takes no parameters). :func:`resolve_parameters` returns the complete pa
 after defaults, which is what results record and what identifies a cell; unknown keys, missing
 required ones and values of the wrong type are one-line :class:`ConfigError` s with
 suggestions.
+
+A class or function may declare the valid values of its parameters next to them, as
+``PARAMETER_CHECKS = {"blur_kernel": odd_integer(1, 255), ...}`` (the helpers below), so that a
+value out of range (``fractions=0,nan``, ``blur_kernel=100001``) is refused with one line
+before any work instead of failing inside a cell or changing the measurement silently.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable
 
 from xai_bench.errors import ConfigError
 from xai_bench.contracts.members import REQUIRED, callable_parameters
 from xai_bench.contracts.metric import function_parameters, is_metric_function
 
-__all__ = ["entry_parameters", "resolve_parameters", "build_entry", "is_method_function"]
+__all__ = ["entry_parameters", "resolve_parameters", "build_entry", "is_method_function",
+           "Valid", "integer", "number", "odd_integer", "one_of", "or_none", "or_literal",
+           "fractions_0_to_1", "check_parameter_values"]
 
 #: the positional call arguments of a method function
 _METHOD_CALL_ARGS = 3
@@ -44,6 +55,109 @@ def entry_parameters(entry, kind: str = "method") -> dict:
         return callable_parameters(entry)
     return {}  # a ready-made method object
 
+
+# ---- declared valid values ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Valid:
+    """The valid values of one parameter: ``test(value) -> bool``, and ``wants``, what the
+    error message says the value must be."""
+
+    wants: str
+    test: Callable
+
+    def __call__(self, value) -> bool:
+        try:
+            return bool(self.test(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _bounds_text(low, high) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f">= {low}"
+    return f"<= {high}" if low is None else f"in {low}..{high}"
+
+
+def integer(low=None, high=None) -> Valid:
+    """An integer in ``low..high`` (either bound may be left open)."""
+    return Valid(f"an integer {_bounds_text(low, high)}".rstrip(),
+                 lambda v: _is_int(v) and (low is None or v >= low)
+                 and (high is None or v <= high))
+
+
+def odd_integer(low, high) -> Valid:
+    """An odd integer in ``low..high`` (a kernel with a centre pixel)."""
+    return Valid(f"an odd integer in {low}..{high}",
+                 lambda v: _is_int(v) and low <= v <= high and v % 2 == 1)
+
+
+def number(low=None, high=None, *, above=None, below=None) -> Valid:
+    """A finite number with ``low <= v <= high`` and ``above < v < below`` (any may be
+    left out)."""
+    parts = [f">= {low}" if low is not None else "", f"> {above}" if above is not None else "",
+             f"<= {high}" if high is not None else "", f"< {below}" if below is not None else ""]
+    wants = " and ".join(p for p in parts if p)
+    return Valid(f"a finite number {wants}".rstrip(),
+                 lambda v: _is_finite(v) and (low is None or v >= low)
+                 and (high is None or v <= high) and (above is None or v > above)
+                 and (below is None or v < below))
+
+
+def one_of(*allowed) -> Valid:
+    return Valid(f"one of {', '.join(repr(a) for a in allowed)}", lambda v: v in allowed)
+
+
+def or_none(valid: Valid) -> Valid:
+    return Valid(f"{valid.wants} or none", lambda v: v is None or valid(v))
+
+
+def or_literal(valid: Valid, literal) -> Valid:
+    return Valid(f"{valid.wants} or {literal!r}", lambda v: v == literal or valid(v))
+
+
+def _increasing_fractions(values) -> bool:
+    values = list(values)
+    return (len(values) >= 2 and all(_is_finite(v) and 0 <= v <= 1 for v in values)
+            and values[0] == 0 and all(b > a for a, b in zip(values, values[1:])))
+
+
+def fractions_0_to_1() -> Valid:
+    """At least two finite fractions, starting at 0, strictly increasing, at most 1."""
+    return Valid("a comma list of at least two finite fractions that starts at 0, increases "
+                 "strictly and stays <= 1", _increasing_fractions)
+
+
+def declared_checks(entry) -> dict:
+    """``{parameter: Valid}`` that ``entry`` (a class, function or object) declares."""
+    checks = getattr(entry, "PARAMETER_CHECKS", None)
+    return dict(checks) if isinstance(checks, dict) else {}
+
+
+def check_parameter_values(kind: str, name: str, entry, params: dict) -> None:
+    """Every value of ``params`` that ``entry`` declares a check for passes it (else one
+    :class:`ConfigError` naming the parameter, what it must be and the value)."""
+    for key, valid in declared_checks(entry).items():
+        if key in params and params[key] is not REQUIRED and not valid(params[key]):
+            value = params[key]
+            shown = ",".join(map(repr, value)) if isinstance(value, (list, tuple)) else repr(value)
+            raise ConfigError(f"parameter '{key}' of {kind} '{name}' must be {valid.wants}, "
+                              f"got {shown}; pass --{kind}-arg {name}.{key}=VALUE with a "
+                              f"valid value")
+
+
+# ---- types and defaults --------------------------------------------------------------------
 
 def _type_ok(default, value) -> bool:
     if default is None or default is REQUIRED:
@@ -88,6 +202,7 @@ def resolve_parameters(kind: str, name: str, entry, given: dict | None = None) -
         raise ConfigError(f"{kind} '{name}' needs the parameter(s) {', '.join(missing)}")
     resolved = {k: d for k, d in known.items() if d is not REQUIRED}
     resolved.update(given)
+    check_parameter_values(kind, name, entry, resolved)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
 
 

@@ -3,8 +3,9 @@
 * ``cifar10``: ``torchvision.datasets.CIFAR10`` under ``cache_dir()/cifar10`` (downloaded
   once), held in memory.
 * ``cifar10:PATH``: a directory with ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``
-  (optionally inside one wrapping folder), or a ``.tar.gz`` of it — extracted once
-  (atomically) into ``cache_dir()/extracted/<archive name>-<size>``; decoded splits are cached
+  (optionally inside one wrapping folder), or a ``.tar.gz`` of it — verified completely and
+  extracted once (atomically) into ``cache_dir()/extracted/<archive name>-<SHA-256 prefix>``
+  (:mod:`xai_bench.data.archives`); decoded splits are cached
   there as uint8 tensors, so later loads take well under a second. Held in memory.
 * ``imagefolder:PATH`` / ``imagenet:PATH``: lazily loaded ImageFolders (resize + centre crop).
   ``imagenet:PATH`` applies the standard evaluation transform (shorter side resized to 256,
@@ -25,21 +26,18 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from xai_bench.data.archives import ARCHIVE_SUFFIXES, unpack_verified
 from xai_bench.data.errors import DataError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "validation")}
 _TENSOR_CACHE_VERSION = 1
 
@@ -126,51 +124,10 @@ def cifar10_torchvision(split: str, download: bool = True, image_size=None,
                               ds.classes, "cifar10")
 
 
-def _safe_members(tar: tarfile.TarFile, dest: Path):
-    """Members that stay inside ``dest`` (for Pythons without tarfile's ``data`` filter)."""
-    dest = dest.resolve()
-    for m in tar.getmembers():
-        target = (dest / m.name).resolve()
-        if not (m.isfile() or m.isdir()) or not str(target).startswith(str(dest) + os.sep):
-            continue  # skip links, devices and anything escaping the destination
-        yield m
-
-
 def extract_once(archive: Path) -> Path:
-    """Extract ``archive`` into ``cache_dir()/extracted/<name>-<size>`` once and reuse it.
-    Extraction goes to a temporary sibling directory that is renamed into place, so a
-    partial extraction is never used (and concurrent extractions are harmless)."""
-    archive = Path(archive)
-    name = archive.name
-    for suffix in ARCHIVE_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    target = cache_dir() / "extracted" / f"{name}-{archive.stat().st_size}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-extract-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tar.extractall(tmp, members=_safe_members(tar, tmp))
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process got there first
-    except (tarfile.TarError, EOFError, OSError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"cannot extract {archive}: {type(e).__name__}: {e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    """``archive`` unpacked once into ``cache_dir()/extracted/<name>-<SHA-256 prefix>`` and
+    reused; verified completely first (see :mod:`xai_bench.data.archives`)."""
+    return unpack_verified(Path(archive), cache_dir() / "extracted")
 
 
 def _split_dir(path: Path, split: str) -> Path | None:
@@ -202,17 +159,42 @@ def _class_files(root: Path):
     return classes, files
 
 
+#: single-channel modes of more than 8 bits, which ``convert("RGB")`` clips at 255 (a 16-bit
+#: grey PNG comes out white); 16-bit RGB(A) PNGs Pillow itself reduces to 8 bits correctly
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _rgb_uint8(im, path):
+    """uint8 (H, W, 3) of a Pillow image in any mode: 16-bit grey scaled by 255/65535, float
+    grey taken as [0, 1]; palette, grey+alpha, RGBA, CMYK ... through ``convert("RGB")``
+    (alpha dropped)."""
+    import numpy as np
+
+    if im.mode in WIDE_GREY_MODES or im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
+                raise DataError(f"image {path} has floating-point pixels outside [0, 1] (or "
+                                f"not finite): convert it to an 8- or 16-bit image")
+            grey = grey * 255.0
+        else:  # 16-bit range (mode "I" is how older Pillows open 16-bit PNGs)
+            grey = np.clip(grey, 0, 65535) * (255.0 / 65535.0)
+        grey = np.rint(grey).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    return np.asarray(im.convert("RGB")).copy()
+
+
 def read_rgb(path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB of an image file (Pillow: any format, any colour mode).
+    """uint8 (3, H, W) RGB of an image file (Pillow: any format, any colour mode; 16-bit grey
+    scaled to 8 bits, not clipped: :func:`_rgb_uint8`).
 
     A file that cannot be read or decoded (truncated, not an image, gone) is a one-line
     :class:`DataError` naming it and the fix."""
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+            return torch.from_numpy(_rgb_uint8(im, path)).permute(2, 0, 1)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise DataError(f"image {path} cannot be read ({e.strerror or type(e).__name__}): "
                         f"check the data set's files and permissions") from None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from xai_bench.contracts.method import method
+from xai_bench.contracts.parameters import integer
 from xai_bench.methods.base import AttributionMethod, token_readout, upsample_token_map
 from xai_bench.compute.modes import eval_mode
 
@@ -101,6 +102,9 @@ class Rollout(_AttentionMethod):
     """Attention rollout (Abnar & Zuidema): product of row-normalised (mean-head attention + I)
     from block ``start_layer`` (0-based, default 1 as in Chefer et al.'s evaluation) to the
     last block, later blocks on the left (class-agnostic)."""
+
+    # the upper bound depends on the model's depth: checked when it runs
+    PARAMETER_CHECKS = {"start_layer": integer(0)}
 
     def __init__(self, start_layer: int = 1):
         super().__init__(start_layer=start_layer)

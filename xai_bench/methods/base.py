@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from xai_bench.contracts.method import DEFAULT_METHOD_COST, method  # noqa: F401
+from xai_bench.contracts.parameters import check_parameter_values
 from xai_bench.errors import NotApplicable
 from xai_bench.contracts.model import has_attention, has_capabilities, model_attr, model_name
 
@@ -50,9 +51,15 @@ class AttributionMethod:
     label: str = ""
     place: float | None = None
     colour: str | None = None
+    #: {parameter: Valid} of xai_bench.contracts.parameters: the valid values of the
+    #: parameters, checked before any work
+    PARAMETER_CHECKS: dict = {}
 
     def __init__(self, **params):
         self.params = dict(params)
+        # the declared valid values (PARAMETER_CHECKS) also hold for an object built directly
+        check_parameter_values("method", getattr(self, "name", type(self).__name__), type(self),
+                               self.params)
 
     def applies_to(self, model) -> bool:
         """Whether the model has every capability the method ``requires``."""

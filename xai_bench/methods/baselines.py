@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from xai_bench.contracts.method import method
+from xai_bench.contracts.parameters import integer, number
 from xai_bench.methods.base import AttributionMethod
 from xai_bench.compute.seeding import content_seed, cpu_generator
 
@@ -20,6 +21,8 @@ class RandomMap(AttributionMethod):
     the target and of the image's position in the batch (a batched call equals the per-image
     calls), identical on CPU and GPU. The map has the input's floating dtype (the default
     dtype for integer inputs)."""
+
+    PARAMETER_CHECKS = {"seed": integer()}
 
     def __init__(self, seed: int = 0):
         super().__init__(seed=int(seed))
@@ -49,6 +52,8 @@ class UniformMap(AttributionMethod):
 class CentreMap(AttributionMethod):
     """A centred Gaussian bump ``exp(-d²/(2σ²))``, ``d`` the distance from the image centre and
     ``σ = sigma`` in units of the image size (per axis): the centre bias."""
+
+    PARAMETER_CHECKS = {"sigma": number(above=0)}
 
     def __init__(self, sigma: float = 0.25):
         if not sigma > 0:

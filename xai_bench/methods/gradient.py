@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from xai_bench.contracts.method import method
+from xai_bench.contracts.parameters import integer, one_of, or_literal
 from xai_bench.methods.base import AttributionMethod
 from xai_bench.compute.modes import eval_mode
 
@@ -78,6 +79,12 @@ class IntegratedGradients(AttributionMethod):
     chunking changes the maps only at float rounding (captum sums the steps chunk by
     chunk)."""
 
+
+    #: captum's integration rules
+    RULES = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
+             "riemann_trapezoid")
+    PARAMETER_CHECKS = {"n_steps": integer(1), "method": one_of(*RULES),
+                        "chunk_size": or_literal(integer(1), "auto")}
 
     def __init__(self, n_steps: int = 50, method: str = "gausslegendre",
                  chunk_size: int | str = "auto"):

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 from xai_bench.methods.attention import check_start_layer
 from xai_bench.contracts.method import method
+from xai_bench.contracts.parameters import integer, one_of
 from xai_bench.methods.base import AttributionMethod, token_readout, upsample_token_map
-from xai_bench.models.lrp import check_rules
+from xai_bench.models.lrp import RULES, check_rules
 from xai_bench.compute.modes import eval_mode
 
 
@@ -150,6 +151,9 @@ class CheferLRP(_LRPMethod):
     Ā = mean_h((∇A ⊙ R_A)⁺), from block ``start_layer`` (0-based, default 1), mean over query
     rows; the identity's direct path is left out unless ``include_identity`` (module doc)."""
 
+    # the upper bound depends on the model's depth: checked when it runs
+    PARAMETER_CHECKS = {"start_layer": integer(0)}
+
     def __init__(self, start_layer: int = 1, include_identity: bool = False):
         super().__init__(start_layer=start_layer, include_identity=bool(include_identity))
 
@@ -174,6 +178,8 @@ class PartialLRP(_LRPMethod):
     partial-LRP baseline does: separately normalised α-β paths and
     plain LRP-0 residuals; ``rules="chefer"`` uses the rules of their own method (earlier
     versions of ``plrp``). See :mod:`xai_bench.models.lrp`."""
+
+    PARAMETER_CHECKS = {"rules": one_of(*RULES)}
 
     def __init__(self, rules: str = "lrp"):
         super().__init__(rules=check_rules(rules))

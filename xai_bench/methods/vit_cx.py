@@ -80,6 +80,7 @@ import torch.nn.functional as F
 
 from xai_bench.compute.chunking import chunk_size, remember_limit, run_chunked
 from xai_bench.contracts.method import method
+from xai_bench.contracts.parameters import integer, number, one_of
 from xai_bench.contracts.model import decode as decode_input
 from xai_bench.methods.base import AttributionMethod, is_vit
 from xai_bench.compute.modes import eval_mode
@@ -187,6 +188,9 @@ class ViTCX(AttributionMethod):
 
     #: where masks and noise are applied: the RGB image before encoding, or the encoded input
     PERTURB_SPACES = ("rgb", "model")
+    PARAMETER_CHECKS = {"noise_sd": number(0), "distance_threshold": number(0),
+                        "seed": integer(), "chunk_size": integer(1),
+                        "perturb_space": one_of(*PERTURB_SPACES)}
 
     def __init__(self, noise_sd: float = 0.1, distance_threshold: float = 0.1, seed: int = 0,
                  chunk_size: int = 64, shared_noise: bool = False, perturb_space: str = "model"):

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from xai_bench.contracts.parameters import check_parameter_values
 from xai_bench.errors import NotApplicable
 
 __all__ = ["Metric", "SampleMetric", "MetricResult", "MetricNotApplicable", "join_parts"]
@@ -113,9 +114,15 @@ class Metric:
     needs_masks: bool = False
     reexplains: bool = False
     second_model: bool = False
+    #: {parameter: Valid} of xai_bench.contracts.parameters: the valid values of the
+    #: parameters, checked before any work
+    PARAMETER_CHECKS: dict = {}
 
     def __init__(self, **params):
         self.params = dict(params)
+        # the declared valid values (PARAMETER_CHECKS) also hold for an object built directly
+        check_parameter_values("metric", getattr(self, "name", type(self).__name__), type(self),
+                               self.params)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None):
         """Model-dependent, method-independent preparation (a dataclass of CPU tensors)."""

@@ -68,6 +68,7 @@ from xai_bench.metrics.common import (
 )
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import numpy_rng
+from xai_bench.contracts.parameters import integer, number, one_of
 
 
 @dataclass
@@ -195,6 +196,9 @@ class GridPointingGame(SampleMetric):
     reference."""
 
     name = "grid_pointing_game"
+    PARAMETER_CHECKS = {"n_grids": integer(1), "seed": integer(),
+                        "confidence_threshold": number(0, below=1),
+                        "rank_by": one_of(*GRID_RANKINGS)}
     category = "localisation"
     higher_is_better = True
     description = ("grid pointing game: positive attribution inside the explained cell of a "
@@ -311,6 +315,7 @@ class MaskLocalisation(SampleMetric):
     """Share of positive attribution inside the object mask (data sets with masks)."""
 
     name = "mask_localisation"
+    PARAMETER_CHECKS = {"n_images": integer(1)}
     category = "localisation"
     higher_is_better = True
     description = ("object-mask localisation: positive attribution inside the object mask / "

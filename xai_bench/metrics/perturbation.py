@@ -44,6 +44,7 @@ from xai_bench.metrics.common import (
     curve_confidences, n_pixels, pixel_ranks, select_confident, trapezoid,
 )
 from xai_bench.compute.modes import eval_mode
+from xai_bench.contracts.parameters import fractions_0_to_1, integer, number, odd_integer, one_of
 
 ZERO_ENCODING = "zero encoding"
 BLUR_SPACES = ("rgb", "model")
@@ -88,6 +89,7 @@ class PixelPerturbation(ConfidentImagesMetric):
     """Pixel perturbation: area between the least- and most-important-first removal curves (ABC)."""
 
     name = "pixel_perturbation"
+    PARAMETER_CHECKS = {"n_images": integer(1), "fractions": fractions_0_to_1()}
     category = "perturbation"
     higher_is_better = True
     description = ("pixel perturbation (ABC): area between the least-first and most-first "
@@ -191,6 +193,7 @@ class RiseMetric(ConfidentImagesMetric):
 
     order = "deletion"
     higher_is_better = True
+    PARAMETER_CHECKS = {"n_images": integer(1), "n_steps": integer(1, 1024)}
 
     def __init__(self, n_images: int = 250, n_steps: int = 32,
                  keep_per_image_curves: bool = False, **extra):
@@ -285,6 +288,12 @@ class Insertion(RiseMetric):
     category = "perturbation"
     higher_is_better = True
     order = "insertion"
+    # an odd kernel has a centre pixel (an even one shifts the blurred copy by half a pixel);
+    # sigma 0 divides by zero in the kernel
+    PARAMETER_CHECKS = {**RiseMetric.PARAMETER_CHECKS, "blur_kernel": odd_integer(1, 255),
+                        "blur_sigma": number(above=0), "blur_type": one_of(*BLUR_KERNELS),
+                        "blur_padding": one_of(*BLUR_PADDINGS),
+                        "blur_space": one_of(*BLUR_SPACES)}
     description = ("insertion AUC (RISE): true-class confidence while inserting pixels most "
                    "important first into a blurred copy of the image; higher is better")
 

@@ -26,6 +26,7 @@ import torch
 
 from xai_bench.contracts.model import has_attention, model_name
 from xai_bench.contracts.metric import metric
+from xai_bench.contracts.parameters import integer, or_none
 from xai_bench.metrics.base import (
     MetricNotApplicable, MetricResult, SampleMetric,
 )
@@ -236,6 +237,8 @@ class ParameterRandomisation(SampleMetric):
     correlation of |map| on the trained and on the cumulatively randomised model."""
 
     name = "parameter_randomisation"
+    PARAMETER_CHECKS = {"n_images": integer(1), "max_stages": or_none(integer(1)),
+                        "seed": integer()}
     category = "sanity"
     higher_is_better = False
     description = ("cascading parameter randomisation (head, then blocks last to first): "
@@ -346,6 +349,7 @@ class RandomTarget(SampleMetric):
     random other class."""
 
     name = "random_target"
+    PARAMETER_CHECKS = {"n_images": integer(1), "seed": integer()}
     category = "sanity"
     higher_is_better = False
     description = ("random-target check: Spearman correlation of |map| for the true class and "

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from xai_bench.analysis.tables import read_statistics
 from xai_bench.outputs.fig7 import plot_grid_examples
 from xai_bench.outputs.markdown import summary_markdown
 from xai_bench.outputs.figures import (
     AGREEMENT, CURVES, FIG6, plot_agreement, plot_curves, plot_fig6,
 )
 from xai_bench.outputs.presentation import Presentation
+from xai_bench.outputs.run_inputs import read_run_inputs
 from xai_bench.outputs.summary import model_order
 from xai_bench.storage import atomic_io
-from xai_bench.storage.results import read_curves, read_examples, read_records, read_run_info
 
 __all__ = ["plot_run", "draw_figures", "FIG6", "CURVES", "AGREEMENT", "SUMMARY"]
 
@@ -55,12 +54,11 @@ def plot_run(run_dir, out=None) -> list[Path]:
     into ``out`` (default ``RUN_DIR/plots``); returns the paths written."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "plots"
-    records, curves, info = read_records(run_dir), read_curves(run_dir), read_run_info(run_dir)
-    examples = read_examples(run_dir)  # every input is read (and checked) before any output
-    tables = read_statistics(run_dir, records, info)
+    run = read_run_inputs(run_dir)  # every input is read (and checked) before any output
     atomic_io.ensure_dir(out)
-    written = draw_figures(out, tables=tables, curves=curves, examples=examples, info=info,
-                           models=model_order(records, tables["summary"]),
-                           presentation=Presentation.of_run(info))
-    summary = atomic_io.write_text(out / SUMMARY, summary_markdown(records, info, tables))
+    written = draw_figures(out, tables=run.tables, curves=run.curves, examples=run.examples,
+                           info=run.info, models=model_order(run.records, run.tables["summary"]),
+                           presentation=Presentation.of_run(run.info))
+    summary = atomic_io.write_text(out / SUMMARY,
+                                   summary_markdown(run.records, run.info, run.tables))
     return written + [summary]

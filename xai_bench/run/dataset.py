@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from xai_bench.data.errors import DataError
+from xai_bench.run.config import label_of
 from xai_bench.storage.identity import (
     dataset_spec_fingerprint, digest, module_closure, source_digest, weights_digest,
 )
 
-__all__ = ["RunDataset"]
+__all__ = ["RunDataset", "check_split_content", "class_count"]
 
 
 class _TensorBag(torch.nn.Module):
@@ -55,3 +57,37 @@ class RunDataset:
             return {"object": type(spec).__qualname__, "tensors": h}
         return {"object": type(spec).__qualname__, "length": len(spec),
                 "repr": repr(spec)[:200]}
+
+
+def class_count(split) -> int | None:
+    """The number of classes a test split declares (an image folder: its class folders)."""
+    n = getattr(split, "num_classes", None)
+    if n is None and getattr(split, "classes", None) is not None:
+        n = len(split.classes)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def check_split_content(split) -> None:
+    """A split held in memory (``images`` and ``labels`` tensors) has finite pixels and labels
+    in ``0..num_classes-1``: one vectorised pass each, before any work. A NaN pixel would give
+    NaN scores recorded as "ok" (or blame the method), a label out of range a traceback deep
+    in a metric. Lazily loaded splits (image folders) are decoded to uint8, always finite, and
+    their labels are folder indices."""
+    name = label_of(split)
+    images, labels = getattr(split, "images", None), getattr(split, "labels", None)
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        bad = ~torch.isfinite(images.reshape(images.shape[0], -1)).all(dim=1) \
+            if images.dim() > 1 else ~torch.isfinite(images)
+        if bool(bad.any()):
+            first = int(torch.nonzero(bad)[0, 0])
+            raise DataError(f"data set '{name}' has non-finite (NaN or inf) pixels in "
+                            f"{int(bad.sum())} image(s), the first at index {first}; replace "
+                            f"or drop them (torch.nan_to_num) before benchmarking")
+    if isinstance(labels, torch.Tensor) and labels.numel():
+        n = class_count(split)
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (n is not None and high >= n):
+            where = int(torch.nonzero((labels < 0) | (labels >= (n or high + 1)))[0, 0])
+            raise DataError(f"data set '{name}' has labels in {low}..{high} but "
+                            f"{n} classes (labels 0..{(n or 0) - 1}); the first out of range "
+                            f"is at index {where}: fix the labels or num_classes")

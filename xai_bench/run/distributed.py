@@ -30,18 +30,25 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import math
 import os
+import signal
+import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from xai_bench.errors import ConfigError, XaiBenchError
+
 __all__ = ["Ranks", "ranks", "claim"]
 
 #: how long a process waits at a barrier for the others (training a model on rank 0, or the
 #: slowest unit at the end); XAI_BENCH_DIST_TIMEOUT_S overrides it
 DEFAULT_TIMEOUT_S = 7 * 24 * 3600
+TIMEOUT_VARIABLE = "XAI_BENCH_DIST_TIMEOUT_S"
 CLAIMS = ".claims"
 
 
@@ -73,6 +80,46 @@ class Ranks:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def agree(self, work):
+        """``work()`` run by rank 0 alone, its result in every process. When it fails on rank
+        0 every process raises the same error instead (an :class:`XaiBenchError`, e.g. the run
+        directory is locked or --out unwritable: the same one line everywhere; anything else:
+        rank 0 keeps its traceback and the others say so in one line). Call it before any
+        other collective, so that no process is left waiting for a peer that has gone."""
+        if not self.distributed:
+            return work()
+        value = failure = crash = None
+        if self.is_main:
+            try:
+                value = work()
+            except XaiBenchError as e:
+                failure = (type(e), str(e))
+            except Exception as e:
+                failure = (XaiBenchError, f"process 0 stopped with {type(e).__name__} (its "
+                           f"traceback says why); the other processes stopped with it")
+                crash = e
+        value, failure = self.broadcast((value, failure) if self.is_main else None)
+        if failure is None:
+            return value
+        self._stop_together()
+        if crash is not None:
+            raise crash
+        kind, message = failure
+        try:
+            error = kind(message)
+        except TypeError:  # a subclass with another constructor: the message is what counts
+            error = XaiBenchError(message)
+        raise error
+
+    def _stop_together(self) -> None:
+        """Wait until every process knows the job stops: torchrun's agent SIGTERMs the others
+        once one has exited, which must not cut their own line short (they are ending
+        anyway)."""
+        from xai_bench.run.interrupts import ignore_termination
+
+        ignore_termination()
+        torch.distributed.barrier()
+
     def total(self, value: float) -> float:
         """The sum of ``value`` over the processes, in every process."""
         if not self.distributed:
@@ -99,10 +146,26 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        from xai_bench.errors import ConfigError
-
         raise ConfigError(f"environment variable {name}={value!r} is not an integer; "
                           f"start the processes with torchrun") from None
+
+
+def barrier_timeout_s() -> float:
+    """Seconds a process waits at a barrier: ``XAI_BENCH_DIST_TIMEOUT_S`` (a positive
+    number), else :data:`DEFAULT_TIMEOUT_S`. Checked whenever it is set, before any process
+    group starts, so that a typo is one line rather than a failed rendezvous."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return float(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"environment variable {TIMEOUT_VARIABLE}={value!r} is not a "
+                          f"positive number of seconds; set it to e.g. 3600, or unset it for "
+                          f"the default ({DEFAULT_TIMEOUT_S} s)")
+    return seconds
 
 
 def _destroy_process_group() -> None:
@@ -118,13 +181,14 @@ def ranks(device: str = "cpu") -> Ranks:
     if _RANKS is not None:
         return _RANKS
     world = _env_int("WORLD_SIZE", 1)
+    timeout_s = barrier_timeout_s()  # also in the launcher of --processes: refused once
     found = Ranks(rank=_env_int("RANK", 0), world=world, local_rank=_env_int("LOCAL_RANK", 0))
     if found.distributed and not torch.distributed.is_initialized():
         cuda = device.startswith("cuda")
         if cuda:
             torch.cuda.set_device(found.local_rank)
-        timeout = datetime.timedelta(seconds=_env_int("XAI_BENCH_DIST_TIMEOUT_S",
-                                                      DEFAULT_TIMEOUT_S))
+        stop_with_parent()  # a worker whose launcher was killed must not run on alone
+        timeout = datetime.timedelta(seconds=timeout_s)
         torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
         # left to the interpreter's shutdown, the process group's threads may abort the
         # process as it exits ("terminate called without an active exception")
@@ -133,9 +197,52 @@ def ranks(device: str = "cpu") -> Ranks:
     return found
 
 
-def invocation_name(r: Ranks) -> str:
-    """A name shared by the processes of this invocation (rank 0 draws it)."""
-    return r.broadcast(uuid.uuid4().hex[:12] if r.is_main else None)
+def new_invocation_name() -> str:
+    """A fresh name for this invocation's claims and parts (rank 0 draws it, and
+    :meth:`Ranks.agree` shares it)."""
+    return uuid.uuid4().hex[:12]
+
+
+# ---- a worker ends with its launcher ---------------------------------------------------------
+#: how often the watchdog looks whether the launcher is still there
+PARENT_POLL_S = 1.0
+PR_SET_PDEATHSIG = 1
+_WATCHED = False
+
+
+def stop_with_parent() -> None:
+    """SIGTERM this process when its parent (torchrun's agent, or ``xai-bench run
+    --processes N``) dies, so that killing the launcher stops the job: torchrun starts its
+    workers in their own sessions, where a signal to the launcher's process group does not
+    reach them. SIGTERM ends a run with its one "interrupted" line, keeping every committed
+    cell. Linux asks the kernel (``PR_SET_PDEATHSIG``); everywhere a daemon thread also
+    compares ``os.getppid()`` with the parent's pid every second (the parent may have died
+    before this call, or the kernel's signal may follow the death of the parent's thread
+    rather than of its process)."""
+    global _WATCHED
+    if _WATCHED:
+        return
+    _WATCHED = True
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the thread alone
+        pass
+    threading.Thread(target=_watch_parent, args=(parent,), name="xai-bench-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    import time
+
+    while True:
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(PARENT_POLL_S)
 
 
 def claim(run_dir, invocation: str, unit: str) -> bool:
@@ -178,8 +285,9 @@ def launch_local(processes: int, argv: list) -> int:
     from torch.distributed import run as torchrun
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # torchrun's agent logs its rendezvous at INFO level; the workers' own output is the run's
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.WARNING)
+    # torchrun's agent logs its rendezvous, the SIGTERMs it sends and each failed worker; the
+    # workers' own lines say why a run stopped (the same line from each, for a refusal)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
         torchrun.main(["--standalone", f"--nproc-per-node={int(processes)}", "--module",
                        "xai_bench", *argv])
@@ -187,6 +295,15 @@ def launch_local(processes: int, argv: list) -> int:
         return int(e.code or 0)
     except Exception as e:  # ChildFailedError: a worker failed; its output says why
         failures = getattr(e, "failures", None) or {}
-        codes = [getattr(f, "exitcode", 1) for f in failures.values()]
-        return next((c for c in codes if c), 1) if codes else 1
+        codes = {rank: getattr(f, "exitcode", 1) for rank, f in failures.items()}
+        for rank, code in codes.items():
+            if code < 0:  # killed by a signal: it could not say so itself
+                print(f"worker process {rank} was killed by "
+                      f"{signal.Signals(-code).name if -code in _SIGNALS else -code}",
+                      file=sys.stderr)
+        code = next((c for c in codes.values() if c), 1)
+        return 128 - code if code < 0 else code  # a signal's exit code, as a shell's
     return 0
+
+
+_SIGNALS = {int(s) for s in signal.Signals}

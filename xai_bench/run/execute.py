@@ -10,6 +10,12 @@ A cell is committed with its identity (:mod:`xai_bench.run.store`) as soon as it
 A method that raises or breaks its contract, or a metric whose computation fails, gives an
 ``error`` cell; a metric that does not apply (:class:`~xai_bench.errors.NotApplicable`) a
 ``skipped`` one. An interrupt and the harness's own errors propagate.
+
+The model is shared by every method, so a method that changes its parameters or buffers
+would change what the next methods are measured on. A CPU copy of them is kept per model
+(:attr:`ModelScope.pristine`) and compared exactly after every computed cell or part; a
+method that changed them gets ``error`` cells (for the rest of its unit too) and the model is
+restored before anything else runs on it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,49 @@ def _shortfall(summary: dict) -> dict:
     return out
 
 
+def _tensors(model) -> dict:
+    """name -> every parameter and buffer of ``model`` (non-persistent buffers too)."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def weights_snapshot(model) -> dict:
+    """An exact CPU copy of ``model``'s parameters and buffers."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in _tensors(model).items()}
+
+
+def _same(current, saved) -> bool:
+    if current.shape != saved.shape or current.dtype != saved.dtype:
+        return False
+    current = current.detach().cpu()
+    if torch.equal(current, saved):
+        return True
+    # NaN != NaN: a weight that was NaN and still is has not changed
+    return bool(current.is_floating_point() and
+                ((current == saved) | (current.isnan() & saved.isnan())).all())
+
+
+def changed_weights(model, snapshot: dict) -> list:
+    """The names of the parameters and buffers of ``model`` that differ from ``snapshot``
+    (added, removed, reshaped, cast or with other values)."""
+    current = _tensors(model)
+    return sorted(set(current) ^ set(snapshot)) + \
+        [name for name, t in current.items() if name in snapshot and not _same(t, snapshot[name])]
+
+
+def restore_weights(model, snapshot: dict) -> None:
+    """Put ``snapshot``'s values back into ``model``'s parameters and buffers (on their
+    device; a tensor that was cast or reshaped gets the saved one back)."""
+    with torch.no_grad():
+        for name, t in _tensors(model).items():
+            saved = snapshot.get(name)
+            if saved is None:
+                continue
+            if t.shape == saved.shape and t.dtype == saved.dtype:
+                t.copy_(saved)
+            else:
+                t.data = saved.to(t.device, copy=True)
+
+
 def _part_matches(entry, ident, count, stamp) -> bool:
     """Whether a committed part can be used: the cell's identity and cut, and no error
     unless this invocation made it (a cell that failed is retried by the next run, as a
@@ -83,6 +132,40 @@ class ModelScope:
     card: dict
     prepared: dict = field(default_factory=dict)
     confidences: dict = field(default_factory=dict)
+    #: the model's parameters and buffers before any method ran (:func:`weights_snapshot`)
+    pristine: dict | None = None
+    #: method name -> why its cells are errors: it changed the model in this unit
+    mutated: dict = field(default_factory=dict)
+
+    def check_weights(self, method_name: str) -> str | None:
+        """None if the model's weights are still the pristine ones and ``method_name`` has
+        not changed them earlier in this unit; else the error message of its cells. Changed
+        weights are restored at once, and the perturbed copies' confidences (some may come
+        from the changed model) dropped; the prepared selections were all made before the
+        change (every earlier cell was checked)."""
+        changed = changed_weights(self.model, self.pristine)
+        if changed:
+            restore_weights(self.model, self.pristine)
+            self.confidences.clear()
+            more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+            # its later cells in this unit are errors too: they may reuse its maps
+            self.mutated.setdefault(method_name, (
+                f"method '{method_name}' changed the model's weights "
+                f"({', '.join(changed[:3])}{more}); its cells are errors and the model was "
+                f"restored for the other methods: a method must not modify the model (work "
+                f"on a copy)"))
+        return self.mutated.get(method_name)
+        changed = changed_weights(self.model, self.pristine)
+        if not changed:
+            return None
+        restore_weights(self.model, self.pristine)
+        self.prepared, self.confidences = {}, {}
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        self.mutated[method_name] = (
+            f"method '{method_name}' changed the model's weights ({', '.join(changed[:3])}"
+            f"{more}); its cells are errors and the model was restored for the other "
+            f"methods: a method must not modify the model (work on a copy)")
+        return self.mutated[method_name]
 
 
 @dataclass
@@ -110,6 +193,7 @@ class Executor:
                  "notes": notes or {}}
         self.cells[key] = self.store.write(key, entry, examples or {})
         self.computed.append(key)
+        self.parts.remove_parts([key])  # the cell holds it all now (parts of any invocation)
 
     def commit_errors(self, model_name, pending, message):
         """Every pending cell of a model that broke its contract, as an error."""
@@ -125,6 +209,9 @@ class Executor:
         part ``part`` computed."""
         from xai_bench.compute.map_cache import sharing_maps
 
+        if scope.pristine is None:  # before any method ran on this model
+            scope.pristine = weights_snapshot(scope.model)
+        scope.mutated.pop(method.name, None)  # judged per unit: a later part checks afresh
         # one cache per (model, method): the maps of one method are held at a time
         with sharing_maps(scope.model, confidences=scope.confidences) as cache:
             for cell in cells:
@@ -186,6 +273,10 @@ class Executor:
                 scope.name, method, metric, lambda: metric.metric.evaluate(
                     scope.model, method.method, prepared, device=self.device,
                     batch_size=self.batch_size))
+            mutated = scope.check_weights(method.name)
+            if mutated is not None:
+                records, curves, examples, notes = failed_records(
+                    scope.name, method.name, metric, "error", mutated), [], {}, {}
         self.commit(cell.key, cell.identity, records, curves, examples, time.time() - t,
                     prepare_time, notes)
         self.bar.update(1)
@@ -224,6 +315,7 @@ class Executor:
                 values, error = attempt(lambda: cell.metric.metric.evaluate_part(
                     scope.model, method.method, found, start, stop, device=self.device,
                     batch_size=size))
+                error = scope.check_weights(method.name) or error
                 if error is None:
                     arrays = {name: v.detach().cpu().numpy() for name, v in values.items()}
             self.parts.write(key, {"identity": cell.identity, "part": part, "n_parts": count,
@@ -259,12 +351,14 @@ class Executor:
                                  for part in range(count)])
             rows = self._scored(scope.name, method, metric, lambda: metric.metric.reduce(
                 scope.model, found, joined, device=self.device))
+            mutated = scope.check_weights(method.name)
+            if mutated is not None:
+                rows = failed_records(scope.name, method.name, metric, "error", mutated), \
+                    [], {}, {}
         records, curves, examples, notes = rows
         self.commit(cell.key, cell.identity, records, curves, examples,
                     sum(e["time_s"] for e in entries) + time.time() - t, prepare_time, notes)
         self.bar.update(1)
-        for part in range(count):  # the cell holds it all now
-            self.parts.remove(part_key(cell.key, part))
 
 
 # ------------------------------------------------------------------------ model info cells

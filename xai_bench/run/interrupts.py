@@ -12,10 +12,12 @@ import contextlib
 import signal
 import threading
 
-__all__ = ["Terminated", "terminate_as_interrupt", "SIGNAL_EXIT_CODES"]
+__all__ = ["Terminated", "terminate_as_interrupt", "ignore_termination", "SIGNAL_EXIT_CODES"]
 
 #: exit codes by convention (128 + signal number)
 SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+#: set by :func:`ignore_termination`: the process is ending with its own line
+_ENDING = threading.Event()
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,4 +41,14 @@ def terminate_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not _ENDING.is_set():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def ignore_termination() -> None:
+    """Ignore SIGTERM from now on (main thread): the process is about to end with its own
+    line (a multi-process run's refusal), which a SIGTERM sent by torchrun's agent once
+    another process has exited must not replace with "interrupted"."""
+    if threading.current_thread() is threading.main_thread():
+        _ENDING.set()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

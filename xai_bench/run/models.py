@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from xai_bench.compute.seeding import derive_seed
+from xai_bench.contracts.parameters import entry_parameters
+from xai_bench.errors import ContractError
 from xai_bench.loading import get_model
 from xai_bench.registry import MODELS
 from xai_bench.run.config import RunError, label_of
@@ -20,7 +22,8 @@ from xai_bench.storage.identity import code_identity, file_sha256, weights_diges
 from xai_bench.training import DEFAULT_DATASET, is_default_model
 
 __all__ = ["ModelSpec", "RunModels", "replicate_label", "weights_source", "resolve_models",
-           "resolve_checkpoints", "check_weights"]
+           "resolve_checkpoints", "check_weights", "check_classes_fit", "check_logit_count",
+           "declared_num_classes"]
 
 
 def replicate_label(name: str, replicate: int) -> str:
@@ -73,33 +76,60 @@ def resolve_models(config) -> list:
 
 def resolve_checkpoints(config, model_names) -> dict:
     """``{replicate label: path}`` from ``--checkpoint NAME[@R]=PATH`` (a glob gives one
-    file per replicate, in sorted order)."""
+    file per replicate, in sorted order; a path that exists is taken literally even when it
+    holds glob characters such as ``[1]``). Two different files for one replicate, or one file
+    for two replicates, are refused."""
     replicates = config.replicates
     out: dict = {}
+    given: dict = {}  # replicate label -> the --checkpoint KEY=VALUE that gave it
     for key, value in config.checkpoints.items():
         name, at, rep = str(key).partition("@")
         if name not in model_names:
             raise RunError(f"--checkpoint given for {name}, which this run does not "
                            f"benchmark (models: {', '.join(model_names)}); add it to "
                            f"--models or drop the checkpoint")
-        if at and not (rep.isdigit() and int(rep) < replicates):
+        # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+        if at and not (rep.isascii() and rep.isdigit() and int(rep) < replicates):
             raise RunError(f"--checkpoint {key}: the replicate must be 0..."
-                           f"{replicates - 1} (--replicates {replicates})")
-        text = str(Path(value).expanduser())
-        if any(c in text for c in "*?[") and not at:
-            files = sorted(glob.glob(text))
-            if len(files) != replicates:
-                raise RunError(f"--checkpoint {name}={value} matches {len(files)} file(s); "
-                               f"--replicates {replicates} needs exactly {replicates}")
-            out.update({replicate_label(name, r): f for r, f in enumerate(files)})
-            continue
-        p = Path(text)
-        if not p.exists():
-            raise RunError(f"checkpoint {p} (for {key}) does not exist; check the path or "
-                           f"train one with `xai-bench train {name} --out {p}`")
-        if not p.is_file():
-            raise RunError(f"checkpoint {p} (for {key}) is not a file")
-        out[replicate_label(name, int(rep) if at else 0)] = str(p)
+                           f"{replicates - 1} written with the digits 0-9 "
+                           f"(--replicates {replicates})")
+        for label, path in _checkpoint_files(name, at, rep, value, replicates):
+            _add_checkpoint(out, given, label, path, f"{key}={value}")
+    _check_every_replicate(out, replicates)
+    _refuse_shared_files(out)
+    return out
+
+
+def _checkpoint_files(name, at, rep, value, replicates) -> list:
+    """``[(replicate label, path)]`` of one ``--checkpoint`` value."""
+    text = str(Path(value).expanduser())
+    p = Path(text)
+    if not at and not p.exists() and any(c in text for c in "*?["):
+        files = sorted(glob.glob(text))
+        if len(files) != replicates:
+            raise RunError(f"--checkpoint {name}={value} matches {len(files)} file(s); "
+                           f"--replicates {replicates} needs exactly {replicates}")
+        return [(replicate_label(name, r), f) for r, f in enumerate(files)]
+    key = f"{name}@{rep}" if at else name
+    if not p.exists():
+        raise RunError(f"checkpoint {p} (for {key}) does not exist; check the path or "
+                       f"train one with `xai-bench train {name} --out {p}`")
+    if not p.is_file():
+        raise RunError(f"checkpoint {p} (for {key}) is not a file")
+    return [(replicate_label(name, int(rep) if at else 0), str(p))]
+
+
+def _add_checkpoint(out: dict, given: dict, label: str, path: str, option: str) -> None:
+    """Record ``path`` for ``label``; a second, different file for it is refused (which one
+    would be measured would depend on the order of the options)."""
+    if label in out and not _same_file(out[label], path):
+        raise RunError(f"two checkpoints for {label}: --checkpoint {given[label]} and "
+                       f"--checkpoint {option}; pass one file per model and replicate")
+    out.setdefault(label, path)
+    given.setdefault(label, option)
+
+
+def _check_every_replicate(out: dict, replicates: int) -> None:
     for name in {k.partition("@")[0] for k in out}:
         missing = [r for r in range(replicates) if replicate_label(name, r) not in out]
         if missing:
@@ -107,7 +137,33 @@ def resolve_checkpoints(config, model_names) -> dict:
                            f"{', '.join(map(str, missing))} of --replicates "
                            f"{replicates}: pass --checkpoint {name}@R=PATH for each, or "
                            f"a glob (train them with `xai-bench train {name} --seed R`)")
-    return out
+
+
+def _refuse_shared_files(out: dict) -> None:
+    """One file (or two copies of it) for two replicates is refused: replicates stand for
+    independently trained models, and a repeated one makes their spread, and so the run's
+    intervals, look smaller than it is."""
+    labels = sorted(out)
+    for i, first in enumerate(labels):
+        for second in labels[i + 1:]:
+            same_model = first.partition("@")[0] == second.partition("@")[0]
+            if same_model and _same_content(out[first], out[second]):
+                raise RunError(f"{first} and {second} have the same checkpoint "
+                               f"({out[first]}, {out[second]}): replicates must be "
+                               f"independently trained models; pass a different file for "
+                               f"each (`xai-bench train {first.partition('@')[0]} --seed R`) or "
+                               f"lower --replicates")
+
+
+def _same_file(a, b) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _same_content(a, b) -> bool:
+    """Same file, or the same bytes (hashed only when the sizes agree)."""
+    if _same_file(a, b):
+        return True
+    return Path(a).stat().st_size == Path(b).stat().st_size and file_sha256(a) == file_sha256(b)
 
 
 def check_weights(config, specs, checkpoints) -> None:
@@ -120,6 +176,59 @@ def check_weights(config, specs, checkpoints) -> None:
             raise RunError(f"model '{spec.name}' needs weights to be benchmarked on '{data}': "
                            f"pass --checkpoint {spec.name}=PATH (train one with `xai-bench "
                            f"train {spec.name} --dataset {data} --out PATH`) or --untrained")
+
+
+def declared_num_classes(spec) -> int | None:
+    """A model's class count known before its weights exist: an object's ``num_classes``,
+    the ``num_classes`` default of a registered model's builder, or the ``num_classes`` of
+    the model built on the meta device (no memory, no random numbers drawn; any size builds
+    in milliseconds). None: not known (a builder that cannot build on the meta device)."""
+    if spec.obj is not None:
+        n = getattr(spec.obj, "num_classes", None)
+    else:
+        builder = MODELS.get(spec.name)
+        n = entry_parameters(builder, "model").get("num_classes")
+        if n is None:
+            try:
+                with torch.device("meta"):
+                    n = getattr(builder(), "num_classes", None)
+            except Exception:  # noqa: BLE001 - only a probe; the loaded model is checked too
+                n = None
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def check_classes_fit(label: str, num_classes, data_classes, data_name: str) -> None:
+    """A data set with more classes than the model has logits cannot be scored (its labels
+    index past the logits); fewer is fine (a subset of the model's classes)."""
+    if num_classes is not None and data_classes is not None and data_classes > num_classes:
+        raise ContractError(f"data set '{data_name}' has {data_classes} classes but model "
+                            f"'{label}' has {num_classes} logits; benchmark it on a data set "
+                            f"with at most {num_classes} classes, or give the model "
+                            f"num_classes={data_classes} (train it on this data set)")
+
+
+def check_logit_count(model, label: str) -> None:
+    """One forward pass of a blank image: the model returns ``num_classes`` logits per image
+    (a model that returns fewer would be scored on the wrong classes, or fail in a metric).
+    A model that cannot even run this probe is left to its cells, which record why."""
+    n = getattr(model, "num_classes", None)
+    size = getattr(model, "image_size", None)
+    if not isinstance(n, int) or not callable(getattr(model, "encode", None)) or size is None:
+        return
+    from xai_bench.compute.modes import eval_mode
+
+    h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+    params = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
+    device = next(params, torch.empty(0)).device
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = model(model.encode(torch.zeros(1, 3, int(h), int(w), device=device)))
+    except Exception:  # noqa: BLE001 - a probe only; the cells report the model's failure
+        return
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[-1] != n:
+        raise ContractError(f"model '{label}' returns {out.shape[-1]} logits per image but "
+                            f"declares num_classes={n}; make forward return one logit per "
+                            f"class (or set num_classes={out.shape[-1]})")
 
 
 class RunModels:
@@ -161,6 +270,8 @@ class RunModels:
             parts = (cfg.seed, "model", name) + ((spec.replicate,) if spec.replicate else ())
             torch.manual_seed(derive_seed(*parts))
             model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
+        if source != "object":  # objects are probed in resolution, before any work
+            check_logit_count(model, spec.label)
         info = {k: v for k, v in info.items() if k != "history"}
         info.update(checkpoint_facts(model, info.get("checkpoint")))
         info["replicate"] = spec.replicate

@@ -21,8 +21,10 @@ from xai_bench.errors import ConfigError, XaiBenchError, one_line
 from xai_bench.loading import get_model
 from xai_bench.registry import METHODS, METRICS, RegistryError
 from xai_bench.run.config import RunError, label_of
+from xai_bench.run.dataset import check_split_content, class_count
 from xai_bench.run.models import (
-    ModelSpec, check_weights, replicate_label, resolve_checkpoints, resolve_models,
+    ModelSpec, check_classes_fit, check_logit_count, check_weights, declared_num_classes,
+    replicate_label, resolve_checkpoints, resolve_models,
 )
 from xai_bench.run.names import names_or_objects, resolve_metrics
 from xai_bench.storage.identity import code_identity
@@ -118,11 +120,21 @@ def _resolve(cfg, check_dataset) -> Resolution:
     checkpoints = resolve_checkpoints(cfg, model_names)
     specs = [ModelSpec(replicate_label(name, r), name, obj, r)
              for name, obj in models for r in range(cfg.replicates)]
+    split = check_dataset()
+    check_split_content(split)
+    data_classes, data_name = class_count(split), label_of(cfg.dataset)
     for label, path in checkpoints.items():
         # a corrupt, foreign or wrong-architecture checkpoint fails now, before any work
         # (CheckpointError, one line); the model is loaded again when its cells run
-        get_model(label.partition("@")[0], checkpoint=path)
-    check_dataset()
+        model = get_model(label.partition("@")[0], checkpoint=path)
+        check_classes_fit(label, getattr(model, "num_classes", None), data_classes, data_name)
+        check_logit_count(model, label)
+        del model
+    for spec in specs:  # a default model's data set is its own: nothing to check
+        if spec.label not in checkpoints and (spec.obj is not None or cfg.untrained):
+            check_classes_fit(spec.label, declared_num_classes(spec), data_classes, data_name)
+        if spec.obj is not None:
+            check_logit_count(spec.obj, spec.label)
     methods = resolve_methods(cfg)
     metrics = resolve_metric_entries(cfg)
     check_weights(cfg, specs, checkpoints)
@@ -191,7 +203,9 @@ def _build_metric(cfg, item: str):
     cls = METRICS.get(item)
     known = entry_parameters(cls, "metric")
     given = {k: getattr(cfg, k) for k in METRIC_RUN_OPTIONS if k in known}
-    given.update(cfg.metric_params.get(item, {}))
+    own = cfg.metric_params.get(item, {})
+    refuse_contradicting_run_options(item, own, given)
+    given.update(own)
     resolve_parameters("metric", item, cls, given)  # usage errors before any work
     try:
         if is_metric_function(cls):  # a plain function scored on the maps
@@ -204,6 +218,19 @@ def _build_metric(cfg, item: str):
         if isinstance(e, XaiBenchError):
             raise
         raise ConfigError(f"metric '{item}': {one_line(e)}") from None
+
+
+def refuse_contradicting_run_options(metric: str, own: dict, run_values: dict) -> None:
+    """A metric parameter that is also a run option (``n_images``, ``n_grids``, ``seed``)
+    may repeat the run option's value but not contradict it: which of the two was measured
+    would otherwise depend on a rule the user cannot see (the run's name and the report show
+    the run option)."""
+    for key, value in own.items():
+        if key in run_values and value != run_values[key]:
+            flag = "--" + key.replace("_", "-")
+            raise RunError(f"--metric-arg {metric}.{key}={value} contradicts {flag} "
+                           f"{run_values[key]}; use {flag} {value} (it sets {key} of every "
+                           f"metric that takes it) and drop the --metric-arg")
 
 
 def resolve_metric_entries(cfg) -> list:

@@ -38,7 +38,7 @@ from pathlib import Path
 from xai_bench.errors import Interrupted
 from xai_bench.run.config import RunConfig, RunError
 from xai_bench.run.dataset import RunDataset
-from xai_bench.run.distributed import claim, clear_claims, invocation_name, ranks
+from xai_bench.run.distributed import claim, clear_claims, new_invocation_name, ranks
 from xai_bench.run.execute import Executor, model_ready
 from xai_bench.run.finish import analyse_run, collect, run_info, summary_table, \
     write_figures, write_tables
@@ -128,20 +128,22 @@ class Runner:
         (``None`` in the processes other than rank 0 of a multi-process run, which assembles
         nothing). Raises :class:`~xai_bench.errors.Interrupted` on SIGINT/SIGTERM."""
         started = time.time()
-        # in a multi-process run rank 0 holds the lock for the job; the others wait for it
-        # at the first broadcast, so nobody writes into a directory another job uses
         from xai_bench.compute.precision import forward_options
 
-        lock = self.store.lock() if self.ranks.is_main else contextlib.nullcontext()
         cfg = self.config
-        with lock, terminate_as_interrupt(), forward_options(cfg.precision, cfg.compile):
+        self._holds_lock = False
+        with contextlib.ExitStack() as held, terminate_as_interrupt(), \
+                forward_options(cfg.precision, cfg.compile):
             try:
-                self._run_cells()
+                # in a multi-process run rank 0 holds the lock for the job and prepares it; the
+                # others learn at the first collective whether to go on or stop with its error
+                invocation = self.ranks.agree(lambda: self._prepare_job(held))
+                self._run_cells(invocation)
                 if not self.ranks.is_main:
                     return None
                 return self.finish(time.time() - started)
             except KeyboardInterrupt as e:
-                if self.ranks.is_main:
+                if self._holds_lock:
                     self.store.discard_if_empty()
                 kept = self._reused + len(self.computed)
                 stop = Interrupted(f"interrupted: {kept}/{self._total} cells kept; rerun "
@@ -149,23 +151,32 @@ class Runner:
                 stop.signal_name = getattr(e, "signal_name", "SIGINT")
                 raise stop from None
             except BaseException:
-                if self.ranks.is_main:
+                if self._holds_lock:
                     self.store.discard_if_empty()  # failed before any work: leave nothing
                 raise
 
-    def _run_cells(self):
+    def _prepare_job(self, held) -> str | None:
+        """Rank 0 (or the only process): take the run directory's lock (held until ``held``
+        closes), clear the claims a killed job left, and in a multi-process run train or load
+        every default model once, here; returns the invocation's name (a multi-process run's
+        claims and parts)."""
+        held.enter_context(self.store.lock())
+        self._holds_lock = True
+        r = self.ranks
+        if self.run_dir is not None:
+            # claims of an earlier, killed invocation: rank 0 holds the lock, so they are stale
+            clear_claims(self.run_dir)
+        if not r.distributed:
+            return None
+        for spec in self.model_specs:
+            self.models.identity(spec)
+        return new_invocation_name()
+
+    def _run_cells(self, invocation: str | None):
         r, cfg = self.ranks, self.config
         self.computed, self.reasons, self._reused = [], Counter(), 0
         run_ident, data_ident = run_identity(cfg, self.device), self.data.identity()
         self._total = len(self.model_specs) * len(self.metrics) * len(self.methods)
-        if r.is_main and self.run_dir is not None:
-            # claims of an earlier, killed invocation: rank 0 holds the lock, so they are stale
-            clear_claims(self.run_dir)
-        if r.distributed and r.is_main:
-            for spec in self.model_specs:  # train (or load) every default model once, here
-                self.models.identity(spec)
-        # rank 0 draws the invocation's name once its models are ready: the others wait here
-        invocation = invocation_name(r) if r.distributed else None
         plan = plan_cells(self.model_specs, self.methods, self.metrics, self.models.identity,
                           data_ident, run_ident, self.store)
         self._reused, self.reasons = len(plan.kept), plan.reasons
@@ -220,6 +231,9 @@ class Runner:
                 clear_claims(self.run_dir, invocation)
                 self._collect(plan)
             if r.is_main:
+                # every cell is committed now: no part of them is needed, including those an
+                # earlier, killed invocation left after committing the cell they made up
+                self.parts.remove_parts(list(self._cells))
                 self.parts.remove_folder_if_empty()
             self._log_shortfalls(plan)
         finally:

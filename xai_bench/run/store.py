@@ -27,6 +27,8 @@ from xai_bench.storage.results import file_safe, read_arrays
 __all__ = ["RunStore", "MemoryStore", "RunLocked"]
 
 LOCK_NAME = ".lock"
+#: what separates a cell's key from its part number in a part's key (run.plan.part_key)
+PART_MARK = "__part"
 
 
 class RunLocked(ConfigError):
@@ -63,6 +65,12 @@ class MemoryStore:
     def remove(self, key: str) -> None:
         self.entries.pop(key, None)
         self.arrays.pop(key, None)
+
+    def remove_parts(self, keys) -> None:
+        """Delete every part of the cells ``keys`` (see :meth:`RunStore.remove_parts`)."""
+        prefixes = tuple(f"{key}{PART_MARK}" for key in keys)
+        for key in [k for k in self.entries if prefixes and k.startswith(prefixes)]:
+            self.remove(key)
 
     def remove_folder_if_empty(self) -> None:
         pass
@@ -136,6 +144,20 @@ class RunStore:
         """Delete an entry and its arrays (a part once its cell is committed)."""
         self.path(key).unlink(missing_ok=True)
         self.arrays_path(key).unlink(missing_ok=True)
+
+    def remove_parts(self, keys) -> None:
+        """Delete every part file (and its arrays) of the cells ``keys``, whatever invocation
+        wrote it and however many parts it was cut into: a committed cell holds it all, and a
+        part left behind (a process killed between the commit and the clean-up, a cell cut
+        differently since, or computed whole) would keep ``parts/`` from ever going away."""
+        prefixes = tuple(f"{file_safe(key)}{PART_MARK}" for key in keys)
+        try:
+            names = [p.name for p in self.cells_dir.iterdir()] if prefixes else []
+        except OSError:  # no parts folder: nothing was ever cut into parts
+            return
+        for name in names:
+            if name.startswith(prefixes) and name.endswith((".json", ".npz")):
+                (self.cells_dir / name).unlink(missing_ok=True)
 
     def remove_folder_if_empty(self) -> None:
         """Remove ``run_dir/<folder>/`` when nothing is left in it (rank 0, when every process

@@ -10,7 +10,10 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
      "provenance": {...}, ...extra}
 
 Every problem on loading is a :class:`CheckpointError` with a one-line message naming the
-file and the fix. Writing is :func:`xai_bench.storage.checkpoint.save_checkpoint`; model code
+file and the fix. The stored model configuration is sized before the model is built
+(:func:`check_model_size`: the model is built on torch's ``meta`` device, which allocates
+nothing): one asking for more than :data:`MAX_PARAMETERS` parameters, or for far more than the
+checkpoint's own weights hold, is refused. Writing is :func:`xai_bench.storage.checkpoint.save_checkpoint`; model code
 that reads checkpoints imports this module only, so that its source identity does not hold
 the writer.
 """
@@ -27,6 +30,7 @@ import torch
 from xai_bench.errors import XaiBenchError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "REQUIRED_KEYS", "CheckpointError", "read_weights_file",
+           "forbidden_global", "MAX_PARAMETERS", "check_model_size",
            "load_checkpoint", "check_checkpoint", "checkpoint_info", "restore_model"]
 
 FORMAT = "xai-bench-checkpoint"
@@ -34,8 +38,40 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "model_config", "state_dict")
 
 
+#: the most parameters (and buffer elements) a checkpoint's configuration may ask for: 8 GB
+#: in float32, far above any model this benchmark runs, far below a damaged configuration's
+MAX_PARAMETERS = 2_000_000_000
+#: a configuration that asks for more than twice the stored elements, and this many more, does
+#: not describe the stored weights (smaller differences are named by the strict load)
+_SIZE_SLACK = 10_000_000
+
+
 class CheckpointError(XaiBenchError):
     """A checkpoint is missing, corrupted, of another format or for another model."""
+
+
+#: how torch's weights-only unpickler names what it refused, most specific first: "Unsupported
+#: global: GLOBAL io.open was not an allowed global", "Trying to load unsupported GLOBAL
+#: posix.system whose module posix is blocked", "... but got <class 'x.Y'>"
+_QUALIFIED = r"([\w<>]+(?:\.[\w<>]+)+)"  # module.name: "by" in "global by default" is not one
+_FORBIDDEN = (re.compile(r"global:?\s+" + _QUALIFIED + r"\s+was not an allowed global",
+                         re.IGNORECASE),
+              re.compile(r"\bGLOBAL\s+" + _QUALIFIED, re.IGNORECASE),
+              re.compile(r"allowlisted via.*?but got\s+<class '([^']+)'>", re.IGNORECASE))
+_PICKLE_WORDS = ("unsupported global", "not an allowed global", "is blocked", "allowlisted via")
+
+
+def forbidden_global(message: str) -> str | None:
+    """What a refused weights-only load names as the forbidden global ("?" if it names none);
+    None when ``message`` is not such a refusal."""
+    text = " ".join(str(message).split())
+    if not any(word in text.lower() for word in _PICKLE_WORDS):
+        return None
+    for pattern in _FORBIDDEN:
+        match = pattern.search(text)
+        if match:
+            return match.group(1).rstrip(".,;:")
+    return "?"
 
 
 def _read_error(path: Path, error: Exception) -> CheckpointError:
@@ -44,11 +80,8 @@ def _read_error(path: Path, error: Exception) -> CheckpointError:
         return CheckpointError(f"checkpoint {path} is a directory; pass the checkpoint file")
     if isinstance(error, PermissionError):
         return CheckpointError(f"checkpoint {path} cannot be read: permission denied")
-    lowered = text.lower()
-    if "unsupported global" in lowered or "not an allowed global" in lowered:
-        match = re.search(r"global:?\s+global\s+(\S+)", text, re.IGNORECASE) or \
-            re.search(r"global\s+(\S+)\s+was not an allowed global", text, re.IGNORECASE)
-        found = match.group(1) if match else "?"
+    found = forbidden_global(text)
+    if found is not None:
         return CheckpointError(f"checkpoint {path} holds pickled Python objects ({found}), not "
                                f"an xai-bench checkpoint (only weights-only files are loaded); "
                                f"write it with `xai-bench train` or `save_checkpoint`")
@@ -117,8 +150,10 @@ def restore_model(path, builder, name: str | None = None, *, data: dict | None =
     if name is not None and name != stored:
         raise CheckpointError(f"checkpoint {path} holds model '{stored}', not '{name}'; use "
                               f"`get_model('{stored}', checkpoint=...)` or the right file")
+    kwargs = {**data["model_config"], **overrides}
     try:
-        model = builder(**{**data["model_config"], **overrides})
+        check_model_size(path, stored, builder, kwargs, data["state_dict"])
+        model = builder(**kwargs)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: cannot build model '{stored}' from its "
                               f"stored arguments{' and overrides' if overrides else ''}: "
@@ -141,3 +176,44 @@ def restore_model(path, builder, name: str | None = None, *, data: dict | None =
     model.checkpoint_info = {k: v for k, v in data.items() if k != "state_dict"}
     model.checkpoint_info["path"] = str(path)
     return model.eval()
+
+
+def _meta_size(builder, kwargs) -> int | None:
+    """Elements of the state dict ``builder(**kwargs)`` would have, counted on the ``meta``
+    device (nothing allocated); None when the builder cannot run there. A TypeError or
+    ValueError (arguments the builder refuses) propagates: the real build would raise it."""
+    try:  # the random state is left as it was: the sizing must not shift later draws
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = builder(**kwargs)
+        return sum(t.numel() for t in model.state_dict().values()
+                   if isinstance(t, torch.Tensor))
+    except (TypeError, ValueError):
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a builder that reads values: left to the build
+        return None
+
+
+def _count(n: int) -> str:
+    if n >= 10**9:
+        return f"{n / 1e9:.1f} billion"
+    return f"{n / 1e6:.1f} million" if n >= 10**6 else f"{n:,}"
+
+
+def check_model_size(path, stored: str, builder, kwargs: dict, state_dict: dict) -> None:
+    """A :class:`CheckpointError` if the model that ``builder(**kwargs)`` would build is too
+    large (:data:`MAX_PARAMETERS`) or far larger than ``state_dict``: decided before it is
+    built, so that a damaged configuration cannot allocate hundreds of GB first."""
+    size = _meta_size(builder, kwargs)
+    if size is None:
+        return
+    held = sum(t.numel() for t in state_dict.values() if isinstance(t, torch.Tensor))
+    if size > MAX_PARAMETERS:
+        raise CheckpointError(f"checkpoint {path}: its model_config asks for a '{stored}' of "
+                              f"{_count(size)} parameters, more than the {_count(MAX_PARAMETERS)}"
+                              f" xai-bench builds (MAX_PARAMETERS); the configuration is damaged"
+                              f" or edited: retrain the model or copy the file again")
+    if size > 2 * held and size - held > _SIZE_SLACK:
+        raise CheckpointError(f"checkpoint {path}: its model_config asks for a '{stored}' of "
+                              f"{_count(size)} parameters but its weights hold {_count(held)}; "
+                              f"the configuration does not describe the weights (damaged or "
+                              f"edited): retrain the model or copy the file again")

@@ -9,7 +9,8 @@ weights, data and run options. This module supplies the pieces:
   (transitively, found by parsing the import statements), so editing
   ``methods/gradient.py`` changes the identity of ``intgrad`` but not of ``rollout``; for a
   plugin: its distribution's name and version and a digest of its defining module's file;
-- :func:`file_sha256` — a file's SHA-256 (cached per path, size and modification time);
+- :func:`file_sha256` — a file's SHA-256 (cached in memory per path, size, mtime, ctime and
+  inode); :func:`path_fingerprint` — a file's or a whole folder's content digest;
 - :func:`weights_digest` — a digest of a module's parameters and buffers (models given as
   objects);
 - :func:`digest` — SHA-256 of a canonical JSON encoding;
@@ -29,6 +30,7 @@ import os
 import sys
 from pathlib import Path
 
+from xai_bench.storage.content_hashes import file_content_sha256, tree_digest
 from xai_bench.version import VERSION
 
 PACKAGE = "xai_bench"
@@ -51,10 +53,11 @@ _FILE_HASHES: dict = {}
 
 
 def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, recomputed whenever its size or mtime changes."""
+    """SHA-256 of a file's bytes, cached in memory per path, size, mtime, ctime and inode (a
+    replacement with the same size and restored mtime still has a new ctime)."""
     path = Path(path).expanduser().resolve()
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     if key not in _FILE_HASHES:
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -246,19 +249,16 @@ def python_identity() -> dict:
 
 
 def path_fingerprint(path) -> str | None:
-    """A file's SHA-256, or for a directory a digest of every file's relative path, size and
-    modification time (cheap enough for ImageNet-sized folders); None if it does not exist."""
+    """A file's SHA-256, or for a directory a digest of every file's relative path and content
+    SHA-256 (symbolic links followed; per-file digests cached on disk under a key a same-size,
+    same-mtime replacement cannot match: see :mod:`xai_bench.storage.content_hashes`); None if
+    it does not exist."""
     path = Path(path).expanduser()
     if path.is_file():
-        return file_sha256(path)
+        return file_content_sha256(path)
     if not path.is_dir():
         return None
-    entries = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            entries.append((str(p.relative_to(path)), st.st_size, st.st_mtime_ns))
-    return digest(entries)
+    return tree_digest(path)
 
 
 def dataset_spec_fingerprint(spec: str) -> str | None:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from xai_bench.errors import XaiBenchError
+from xai_bench.storage.run_info_schema import run_info_problem
 
 RECORD_COLUMNS = ["model", "method", "metric", "sample_id", "target", "value", "status",
                   "message", "category", "higher_is_better", "replicate"]
@@ -111,16 +112,137 @@ class ResultsError(XaiBenchError):
     """A results directory is missing, incomplete or not of this schema."""
 
 
+#: the columns that identify one observation: a second row with the same key is a duplicate
+RECORD_KEY = ["model", "method", "metric", "replicate", "sample_id"]
+#: the columns that identify one point of a curve (with ``statistic`` and ``sample_id`` where
+#: present: per-image curves)
+CURVE_KEY = ["model", "method", "metric", "replicate", "order", "fraction"]
+#: the columns a bad row is named by
+NAMES = ("model", "method", "metric")
+#: the fix every bad row's message suggests
+REWRITE = "correct or remove that row, or rerun the `xai-bench run` command that made it"
+
+
 def read_records(run_dir) -> pd.DataFrame:
-    """``records.csv`` of a run directory as a DataFrame (schema checked)."""
-    return read_table(Path(run_dir) / "records.csv", RECORD_COLUMNS)
+    """``records.csv`` of a run directory as a DataFrame, checked row by row (see
+    :func:`check_records`); a bad row is a one-line :class:`ResultsError` naming it."""
+    path = Path(run_dir) / "records.csv"
+    return check_records(read_table(path, RECORD_COLUMNS), path)
 
 
 def read_curves(run_dir) -> pd.DataFrame:
     path = Path(run_dir) / "curves.csv"
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=CURVE_COLUMNS)
-    return read_table(path, CURVE_COLUMNS)
+    return check_curves(read_table(path, CURVE_COLUMNS), path)
+
+
+def _row_error(path, frame: pd.DataFrame, index, problem: str) -> ResultsError:
+    """A :class:`ResultsError` naming the file, the CSV line and the row's cell of ``index``."""
+    line = frame.index.get_loc(index) + 2  # the header is line 1
+    row = frame.loc[index]
+    names = "/".join(str(row[c]) for c in NAMES if c in frame)
+    return ResultsError(f"{path} line {line} ({names}): {problem}; {REWRITE}")
+
+
+def check_numbers(frame: pd.DataFrame, path, columns, *, blank_ok=True,
+                  integers=()) -> pd.DataFrame:
+    """``columns`` of ``frame`` as floats (``integers`` as ints, never blank): a cell that is
+    not a number (or a blank where ``blank_ok`` is False) is a :class:`ResultsError` naming
+    the row."""
+    for col in [*columns, *integers]:
+        if col not in frame:
+            continue
+        numbers = pd.to_numeric(frame[col], errors="coerce")
+        blank = frame[col].isna()
+        bad = numbers.isna() & ~blank
+        if col in integers or not blank_ok:
+            bad |= blank
+        if col in integers:
+            bad |= numbers.notna() & (numbers != numbers.round())
+        if bad.any():
+            index = bad.idxmax()
+            kind = "an integer" if col in integers else "a number"
+            raise _row_error(path, frame, index, f"{col} '{frame.at[index, col]}' is not {kind}")
+        frame[col] = numbers.astype(int) if col in integers else numbers.astype(float)
+    return frame
+
+
+_BOOLEANS = {True: True, False: False, "True": True, "False": False, "true": True,
+             "false": False}
+
+
+def check_booleans(frame: pd.DataFrame, path, column: str, blank=None) -> pd.DataFrame:
+    """``column`` as Python booleans; any other value (a blank too, unless ``blank`` is True
+    or marks the rows where one is allowed) is a :class:`ResultsError` naming the row."""
+    if column not in frame or frame[column].dtype == bool:
+        return frame
+    values = frame[column].astype(object)
+    known = values.map(lambda v: isinstance(v, (bool, np.bool_, str)) and v in _BOOLEANS)
+    allowed = known | (values.isna() & (blank if blank is not None else False))
+    if not allowed.all():
+        index = (~allowed).idxmax()
+        raise _row_error(path, frame, index, f"{column} '{values[index]}' is not True or False")
+    frame[column] = values.map(lambda v: _BOOLEANS[v] if v in _BOOLEANS else v)
+    return frame
+
+
+def _check_texts(frame: pd.DataFrame, path, columns) -> None:
+    for col in columns:
+        blank = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
+        if blank.any():
+            raise _row_error(path, frame, blank.idxmax(), f"{col} is empty")
+
+
+def _check_unique(frame: pd.DataFrame, path, key) -> None:
+    duplicated = frame.duplicated(subset=[c for c in key if c in frame], keep="first")
+    if duplicated.any():
+        index = duplicated.idxmax()
+        first = frame.index.get_loc(frame[frame[key].eq(frame.loc[index, key]).all(axis=1)].index[0])
+        raise _row_error(path, frame, index,
+                         f"duplicates line {first + 2} ({', '.join(key)} are the same), so it "
+                         f"would be counted twice")
+
+
+def check_records(frame: pd.DataFrame, path) -> pd.DataFrame:
+    """``records.csv`` read back, made strict: names and sample ids present, ``status`` one of
+    :data:`STATUSES`, ``value`` a number (blank or NaN only where the status is not ok),
+    ``target`` and ``replicate`` integers, ``higher_is_better`` a boolean (one per metric),
+    no two rows with the same :data:`RECORD_KEY`. The first bad row is a one-line
+    :class:`ResultsError` naming the file and its line."""
+    _check_texts(frame, path, [*NAMES, "sample_id", "status"])
+    unknown = ~frame["status"].isin(STATUSES)
+    if unknown.any():
+        index = unknown.idxmax()
+        raise _row_error(path, frame, index, f"status '{frame.at[index, 'status']}' is not one "
+                                             f"of {', '.join(STATUSES)}")
+    frame = check_numbers(frame, path, ["value"], integers=("target", "replicate"))
+    missing = (frame["status"] == "ok") & frame["value"].isna()
+    if missing.any():
+        raise _row_error(path, frame, missing.idxmax(),
+                         "value is empty or NaN in an 'ok' row (only skipped and error rows "
+                         "may lack a value)")
+    frame = check_booleans(frame, path, "higher_is_better", blank=frame["status"] != "ok")
+    mixed = frame.groupby("metric")["higher_is_better"].nunique() > 1
+    if mixed.any():
+        metric = mixed.idxmax()
+        raise ResultsError(f"{path}: higher_is_better is both True and False for metric "
+                           f"'{metric}'; {REWRITE}")
+    _check_unique(frame, path, RECORD_KEY)
+    return frame
+
+
+def check_curves(frame: pd.DataFrame, path) -> pd.DataFrame:
+    """``curves.csv`` read back, made strict: names and order present, ``fraction`` and
+    ``value`` numbers (``fraction`` never blank), ``replicate`` an integer, no repeated
+    point; the first bad row is a one-line :class:`ResultsError`."""
+    _check_texts(frame, path, [*NAMES, "order"])
+    frame = check_numbers(frame, path, ["value"], integers=("replicate",))
+    frame = check_numbers(frame, path, ["fraction"], blank_ok=False)
+    key = CURVE_KEY + [c for c in (STATISTIC, "sample_id") if c in frame]
+    _check_unique(frame.fillna({c: "" for c in key if c in (STATISTIC, "sample_id")}),
+                  path, key)
+    return frame
 
 
 def read_run_info(run_dir) -> dict:
@@ -135,6 +257,10 @@ def read_run_info(run_dir) -> dict:
                            f"`xai-bench run` command that made it") from None
     if not isinstance(info, dict):
         raise ResultsError(f"{path} is not an xai-bench run.json; rerun `xai-bench run`")
+    problem = run_info_problem(info)
+    if problem:
+        raise ResultsError(f"{path}: {problem}; correct it or rerun the `xai-bench run` "
+                           f"command that made it")
     return info
 
 
@@ -197,9 +323,33 @@ def read_examples(run_dir) -> dict:
         return {}
     out: dict = {}
     for key, value in read_arrays(path).items():
-        model, method, metric, name = key.split("/")
-        out.setdefault((model, method, metric), {})[name] = value
+        parts = key.split("/")
+        if len(parts) != 4 or not all(parts):
+            raise ResultsError(f"{path} holds the array '{key}', not named "
+                               f"model/method/metric/name; delete the file and rerun the "
+                               f"`xai-bench run` command that made it")
+        problem = example_problem(parts[3], value)
+        if problem:
+            raise ResultsError(f"{path}: the array '{key}' {problem}; delete the file and rerun "
+                               f"the `xai-bench run` command that made it")
+        out.setdefault(tuple(parts[:3]), {})[parts[3]] = value
     return out
+
+
+#: the example arrays the figures draw: ``{name: (ndim, channels or None)}``
+EXAMPLE_SHAPES = {"image": (3, 3), "maps": (3, None), "targets": (1, None)}
+
+
+def example_problem(name: str, value: np.ndarray) -> str | None:
+    """What is wrong with one example array the figures draw (None: nothing, or not drawn)."""
+    if name not in EXAMPLE_SHAPES:
+        return None
+    if value.dtype.kind not in "biuf":
+        return f"holds {value.dtype} values, not numbers"
+    ndim, channels = EXAMPLE_SHAPES[name]
+    if value.ndim != ndim or (channels is not None and value.shape[0] != channels):
+        return f"has the shape {tuple(value.shape)}, not the {ndim}-d array figures draw"
+    return None
 
 
 def find_run_dirs(path) -> list[Path]:

@@ -7,14 +7,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from xai_bench.analysis.tables import read_statistics
 from xai_bench.outputs.plots import draw_figures
 from xai_bench.outputs.presentation import Presentation
 from xai_bench.outputs.report.html import data_uri
+from xai_bench.outputs.run_inputs import read_run_inputs
 from xai_bench.outputs.summary import build_summary
-from xai_bench.storage.results import (
-    ResultsError, read_curves, read_examples, read_records, read_run_info,
-)
 
 __all__ = ["ReportRun", "run_figures"]
 
@@ -23,17 +20,9 @@ class ReportRun:
     """One run directory as the report sees it."""
 
     def __init__(self, run_dir):
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ResultsError(f"{run_dir} is not a directory: pass a run directory made by "
-                               f"`xai-bench run` (it holds run.json and records.csv)")
-        # run.json first: its message says best what a directory that is no run lacks
-        self.dir = run_dir
-        self.info = read_run_info(run_dir)
-        self.records = read_records(run_dir)
-        self.curves = read_curves(run_dir)
-        self.examples = read_examples(run_dir)
-        self.tables = read_statistics(run_dir, self.records, self.info)
+        inputs = read_run_inputs(run_dir)  # every input, checked, before anything is drawn
+        self.dir, self.info, self.records = inputs.dir, inputs.info, inputs.records
+        self.curves, self.examples, self.tables = inputs.curves, inputs.examples, inputs.tables
         self.presentation = Presentation.of_run(self.info)
         self.summary = build_summary(self.tables, self.records, self.info, self.presentation)
         self.models = self.summary.models
