@@ -24,6 +24,7 @@ import xai_bench
 from xai_bench.storage.checkpoint import CheckpointError, save_checkpoint
 from xai_bench.cli import main
 from xai_bench.training import RECIPES
+from catalogue import assert_one_line_error, files_under, isolate_caches
 
 #: a tiny conventional ViT (untrained): fast to build, load and run
 NANO = dict(embed_dim=32, depth=1, num_heads=2, stem_channels=(8, 16))
@@ -96,8 +97,7 @@ def assets(tmp_path_factory):
 def _isolated(monkeypatch, tmp_path_factory):
     """Caches outside the user's home; reaching the default-model cache is a test failure."""
     cache = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("XAI_BENCH_CACHE", str(cache))
-    monkeypatch.setenv("XAI_BENCH_DATA", str(cache / "data"))
+    isolate_caches(monkeypatch, cache)
     import xai_bench.training as training
 
     def no_default_model(*args, **kwargs):
@@ -106,26 +106,12 @@ def _isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(training, "cached_default_model", no_default_model)
 
 
-def _files(*roots) -> set:
-    return {(str(root), str(p.relative_to(root))) for root in roots for p in root.rglob("*")}
-
 
 def _result_files(paths) -> list:
     return sorted(p for _, p in paths if Path(p).name in ("records.csv", "run.json", "cells")
                   or p.endswith((".png", ".pt", ".npz", ".csv")))
 
 
-def assert_one_line_error(result, fragments) -> str:
-    output = result.output
-    assert result.exit_code == 2, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---- how the cases build their command lines -------------------------------------------------
@@ -417,9 +403,9 @@ def test_bad_input_is_one_line_and_writes_nothing(build, fragments, assets, tmp_
     try:
         args = [str(a) for a in build(ctx)]
         roots = (tmp_path, assets.root)
-        before = _files(*roots)
+        before = files_under(*roots)
         result = CliRunner().invoke(main, args)
-        after = _files(*roots)
+        after = files_under(*roots)
     finally:
         for undo in ctx.cleanup:
             undo()

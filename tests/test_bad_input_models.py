@@ -27,6 +27,7 @@ from xai_bench.cli import main
 from xai_bench.storage.checkpoint import CheckpointError, save_checkpoint
 from xai_bench.storage.checkpoint_format import MAX_PARAMETERS, forbidden_global
 from xai_bench.training import RECIPES
+from catalogue import assert_one_line_error, files_under, isolate_caches
 
 #: a tiny conventional ViT (untrained): fast to build, load and run
 NANO = dict(embed_dim=32, depth=1, num_heads=2, stem_channels=(8, 16))
@@ -89,8 +90,7 @@ def _isolated(monkeypatch, tmp_path_factory, assets):
     """Caches outside the user's home, the damaged copy as the shipped weights, and no
     training (an error must come before it)."""
     cache = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("XAI_BENCH_CACHE", str(cache))
-    monkeypatch.setenv("XAI_BENCH_DATA", str(cache / "data"))
+    isolate_caches(monkeypatch, cache)
     monkeypatch.setattr(shipped, "MANIFEST", assets.manifest)
     import xai_bench.training.cache as cache_module
     import xai_bench.training.loop as loop
@@ -102,20 +102,7 @@ def _isolated(monkeypatch, tmp_path_factory, assets):
     monkeypatch.setattr(cache_module, "train_and_save", no_training)
 
 
-def _files(*roots) -> set:
-    return {(str(root), str(p.relative_to(root))) for root in roots for p in root.rglob("*")}
 
-
-def assert_one_line_error(result, fragments) -> str:
-    output = result.output
-    assert result.exit_code == 2, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def run_args(*extra, untrained=True):
@@ -169,12 +156,12 @@ CASES = [
 def test_bad_model_file_is_one_line_and_writes_nothing(build, fragments, assets, tmp_path):
     ctx = SimpleNamespace(tmp=tmp_path, assets=assets)
     args = [str(a) for a in build(ctx)]
-    before = _files(tmp_path, assets.root)
+    before = files_under(tmp_path, assets.root)
     started = time.time()
     result = CliRunner().invoke(main, args)
     assert time.time() - started < 60, "the refusal came late"
     assert_one_line_error(result, fragments)
-    added = _files(tmp_path, assets.root) - before
+    added = files_under(tmp_path, assets.root) - before
     assert not added, f"created: {sorted(p for _, p in added)}"
 
 

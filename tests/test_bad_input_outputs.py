@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from conftest import load_benchmark
 from xai_bench.cli import main
+from catalogue import assert_one_line_error, files_under
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,6 @@ def good_run(tmp_path_factory) -> Path:
                                 metrics="deletion", n_images=2, out=root, plots=False,
                                 report=False, progress=False)
     return Path(result.run_dir)
-
-
-def _files(root: Path) -> set:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
 def _text_table(path: Path) -> pd.DataFrame:
@@ -126,15 +123,6 @@ OUTPUT_CASES = [pytest.param(command, damage, fragments, id=f"{command}-{name}")
                 for name, damage, fragments in DAMAGES for command in ("plot", "report")]
 
 
-def assert_one_line_error(result, fragments):
-    output = result.output
-    assert result.exit_code == 2, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("command, damage, fragments", OUTPUT_CASES)
@@ -143,12 +131,12 @@ def test_bad_run_directory_is_one_line_and_writes_nothing(command, damage, fragm
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     damage(run)
-    before = _files(tmp_path)
+    before = files_under(tmp_path)
     if command == "report" and not (run / "run.json").exists():
         fragments = ("not a run directory",)  # report names what a run directory lacks
     result = CliRunner().invoke(main, [command, str(run)])
     assert_one_line_error(result, fragments)
-    assert _files(tmp_path) == before, sorted(_files(tmp_path) - before)
+    assert files_under(tmp_path) == before, sorted(files_under(tmp_path) - before)
 
 
 def test_the_good_run_is_accepted(good_run, tmp_path):
@@ -215,7 +203,7 @@ def test_bad_benchmark_argument_is_one_line_before_any_work(script, make_args, f
     args = [str(a) for a in make_args(tmp_path)]
     if script == "replicate":
         args += ["--docs", str(tmp_path / "replication.md")]
-    before = _files(tmp_path)
+    before = files_under(tmp_path)
     try:
         code = module.main(args)
     except SystemExit as e:
@@ -227,7 +215,7 @@ def test_bad_benchmark_argument_is_one_line_before_any_work(script, make_args, f
     assert len(lines) == 1 and lines[0].startswith("Error: "), err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-    assert _files(tmp_path) == before, sorted(_files(tmp_path) - before)
+    assert files_under(tmp_path) == before, sorted(files_under(tmp_path) - before)
 
 
 def test_catalogue_size():

@@ -23,6 +23,7 @@ from xai_bench.cli import main
 from xai_bench.errors import XaiBenchError
 from xai_bench.storage.checkpoint import save_checkpoint
 from xai_bench.training import RECIPES
+from catalogue import assert_one_line_error, files_under, isolate_caches
 
 #: a tiny conventional ViT (untrained): fast to build, load and run
 NANO = dict(embed_dim=32, depth=1, num_heads=2, stem_channels=(8, 16))
@@ -63,8 +64,7 @@ def assets(tmp_path_factory):
 def _isolated(monkeypatch, tmp_path_factory):
     """Caches outside the user's home; training or the default-model cache fail the test."""
     cache = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv("XAI_BENCH_CACHE", str(cache))
-    monkeypatch.setenv("XAI_BENCH_DATA", str(cache / "data"))
+    isolate_caches(monkeypatch, cache)
     import xai_bench.training as training
     import xai_bench.training.loop as loop
 
@@ -75,20 +75,7 @@ def _isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(loop, "train_model", reached)
 
 
-def _files(*roots) -> set:
-    return {(str(root), str(p.relative_to(root))) for root in roots for p in root.rglob("*")}
 
-
-def assert_one_line_error(result, fragments) -> str:
-    output = result.output
-    assert result.exit_code == 2, output
-    assert result.exception is None or isinstance(result.exception, SystemExit), output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def run_args(*extra, untrained=True):
@@ -192,9 +179,9 @@ RUN_CASES = [
 def test_bad_run_input_is_one_line_and_writes_nothing(build, fragments, assets, tmp_path):
     ctx = SimpleNamespace(tmp=tmp_path, out=tmp_path / "results", assets=assets)
     args = [str(a) for a in build(ctx)]
-    before = _files(tmp_path, assets.root)
+    before = files_under(tmp_path, assets.root)
     result = CliRunner().invoke(main, args)
-    after = _files(tmp_path, assets.root)
+    after = files_under(tmp_path, assets.root)
     assert_one_line_error(result, fragments)
     assert not after - before, f"created: {sorted(p for _, p in after - before)}"
     assert not ctx.out.exists()
@@ -271,14 +258,14 @@ def test_bad_evaluate_input_is_one_line_and_writes_nothing(options, fragments, a
                  dataset=TensorData(_images(), [0, 1, 2, 3]), n_images=2, batch_size=2,
                  out=out, name=RUN_NAME, plots=False, report=False, progress=False, log=None)
     given.update(options(assets))
-    before = _files(tmp_path, assets.root)
+    before = files_under(tmp_path, assets.root)
     with pytest.raises(XaiBenchError) as raised:
         xai_bench.evaluate(**given)
     message = str(raised.value)
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
-    assert not _files(tmp_path, assets.root) - before
+    assert not files_under(tmp_path, assets.root) - before
     assert not out.exists()
 
 
