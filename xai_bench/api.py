@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS
+from xai_bench.training.defaults import DEFAULT_DATASET, DEFAULT_MODELS
 
 __all__ = ["evaluate", "Results"]
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from xai_bench.cli.common import UsageError, friendly_errors
-from xai_bench.loading import get_model
 from xai_bench.registry import MODELS
-from xai_bench.training import DEFAULT_DATASET
+from xai_bench.training.defaults import DEFAULT_DATASET
 
 __all__ = ["plot", "report", "explain"]
 
@@ -95,6 +94,8 @@ def explain(model, images, checkpoint, methods, dataset, n_images, target, out):
     from xai_bench.outputs.explain import explanation_figure, load_images
 
     if checkpoint is not None:
+        from xai_bench.loading import get_model
+
         net = get_model(model, checkpoint=checkpoint)
     else:
         from xai_bench.run.models import weights_source

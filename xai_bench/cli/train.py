@@ -8,9 +8,8 @@ import time
 import click
 
 from xai_bench.cli.common import UsageError, friendly_errors, parse_key_values
-from xai_bench.loading import get_model
 from xai_bench.registry import MODELS
-from xai_bench.training import DEFAULT_DATASET
+from xai_bench.training.defaults import DEFAULT_DATASET
 
 __all__ = ["train", "info"]
 
@@ -91,6 +90,8 @@ def train(model, dataset, out, recipe, epochs, batch_size, lr, seed, device, lim
     kwargs.setdefault("num_classes", train_set.num_classes)
     kwargs.setdefault("image_size", train_set.image_size[0])
     try:
+        from xai_bench.loading import get_model
+
         net = get_model(model, **kwargs)
     except TypeError as e:
         raise UsageError(f"bad --model-arg for '{model}': {' '.join(str(e).split())}") from None

@@ -21,7 +21,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from xai_bench.errors import ConfigError
 from xai_bench.storage.identity import digest
-from xai_bench.training import DEFAULT_DATASET, DEFAULT_MODELS
+from xai_bench.training.defaults import DEFAULT_DATASET, DEFAULT_MODELS
 
 __all__ = ["RunConfig", "RunError", "Option", "run_options", "label_of", "parse_value",
            "format_value", "reproduce_command"]

@@ -19,7 +19,7 @@ from xai_bench.registry import MODELS
 from xai_bench.run.config import RunError, label_of
 from xai_bench.run.names import names_or_objects, split_names
 from xai_bench.storage.identity import code_identity, file_sha256, weights_digest
-from xai_bench.training import DEFAULT_DATASET, is_default_model
+from xai_bench.training.defaults import DEFAULT_DATASET, is_default_model
 
 __all__ = ["ModelSpec", "RunModels", "replicate_label", "weights_source", "resolve_models",
            "resolve_checkpoints", "check_weights", "check_classes_fit", "check_logit_count",

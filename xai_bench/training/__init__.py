@@ -12,17 +12,30 @@
 Evaluation is :func:`xai_bench.compute.inference.predict`.
 """
 
-from xai_bench.training.cache import (
-    DEFAULT_DATASET, DEFAULT_MODELS, cache_key, cache_path, cached_default_model,
-    is_default_model, model_cache_dir, seeded_model,
-)
-from xai_bench.training.loop import TrainResult, loss_fn, lr_factor, make_optimizer, train_model
-from xai_bench.training.recipes import (
-    AUGMENTATIONS, LOSSES, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, default_recipe, get_recipe,
-)
-from xai_bench.training.save import (
-    TrainedModel, check_output_file, checkpoint_metrics, train_and_save,
-)
+import importlib
+
+#: where each public name lives; imported on first use, so that importing a leaf module such
+#: as ``xai_bench.training.defaults`` (the command line's defaults) does not import torch
+_HOMES = {
+    **dict.fromkeys(("DEFAULT_DATASET", "DEFAULT_MODELS", "is_default_model"), "defaults"),
+    **dict.fromkeys(("cache_key", "cache_path", "cached_default_model", "model_cache_dir",
+                     "seeded_model"), "cache"),
+    **dict.fromkeys(("TrainResult", "loss_fn", "lr_factor", "make_optimizer", "train_model"),
+                    "loop"),
+    **dict.fromkeys(("AUGMENTATIONS", "LOSSES", "OPTIMIZERS", "RECIPES", "SCHEDULES", "Recipe",
+                     "default_recipe", "get_recipe"), "recipes"),
+    **dict.fromkeys(("TrainedModel", "check_output_file", "checkpoint_metrics",
+                     "train_and_save"), "save"),
+}
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+        globals()[name] = value  # later lookups skip this function (and see monkeypatches)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Recipe", "RECIPES", "get_recipe", "default_recipe", "LOSSES", "OPTIMIZERS", "SCHEDULES",

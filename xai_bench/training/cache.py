@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from xai_bench.training.defaults import DEFAULT_DATASET, DEFAULT_MODELS, is_default_model
 from xai_bench.training.recipes import Recipe, default_recipe
 from xai_bench.training.save import seeded_model, train_and_save
 from xai_bench.training.shipped import shipped_checkpoint
@@ -21,17 +22,6 @@ from xai_bench.version import VERSION
 
 __all__ = ["DEFAULT_MODELS", "DEFAULT_DATASET", "is_default_model", "model_cache_dir",
            "cache_key", "cache_path", "seeded_model", "cached_default_model"]
-
-#: the models that are trained (once, cached) on demand on :data:`DEFAULT_DATASET`
-DEFAULT_MODELS = ("bcos_vit_nano", "vit_nano")
-DEFAULT_DATASET = "shapes"
-
-
-def is_default_model(name: str, dataset_spec: str = DEFAULT_DATASET) -> bool:
-    """Whether ``name`` on ``dataset_spec`` is a default model (trained and cached on demand
-    when no checkpoint is given)."""
-    return name in DEFAULT_MODELS and str(dataset_spec) == DEFAULT_DATASET
-
 
 def model_cache_dir(cache_dir=None) -> Path:
     """``cache_dir`` if given, else ``$XAI_BENCH_CACHE/models``, else
