@@ -430,6 +430,9 @@ MODELS.add_prefix("timm", "xai_bench.models.timm_adapter:resolve_timm_model",
                   "any timm VisionTransformer, e.g. timm:vit_small_patch16_224 (pip install "
                   "\"xai-bench[timm]\")")
 METHODS = Registry("method", "xai_bench.methods", ("xai_bench.methods",), walk=True)
+METHODS.add_prefix("captum", "xai_bench.methods.captum_adapter:resolve_captum_method",
+                   "any captum.attr attribution, e.g. captum:Saliency, captum:Occlusion, "
+                   "captum:NoiseTunnel(Saliency)")
 METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",), walk=True)
 
 
