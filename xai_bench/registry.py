@@ -38,13 +38,12 @@ import importlib.util
 import inspect
 import sys
 
+from xai_bench.contracts.members import DECLARED
 from xai_bench.errors import RegistryError, UnknownNameError
 
 __all__ = ["Registry", "RegistryError", "UnknownNameError", "MODELS", "METHODS", "METRICS",
            "register_method", "register_metric"]
 
-#: the marker the declaring decorators (xai_bench.contracts.method/metric) set
-_DECLARED = "__xai_bench_entry__"
 
 _GLOB_CHARS = "*?["
 # Characters that would make a name ambiguous in `resolve` specs ("a,b", globs).
@@ -229,7 +228,7 @@ class Registry:
                 continue
             for obj in list(vars(module).values()):
                 own = getattr(obj, "__dict__", {})
-                if own.get(_DECLARED) == self.kind and obj.__module__ == name and \
+                if own.get(DECLARED) == self.kind and obj.__module__ == name and \
                         obj.name not in self._builtins:
                     self.add(obj.name, obj)
         if self.declarations:

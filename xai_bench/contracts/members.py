@@ -8,7 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["Member", "REQUIRED", "members_table", "missing_members", "callable_parameters",
-           "declared_values", "entry_name", "first_doc_line"]
+           "declared_values", "entry_name", "first_doc_line", "declare", "DECLARED"]
+
+#: the attribute the declaring decorators set to the entry's kind ("method", "metric"): the
+#: marker by which the registry finds the built-in entries
+DECLARED = "__xai_bench_entry__"
 
 
 class _Required:
@@ -106,3 +110,20 @@ def declared_values(target, fields) -> dict:
     if not values.get("description"):
         values["description"] = first_doc_line(target)
     return values
+
+
+def declare(obj, kind: str, name: str | None, values: dict, check):
+    """What the ``@method`` / ``@metric`` decorators do to ``obj`` (a class or a function):
+    resolve its name (``entry_name``; a function's ``__name__``), ``check(name)`` the declared
+    values, complete the description (given, else a class's own ``description``, else the
+    first docstring line), set every value as an attribute and mark it as a ``kind`` entry."""
+    own = entry_name(obj, name, kind) if inspect.isclass(obj) else name or obj.__name__
+    check(own)
+    own_description = getattr(obj, "description", "") if inspect.isclass(obj) else ""
+    values = {**values, "description": values.get("description") or own_description
+              or first_doc_line(obj)}
+    obj.name = own
+    for key, value in values.items():
+        setattr(obj, key, value)
+    setattr(obj, DECLARED, kind)
+    return obj

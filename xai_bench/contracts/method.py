@@ -22,10 +22,10 @@ read the card (:func:`method_card`).
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from xai_bench.contracts.members import (
-    REQUIRED, Member, declared_values, entry_name, first_doc_line,
+    REQUIRED, Member, declare, declared_values, entry_name,
 )
 from xai_bench.contracts.model import CAPABILITY_MEMBERS, has_capabilities
 from xai_bench.errors import ContractError
@@ -39,8 +39,6 @@ METHOD_KINDS = ("model-inherent", "gradient", "attention", "lrp", "perturbation"
                 "other")
 #: forward passes per explained image of a method that declares no cost (a gradient method)
 DEFAULT_METHOD_COST = 2.5
-#: the attribute the decorators set (a marker the registry finds built-in entries by)
-DECLARED = "__xai_bench_entry__"
 
 
 @dataclass(frozen=True)
@@ -106,17 +104,11 @@ def method(name: str | None = None, *, kind: str = "other", class_agnostic: bool
     requires = (requires,) if isinstance(requires, str) else tuple(requires)
 
     def decorate(obj):
-        own = entry_name(obj, name, "method") if inspect.isclass(obj) else name or obj.__name__
-        _check_card(own, kind, cost, requires, colour)
-        own_description = getattr(obj, "description", "") if inspect.isclass(obj) else ""
         values = dict(kind=kind, class_agnostic=bool(class_agnostic), cost=float(cost),
                       requires=requires, label=label, place=place, colour=colour,
-                      description=description or own_description or first_doc_line(obj))
-        obj.name = own
-        for key, value in values.items():
-            setattr(obj, key, value)
-        setattr(obj, DECLARED, "method")
-        return obj
+                      description=description)
+        return declare(obj, "method", name, values,
+                       lambda own: _check_card(own, kind, cost, requires, colour))
 
     return decorate
 
@@ -125,7 +117,7 @@ def method_card(obj, name: str | None = None) -> MethodCard:
     """The card of a method (class, function, instance or :class:`CheckedMethod`): its
     declared attributes, with the defaults of :class:`MethodCard` for what it leaves out."""
     if isinstance(obj, CheckedMethod):
-        return obj.card if name is None else MethodCard(**{**obj.card.__dict__, "name": name})
+        return obj.card if name is None else replace(obj.card, name=name)
     target = obj.func if hasattr(obj, "func") and hasattr(obj, "keywords") else obj  # partial
     values = declared_values(target, _FIELDS)
     if "requires" in values:

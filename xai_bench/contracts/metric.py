@@ -23,7 +23,7 @@ import inspect
 from dataclasses import asdict, dataclass
 
 from xai_bench.contracts.members import (
-    REQUIRED, Member, callable_parameters, declared_values, entry_name, first_doc_line,
+    DECLARED, REQUIRED, Member, callable_parameters, declare, declared_values, entry_name,
     missing_members,
 )
 from xai_bench.errors import ContractError
@@ -33,7 +33,6 @@ __all__ = ["MetricCard", "metric", "metric_card", "is_metric_function", "functio
 
 #: the positional arguments of a metric function: f(model, x, targets, maps, *, ...)
 METRIC_FUNCTION_ARGS = 4
-DECLARED = "__xai_bench_entry__"
 
 
 @dataclass(frozen=True)
@@ -98,19 +97,12 @@ def metric(name: str | None = None, *, higher_is_better: bool, category: str = "
     sets the class's declarations. The object is returned unchanged apart from them."""
 
     def decorate(obj):
-        own = entry_name(obj, name, "metric") if inspect.isclass(obj) else name or obj.__name__
-        _check(own, category, higher_is_better, unit, chance)
-        own_description = getattr(obj, "description", "") if inspect.isclass(obj) else ""
         values = dict(category=category, higher_is_better=higher_is_better, label=label,
                       unit=unit, chance=chance, place=place, needs_masks=bool(needs_masks),
                       needs_maps=bool(needs_maps), reexplains=bool(reexplains),
-                      second_model=bool(second_model),
-                      description=description or own_description or first_doc_line(obj))
-        obj.name = own
-        for key, value in values.items():
-            setattr(obj, key, value)
-        setattr(obj, DECLARED, "metric")
-        return obj
+                      second_model=bool(second_model), description=description)
+        return declare(obj, "metric", name, values,
+                       lambda own: _check(own, category, higher_is_better, unit, chance))
 
     return decorate
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xai_bench.contracts.method import DEFAULT_METHOD_COST, method  # noqa: F401
+from xai_bench.contracts.method import DEFAULT_METHOD_COST
 from xai_bench.contracts.parameters import check_parameter_values
 from xai_bench.errors import NotApplicable
 from xai_bench.contracts.model import has_attention, has_capabilities, model_attr, model_name

@@ -49,12 +49,15 @@ def draw_figures(out, *, tables: dict, curves: pd.DataFrame, examples: dict, inf
             *plot_grid_examples(examples, info, out, presentation=presentation)]
 
 
-def plot_run(run_dir, out=None) -> list[Path]:
+def plot_run(run_dir, out=None, *, inputs=None) -> list[Path]:
     """Write every figure and the summary of one run directory (see the module docstring)
-    into ``out`` (default ``RUN_DIR/plots``); returns the paths written."""
+    into ``out`` (default ``RUN_DIR/plots``); returns the paths written. ``inputs``: the
+    directory's :class:`~xai_bench.outputs.run_inputs.RunInputs` if the caller has read them
+    already (else they are read here)."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "plots"
-    run = read_run_inputs(run_dir)  # every input is read (and checked) before any output
+    # every input is read (and checked) before any output
+    run = inputs if inputs is not None else read_run_inputs(run_dir)
     atomic_io.ensure_dir(out)
     written = draw_figures(out, tables=run.tables, curves=run.curves, examples=run.examples,
                            info=run.info, models=model_order(run.records, run.tables["summary"]),

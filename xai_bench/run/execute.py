@@ -155,17 +155,6 @@ class ModelScope:
                 f"restored for the other methods: a method must not modify the model (work "
                 f"on a copy)"))
         return self.mutated.get(method_name)
-        changed = changed_weights(self.model, self.pristine)
-        if not changed:
-            return None
-        restore_weights(self.model, self.pristine)
-        self.prepared, self.confidences = {}, {}
-        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
-        self.mutated[method_name] = (
-            f"method '{method_name}' changed the model's weights ({', '.join(changed[:3])}"
-            f"{more}); its cells are errors and the model was restored for the other "
-            f"methods: a method must not modify the model (work on a copy)")
-        return self.mutated[method_name]
 
 
 @dataclass

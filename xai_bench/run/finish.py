@@ -129,15 +129,20 @@ def write_figures(run_dir: Path, plots: bool = True, report: bool = True) -> dic
     report embeds the figures just drawn, or draws them into the page without ``plots/``).
     Returns ``{"plots": [paths], "report": path}`` of what was written."""
     written: dict = {}
+    if not (plots or report):
+        return written
+    from xai_bench.outputs.run_inputs import read_run_inputs
+
+    inputs = read_run_inputs(run_dir)  # read and checked once, for the figures and the report
     figures = None
     if plots:
         from xai_bench.outputs.plots import plot_run
 
-        figures = written["plots"] = plot_run(run_dir)
+        figures = written["plots"] = plot_run(run_dir, inputs=inputs)
     if report:
         from xai_bench.outputs.report import write_report
 
-        written["report"] = write_report(run_dir, figures=figures)
+        written["report"] = write_report(run_dir, figures=figures, inputs=inputs)
     return written
 
 

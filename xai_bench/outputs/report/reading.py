@@ -19,8 +19,9 @@ __all__ = ["ReportRun", "run_figures"]
 class ReportRun:
     """One run directory as the report sees it."""
 
-    def __init__(self, run_dir):
-        inputs = read_run_inputs(run_dir)  # every input, checked, before anything is drawn
+    def __init__(self, run_dir, inputs=None):
+        # every input, checked, before anything is drawn (unless the caller has read them)
+        inputs = inputs if inputs is not None else read_run_inputs(run_dir)
         self.dir, self.info, self.records = inputs.dir, inputs.info, inputs.records
         self.curves, self.examples, self.tables = inputs.curves, inputs.examples, inputs.tables
         self.presentation = Presentation.of_run(self.info)
