@@ -187,10 +187,10 @@ def test_intgrad_chunk_for_keeps_the_cpu_caps(monkeypatch):
     model = xai_bench.get_model("vit_nano").eval()
     auto = xai_bench.get_method("intgrad")
     x = torch.zeros(2, 3, 32, 32)
-    assert auto.chunk_for(x, model) == 64  # plenty of memory: the benchmark's CPU optimum
-    assert xai_bench.get_method("intgrad", chunk_size=9).chunk_for(x, model) == 9
+    assert auto.chunk_for(model, x) == 64  # plenty of memory: the benchmark's CPU optimum
+    assert xai_bench.get_method("intgrad", chunk_size=9).chunk_for(model, x) == 9
     monkeypatch.setattr(chunking, "free_memory_bytes", lambda device: 0)
-    assert auto.chunk_for(x, model) == 1  # no memory: below the batch size, at least 1
+    assert auto.chunk_for(model, x) == 1  # no memory: below the batch size, at least 1
 
 
 def test_vit_cx_retries_smaller_chunks(monkeypatch):

@@ -25,7 +25,9 @@ ALL = xai_bench.list_methods()
 BASELINES = {"random", "uniform", "centre"}  # model-independent
 MINE = ["inherent", "ixg", "intgrad", "finatt", "rollout", "gradsam", "gradcam", "chefer_lrp",
         "plrp", "random", "uniform", "centre"]
-FAST = {"intgrad": dict(n_steps=8)}  # the contract checks; the defaults are checked below
+FAST = {"intgrad": dict(n_steps=8), "smoothgrad": dict(nt_samples=4),  # the contract checks;
+        "vargrad": dict(nt_samples=4), "gradient_shap": dict(n_samples=4),  # the defaults are
+        "lime": dict(n_samples=24), "kernel_shap": dict(n_samples=24)}      # checked elsewhere
 TINY = dict(num_classes=4, embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16),
             stem_strides=(2, 2), patch_size=1)  # 8×8 tokens at 32×32
 COLOURS = torch.tensor([[0.9, 0.15, 0.1], [0.1, 0.8, 0.2], [0.15, 0.25, 0.95],
@@ -116,10 +118,10 @@ def test_methods_registered_with_reported_parameters():
     assert xai_bench.get_method("intgrad").params["method"] == "gausslegendre"
     assert xai_bench.get_method("intgrad", n_steps=8).params["n_steps"] == 8
     auto = xai_bench.get_method("intgrad")  # memory bound: fewer interpolated inputs at 224²
-    assert auto.chunk_for(torch.zeros(1, 6, 32, 32)) == 64
-    assert auto.chunk_for(torch.zeros(1, 6, 224, 224)) == 16
-    assert auto.chunk_for(torch.zeros(40, 6, 224, 224)) == 40  # >= one step of every image
-    assert xai_bench.get_method("intgrad", chunk_size=8).chunk_for(torch.zeros(1, 6, 32, 32)) == 8
+    assert auto.chunk_for(None, torch.zeros(1, 6, 32, 32)) == 64
+    assert auto.chunk_for(None, torch.zeros(1, 6, 224, 224)) == 16
+    assert auto.chunk_for(None, torch.zeros(40, 6, 224, 224)) == 40  # >= one step of every image
+    assert xai_bench.get_method("intgrad", chunk_size=8).chunk_for(None, torch.zeros(1, 6, 32, 32)) == 8
     with pytest.raises(ValueError, match="chunk_size"):
         xai_bench.get_method("intgrad", chunk_size=0)
     assert xai_bench.get_method("rollout").params == {"start_layer": 1}

@@ -31,6 +31,7 @@ This module must not import anything heavy: it is imported by ``xai_bench/__init
 from __future__ import annotations
 
 import difflib
+import re
 import fnmatch
 import importlib
 import importlib.metadata
@@ -55,11 +56,10 @@ def _one_line(text: str) -> str:
 
 
 def _first_sentence(text: str) -> str:
+    """Up to the first full stop that ends a sentence (not the one of "et al." or "e.g.")."""
     text = _one_line(text)
-    for end in (". ", ".\n"):
-        if end in text:
-            return text.split(end, 1)[0] + "."
-    return text
+    match = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)\.(?:\s|$)", text)
+    return text[:match.start()] + "." if match else text
 
 
 def _distribution(ep) -> str:
@@ -311,7 +311,9 @@ class Registry:
         hint = ""
         if self._prefixes and ":" in str(name):
             hint = f" (name prefixes: {', '.join(p + ':' for p in sorted(self._prefixes))})"
-        close = difflib.get_close_matches(str(name), sorted(self._all_names()), n=3)
+        words = sorted(self._all_names()) + (sorted(self.groups()) if ":" not in str(name)
+                                             else [])
+        close = difflib.get_close_matches(str(name), words, n=3)
         if close:
             return f"unknown {self.kind} '{name}' — did you mean {_quote_list(close)}?{hint}"
         return (f"unknown {self.kind} '{name}'; run `xai-bench list {self.kind}s` to see the "
@@ -394,10 +396,31 @@ class Registry:
                 elif self._prefix_of(part):
                     self.get(part)  # the resolver's own error (e.g. suggestions) if unknown
                     matches = [part]
+                elif part in self.groups():
+                    matches = self.groups()[part]
                 else:
                     raise UnknownNameError(self.unknown_message(part))
                 result.update(dict.fromkeys(matches))
         return list(result)
+
+    def groups(self) -> dict:
+        """``{word: [names]}``: the words that select several entries at once — a method's
+        kind and declared groups (``gradient``, ``paper``), a metric's category
+        (``localisation``) — from the entries' cards; entries that fail to load are left
+        out. Models have none."""
+        if self.kind not in ("method", "metric"):
+            return {}
+        out: dict = {}
+        for name in self.list():
+            try:
+                card = self.card(name)
+            except RegistryError:
+                continue
+            words = ((card.kind, *card.groups) if self.kind == "method"
+                     else (card.category,))
+            for word in words:
+                out.setdefault(word, []).append(name)
+        return out
 
     # ------------------------------------------------------------------ container protocol
     def __contains__(self, name) -> bool:

@@ -61,11 +61,12 @@ def list_cmd(what, pattern):
 
 
 def _tags(registry, name) -> dict:
-    """What ``xai-bench list`` shows of an entry besides its description: a method's kind, a
-    metric's category and direction (from their declarations), a model's registered facts."""
+    """What ``xai-bench list`` shows of an entry besides its description: a method's kind and
+    groups, a metric's category and direction (from their declarations), a model's registered facts."""
     if registry.kind == "method":
         card = registry.card(name)
-        return {"kind": card.kind, **({"class_agnostic": True} if card.class_agnostic else {})}
+        return {"kind": card.kind, **({"groups": "+".join(card.groups)} if card.groups else {}),
+                **({"class_agnostic": True} if card.class_agnostic else {})}
     if registry.kind == "metric":
         card = registry.card(name)
         return {"category": card.category, "higher_is_better": card.higher_is_better}

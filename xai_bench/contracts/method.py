@@ -30,7 +30,7 @@ from xai_bench.contracts.members import (
 from xai_bench.contracts.model import CAPABILITY_MEMBERS, has_capabilities
 from xai_bench.errors import ContractError
 
-__all__ = ["MethodCard", "method", "method_card", "METHOD_KINDS", "METHOD_MEMBERS",
+__all__ = ["MethodCard", "method", "method_card", "METHOD_KINDS", "METHOD_GROUPS", "METHOD_MEMBERS",
            "CheckedMethod", "check_method", "DEFAULT_METHOD_COST"]
 
 #: the kinds a method may declare (a plugin may use another word; "baseline" is special:
@@ -58,27 +58,39 @@ class MethodCard:
     place: float | None = None
     colour: str | None = None
     description: str = ""
+    groups: tuple = ()
 
     @property
     def is_baseline(self) -> bool:
         return self.kind == "baseline"
 
+    def in_group(self, word: str) -> bool:
+        """Whether ``--methods <word>`` selects this method: its kind or a declared group."""
+        return word == self.kind or word in self.groups
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "requires": list(self.requires)}
+        return {**asdict(self), "requires": list(self.requires), "groups": list(self.groups)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MethodCard":
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in dict(data).items() if k in known}
         values["requires"] = tuple(values.get("requires") or ())
+        values["groups"] = tuple(values.get("groups") or ())
         return cls(**values)
 
 
 _FIELDS = ("kind", "class_agnostic", "cost", "requires", "label", "place", "colour",
-           "description")
+           "description", "groups")
+#: the groups the built-ins declare (``--methods paper``); a method is also in the group of
+#: its kind (``--methods perturbation``), and a plugin may name its own groups
+METHOD_GROUPS = {"paper": "the paper's nine methods",
+                 "default": "what `xai-bench run` runs without --methods: the paper's methods, "
+                            "ViT-CX and the baselines",
+                 "captum": "methods computed by captum"}
 
 
-def _check_card(name, kind, cost, requires, colour):
+def _check_card(name, kind, cost, requires, colour, groups=()):
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"method '{name}': kind must be a non-empty string, got {kind!r}")
     if not isinstance(cost, (int, float)) or isinstance(cost, bool) or not cost > 0:
@@ -90,11 +102,14 @@ def _check_card(name, kind, cost, requires, colour):
     if colour is not None and not (isinstance(colour, str) and len(colour) == 7
                                    and colour.startswith("#")):
         raise ValueError(f"method '{name}': colour must be '#rrggbb', got {colour!r}")
+    if not all(isinstance(g, str) and g for g in groups):
+        raise ValueError(f"method '{name}': groups must be non-empty strings, got {groups!r}")
 
 
 def method(name: str | None = None, *, kind: str = "other", class_agnostic: bool = False,
            cost: float = DEFAULT_METHOD_COST, requires=(), label: str = "",
-           place: float | None = None, colour: str | None = None, description: str = ""):
+           place: float | None = None, colour: str | None = None, description: str = "",
+           groups=()):
     """Decorator: declare a method's card on a function ``f(model, x, targets, *, param=...)``
     or a method class. The object is returned unchanged apart from the declaration (a
     function stays a plain function). Register it through the ``xai_bench.methods`` entry
@@ -102,13 +117,14 @@ def method(name: str | None = None, *, kind: str = "other", class_agnostic: bool
     if callable(name) and not isinstance(name, str):  # used bare: @method
         return method()(name)
     requires = (requires,) if isinstance(requires, str) else tuple(requires)
+    groups = (groups,) if isinstance(groups, str) else tuple(groups)
 
     def decorate(obj):
         values = dict(kind=kind, class_agnostic=bool(class_agnostic), cost=float(cost),
                       requires=requires, label=label, place=place, colour=colour,
-                      description=description)
+                      description=description, groups=groups)
         return declare(obj, "method", name, values,
-                       lambda own: _check_card(own, kind, cost, requires, colour))
+                       lambda own: _check_card(own, kind, cost, requires, colour, groups))
 
     return decorate
 
@@ -120,9 +136,10 @@ def method_card(obj, name: str | None = None) -> MethodCard:
         return obj.card if name is None else replace(obj.card, name=name)
     target = obj.func if hasattr(obj, "func") and hasattr(obj, "keywords") else obj  # partial
     values = declared_values(target, _FIELDS)
-    if "requires" in values:
-        req = values["requires"]
-        values["requires"] = (req,) if isinstance(req, str) else tuple(req)
+    for key in ("requires", "groups"):
+        if key in values:
+            got = values[key]
+            values[key] = (got,) if isinstance(got, str) else tuple(got or ())
     card = MethodCard(name=entry_name(target, name, ""), **values)
     if not isinstance(card.kind, str):
         return MethodCard(**{**card.__dict__, "kind": "other"})
@@ -144,6 +161,8 @@ METHOD_MEMBERS = (
     Member("label", False, "its name", "text in figures"),
     Member("place", False, None, "place in figures and tables (None: after the built-ins)"),
     Member("colour", False, None, "'#rrggbb' in every figure (None: derived from the name)"),
+    Member("groups", False, (), "groups that --methods can name besides the kind (e.g. "
+           "'paper', 'captum', or a plugin's own word)"),
 )
 
 

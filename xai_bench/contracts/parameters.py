@@ -184,6 +184,7 @@ def resolve_parameters(kind: str, name: str, entry, given: dict | None = None) -
     """All parameters of entry ``name`` after defaults, with ``given`` checked and applied."""
     given = dict(given or {})
     known = entry_parameters(entry, kind)
+    checks = declared_checks(entry)
     if given and not known:
         raise ConfigError(f"{kind} '{name}' takes no parameters; remove "
                           f"{', '.join(f'{name}.{k}' for k in given)}")
@@ -194,7 +195,8 @@ def resolve_parameters(kind: str, name: str, entry, given: dict | None = None) -
             raise ConfigError(f"unknown parameter '{key}' of {kind} '{name}'{hint} (it takes "
                               f"{', '.join(known)})")
         default = known[key]
-        if not _type_ok(default, value):
+        # a declared check governs the values (e.g. an integer or 'auto'); else the default's type
+        if key not in checks and not _type_ok(default, value):
             raise ConfigError(f"parameter '{key}' of {kind} '{name}' must be "
                               f"{_type_name(default)} (default {default!r}), got {value!r}")
     missing = [k for k, d in known.items() if d is REQUIRED and k not in given]

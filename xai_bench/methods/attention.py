@@ -86,7 +86,7 @@ class _AttentionMethod(AttributionMethod):
 
 
 @method("finatt", kind="attention", class_agnostic=True, requires="attention", cost=1.1,
-        place=4, colour="#332288")  # Tol indigo
+        place=4, colour="#332288", groups=("paper", "default"))  # Tol indigo
 class FinAtt(_AttentionMethod):
     """Final-block attention, mean over heads, read out (mean over query rows, or the CLS row
     of a CLS-pooling model) (class-agnostic)."""
@@ -97,7 +97,7 @@ class FinAtt(_AttentionMethod):
 
 
 @method("rollout", kind="attention", class_agnostic=True, requires="attention", cost=1.1,
-        place=3, colour="#009E73")  # bluish green
+        place=3, colour="#009E73", groups=("paper", "default"))  # bluish green
 class Rollout(_AttentionMethod):
     """Attention rollout (Abnar & Zuidema): product of row-normalised (mean-head attention + I)
     from block ``start_layer`` (0-based, default 1 as in Chefer et al.'s evaluation) to the
@@ -117,7 +117,7 @@ class Rollout(_AttentionMethod):
 
 
 @method("gradsam", kind="attention", requires="attention", place=5,
-        colour="#E69F00")  # orange
+        colour="#E69F00", groups=("paper", "default"))  # orange
 class GradSAM(_AttentionMethod):
     """GradSAM: mean over blocks and heads of A ⊙ ReLU(∂y_t/∂A) (ReLU on the gradient only),
     read out (mean over query rows, or the CLS row of a CLS-pooling model)."""
@@ -129,7 +129,7 @@ class GradSAM(_AttentionMethod):
 
 
 @method("gradcam", kind="attention", requires="attention", place=6,
-        colour="#F0E442")  # yellow
+        colour="#F0E442", groups=("paper", "default"))  # yellow
 class GradCAM(_AttentionMethod):
     """GradCAM adapted to ViTs (Chefer et al.): last block, heads as channels; weight per head
     = mean of ∂y_t/∂A_h over the readout (query rows, or the CLS row) and the patch-token

@@ -51,6 +51,8 @@ class AttributionMethod:
     label: str = ""
     place: float | None = None
     colour: str | None = None
+    #: groups that ``--methods`` can name besides the kind ("paper", "default", "captum", ...)
+    groups: tuple = ()
     #: {parameter: Valid} of xai_bench.contracts.parameters: the valid values of the
     #: parameters, checked before any work
     PARAMETER_CHECKS: dict = {}

@@ -14,7 +14,8 @@ def _float_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
-@method("random", kind="baseline", cost=0.1, place=100, colour="#5f5f5f")
+@method("random", kind="baseline", cost=0.1, place=100, colour="#5f5f5f",
+        groups=("default",))
 class RandomMap(AttributionMethod):
     """IID uniform noise in [0, 1), seeded per image by ``content_seed(image, seed)``
     (:mod:`xai_bench.compute.seeding`) and drawn from a CPU generator: deterministic, independent of
@@ -39,7 +40,7 @@ class RandomMap(AttributionMethod):
 
 
 @method("uniform", kind="baseline", class_agnostic=True, cost=0.1, place=101,
-        colour="#999999")
+        colour="#999999", groups=("default",))
 class UniformMap(AttributionMethod):
     """A constant map of ones (every pixel equally important)."""
 
@@ -48,7 +49,7 @@ class UniformMap(AttributionMethod):
 
 
 @method("centre", kind="baseline", class_agnostic=True, cost=0.1, place=102,
-        colour="#c8c8c8")
+        colour="#c8c8c8", groups=("default",))
 class CentreMap(AttributionMethod):
     """A centred Gaussian bump ``exp(-d²/(2σ²))``, ``d`` the distance from the image centre and
     ``σ = sigma`` in units of the image size (per axis): the centre bias."""

@@ -26,7 +26,7 @@ Conventions (the declared reduction):
   none); attributions that need a baseline distribution (GradientShap, DeepLiftShap) get that
   constant as a one-image distribution;
 - stochastic attributions (NoiseTunnel, GradientShap, Lime, KernelShap, ShapleyValueSampling)
-  run image by image with the global torch generator seeded by
+  run image by image with the global torch and numpy generators seeded by
   ``content_seed(image, seed)``, so a batched call equals the per-image calls.
 
 Parameters are the keyword arguments of the captum constructor and of ``attribute()`` that
@@ -38,23 +38,26 @@ identity.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import inspect
 import re
 
+import numpy as np
 import torch
 
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed
 from xai_bench.contracts.method import method
 from xai_bench.contracts.parameters import (
-    Valid, integer, number, one_of, or_none, resolve_parameters,
+    Valid, integer, number, one_of, or_literal, or_none, resolve_parameters,
 )
 from xai_bench.errors import RegistryError, UnknownNameError
 from xai_bench.methods.base import AttributionMethod
 
-__all__ = ["resolve_captum_method", "captum_names", "CaptumMethod", "token_feature_mask"]
+__all__ = ["resolve_captum_method", "captum_names", "CaptumMethod", "token_feature_mask",
+           "require_sklearn", "WINDOW_CHECK", "BATCHING_ARGS"]
 
 PREFIX = "captum"
 #: attribute() arguments the adapter sets itself (never parameters)
@@ -81,23 +84,31 @@ def _shape_or_int(v) -> bool:
     return isinstance(v, (tuple, list)) and len(v) >= 1 and all(_is_int(i) and i >= 1 for i in v)
 
 
-_SHAPE = or_none(Valid("a positive integer or a comma list of positive integers", _shape_or_int))
+#: the check of a window shape: one size or a size per dimension
+WINDOW_CHECK = or_none(Valid("a positive integer or a comma list of positive integers",
+                             _shape_or_int))
 _BOOL = Valid("true or false", lambda v: isinstance(v, bool))
 #: checks of the captum arguments that the adapter knows (others: the default's type)
 _CHECKS = {
-    "n_samples": integer(1), "nt_samples": integer(1), "nt_samples_batch_size": or_none(integer(1)),
+    "n_samples": integer(1), "nt_samples": integer(1),
     "stdevs": number(low=0), "nt_type": one_of("smoothgrad", "smoothgrad_sq", "vargrad"),
-    "n_steps": integer(1), "perturbations_per_eval": integer(1),
-    "internal_batch_size": or_none(integer(1)), "abs": _BOOL,
+    "n_steps": integer(1), "abs": _BOOL,
     "draw_baseline_from_distrib": _BOOL, "multiply_by_inputs": _BOOL,
     "eps": number(above=0), "baselines": or_none(number()),
-    "sliding_window_shapes": _SHAPE, "strides": _SHAPE,
+    "sliding_window_shapes": WINDOW_CHECK, "strides": WINDOW_CHECK,
     "method": one_of("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
                      "riemann_trapezoid"),
     "features": one_of("tokens", "pixels"), "seed": integer(),
+    "chunk_size": or_literal(integer(1), "auto"),
 }
+#: captum's batching arguments: inputs per pass, or perturbations / noise samples per image and
+#: pass; the adapter sets them from the harness's memory-bounded chunk ("auto") or caps them
+BATCHING_ARGS = ("internal_batch_size", "perturbations_per_eval", "nt_samples_batch_size")
+for _arg in BATCHING_ARGS:
+    _CHECKS[_arg] = or_literal(integer(1), "auto")
 #: our defaults where captum has none or one that does not fit an image model
-_DEFAULTS = {"sliding_window_shapes": None, "strides": None, "baselines": None}
+_DEFAULTS = {"sliding_window_shapes": None, "strides": None, "baselines": None,
+             **{arg: "auto" for arg in BATCHING_ARGS}}
 
 
 def import_captum():
@@ -108,6 +119,14 @@ def import_captum():
         raise RegistryError(f"captum methods need captum (pip install captum): "
                             f"{type(e).__name__}: {e}") from None
     return attr
+
+
+def require_sklearn(what: str) -> None:
+    """A one-line :class:`RegistryError` unless scikit-learn is installed (captum fits the
+    surrogate models of Lime and KernelShap with it)."""
+    if importlib.util.find_spec("sklearn") is None:
+        raise RegistryError(f"{what} needs scikit-learn (captum fits its surrogate model with "
+                            f"it): pip install scikit-learn")
 
 
 def captum_version() -> str:
@@ -184,9 +203,22 @@ def _as_shape(value):
 
 
 class CaptumMethod(AttributionMethod):
-    """Base of the generated ``captum:<Name>`` classes (see the module docstring): the captum
-    attribution, summed over channels. Subclasses set ``CAPTUM``/``INNER`` (names in
-    ``captum.attr``), ``INIT_ARGS`` (constructor keywords) and ``ATTRIBUTE_ARGS``."""
+    """Base of the ``captum:<Name>`` classes (see the module docstring) and of the named
+    built-ins that run through captum (``saliency``, ``occlusion``, ``intgrad``, ...): the
+    captum attribution, summed over channels. Subclasses set ``CAPTUM``/``INNER`` (names in
+    ``captum.attr``), ``INIT_ARGS`` (constructor keywords) and ``ATTRIBUTE_ARGS`` (keywords of
+    ``attribute()`` passed on from ``params``); a named built-in may call captum's batching
+    argument ``chunk_size`` (``CHUNK_PARAM``) and take a named ``baseline``
+    (:mod:`xai_bench.methods.input_baselines`).
+
+    Batching: captum's ``internal_batch_size`` / ``perturbations_per_eval`` /
+    ``nt_samples_batch_size`` come from one chunk of model inputs per pass
+    (:meth:`chunk_for`): ``"auto"`` sizes it from the device's free memory and the model's
+    measured activation size (:func:`xai_bench.compute.chunking.chunk_size`), a number caps
+    it; an out-of-memory error halves it and redoes the call
+    (:func:`xai_bench.compute.chunking.retry_halving`). A chunk smaller than the batch splits
+    the batch into groups of that many images. The chunking changes the maps only at float
+    rounding (captum adds up its passes)."""
 
     CAPTUM: str = ""
     INNER: str | None = None
@@ -194,10 +226,17 @@ class CaptumMethod(AttributionMethod):
     ATTRIBUTE_ARGS: tuple = ()
     USES_MASK = False
     STOCHASTIC = False
+    #: the parameter that holds the chunk ("auto" or a number), if not captum's own name
+    CHUNK_PARAM: str | None = None
 
     def __init__(self, **params):
         super().__init__(**params)
         self.params["captum_version"] = captum_version()
+
+    @property
+    def explained(self) -> str:
+        """The captum attribution that is computed (inside a NoiseTunnel: the inner one)."""
+        return self.INNER or self.CAPTUM
 
     def build(self, model):
         """The captum attribution object for ``model``."""
@@ -207,18 +246,81 @@ class CaptumMethod(AttributionMethod):
             return getattr(attr, self.CAPTUM)(model, **init)
         return attr.NoiseTunnel(getattr(attr, self.INNER)(model, **init))
 
+    # ---- batching ------------------------------------------------------------------------
+    def batching(self) -> tuple:
+        """``(captum argument, value)`` of the batching argument this attribution has
+        (``("", None)`` when it has none; value ``"auto"``, a number or ``None``)."""
+        present = [a for a in BATCHING_ARGS if a in self.ATTRIBUTE_ARGS]
+        if not present:
+            return "", None
+        # inside a NoiseTunnel the inner attribution's own argument takes the chunk (the noise
+        # samples then go one at a time), else the noise samples per pass do
+        arg = next((a for a in present if a != "nt_samples_batch_size"), present[0])
+        return arg, self.params.get(self.CHUNK_PARAM or arg)
+
+    def with_grad(self) -> bool:
+        """Whether a pass runs backward (gradient attributions) or only forward."""
+        return self.kind != "perturbation"
+
+    def natural_items(self, x: torch.Tensor):
+        """Model inputs all of the work needs at once, where known (``None``: unknown)."""
+        return None
+
+    def chunk_for(self, model, x: torch.Tensor) -> int:  # model None: no memory check
+        """Model inputs per pass for the batch ``x``: the configured number (per image for
+        perturbations and noise samples, in all for ``internal_batch_size``) or, for
+        ``"auto"``, 64 on the CPU for inputs of up to 64×64 pixels and 16 above (larger
+        chunks fall out of cache there), everything on a GPU; then lowered to what half the
+        free memory of ``x``'s device holds, never below 1."""
+        arg, value = self.batching()
+        bsz = x.shape[0]
+        if value == "auto":
+            if x.device.type == "cpu":
+                requested = 64 if x.shape[-2] * x.shape[-1] <= 64 * 64 else 16
+            else:
+                requested = self.natural_items(x) or 4096
+            requested = max(requested, bsz)
+        else:
+            requested = int(value) * (1 if arg == "internal_batch_size" else bsz)
+        if model is None:  # no model to measure: the configured size
+            return max(1, requested)
+        from xai_bench.compute.chunking import chunk_size
+
+        return chunk_size(model, x, x.device, with_grad=self.with_grad(), requested=requested)
+
+    def _batch_kwargs(self, chunk: int, images: int) -> dict:
+        arg, _ = self.batching()
+        out = {arg: chunk if arg == "internal_batch_size" else max(1, chunk // images)}
+        if arg != "nt_samples_batch_size" and "nt_samples_batch_size" in self.ATTRIBUTE_ARGS:
+            given = self.params.get("nt_samples_batch_size")
+            out["nt_samples_batch_size"] = 1 if given == "auto" else int(given)
+        return out
+
+    # ---- the call ------------------------------------------------------------------------
     def attribute_kwargs(self, model, x: torch.Tensor) -> dict:
-        """The keyword arguments of captum's ``attribute()`` for the batch ``x``."""
+        """The keyword arguments of captum's ``attribute()`` for the batch ``x`` (batching
+        arguments aside)."""
         p = self.params
-        kwargs = {k: _as_shape(p[k]) for k in self.ATTRIBUTE_ARGS if k not in _DEFAULTS}
+        kwargs = {k: _as_shape(p[k]) for k in self.ATTRIBUTE_ARGS
+                  if k in p and k not in _DEFAULTS and k != "baselines"}
         if "baselines" in self.ATTRIBUTE_ARGS:
-            value = p["baselines"]
-            if (self.INNER or self.CAPTUM) in _NEEDS_DISTRIBUTION:
-                # DeepLiftShap wants more than one example: two equal ones
-                kwargs["baselines"] = torch.full_like(x[:1], float(value or 0.0)).repeat(
-                    2, *([1] * (x.dim() - 1)))
-            elif value is not None:
-                kwargs["baselines"] = float(value)
+            if "baseline" in p:  # a named baseline (named built-ins)
+                from xai_bench.methods.input_baselines import baseline_inputs
+
+                base = baseline_inputs(model, x, p["baseline"], seed=p.get("seed", 0),
+                                       blur_sigma=p.get("blur_sigma"))
+            elif p.get("baselines") is not None:
+                base = torch.full_like(x, float(p["baselines"]))
+            else:
+                base = None
+            if self.explained in _NEEDS_DISTRIBUTION:
+                # a one-image distribution (the first image's: named baselines reach only
+                # GradientShap, which runs image by image); DeepLiftShap wants more than one
+                # example: two equal ones
+                base = torch.zeros_like(x[:1]) if base is None else base[:1]
+                kwargs["baselines"] = base.repeat(2, *([1] * (x.dim() - 1)))
+            elif base is not None:
+                kwargs["baselines"] = base
         if "sliding_window_shapes" in self.ATTRIBUTE_ARGS:
             window = _patch_window(model, x)
             kwargs["sliding_window_shapes"] = _as_shape(p["sliding_window_shapes"]) or window
@@ -227,21 +329,55 @@ class CaptumMethod(AttributionMethod):
             kwargs["feature_mask"] = token_feature_mask(model, x, p["features"])
         return kwargs
 
-    def _run(self, model, x, targets):
-        return self.build(model).attribute(x, target=targets, **self.attribute_kwargs(model, x))
+    def _run(self, model, x, targets, batch_kwargs: dict):
+        x = x.clone().requires_grad_(True)
+        kwargs = {**self.attribute_kwargs(model, x.detach()), **batch_kwargs}
+        return self.build(model).attribute(x, target=targets, **kwargs)
+
+    def _chunked(self, model, x, targets):
+        arg, value = self.batching()
+        if not arg or value is None:  # no batching argument, or captum's own (all at once)
+            return self._run(model, x, targets, {})
+        from xai_bench.compute.chunking import remember_limit, retry_halving
+
+        bsz = x.shape[0]
+
+        def run(chunk: int) -> torch.Tensor:
+            if chunk >= bsz:
+                return self._run(model, x, targets, self._batch_kwargs(chunk, bsz))
+            # fewer inputs per pass than images: groups of `chunk` images
+            return torch.cat([self._run(model, x[s:s + chunk], targets[s:s + chunk],
+                                        self._batch_kwargs(chunk, min(chunk, bsz - s)))
+                              for s in range(0, bsz, chunk)])
+
+        return retry_halving(
+            run, self.chunk_for(model, x), device=x.device, what=f"{self.name}'s inputs",
+            on_oom=lambda c: remember_limit(model, x, with_grad=self.with_grad(), chunk=c))
 
     def attribute(self, model, x, targets):
         with eval_mode(model), torch.enable_grad():
             if not self.STOCHASTIC:
-                return self._run(model, x.clone().requires_grad_(True), targets).sum(1)
+                return self._chunked(model, x, targets).sum(1)
             maps = []
             for img, t in zip(x, targets):
-                devices = [img.device] if img.device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(content_seed(img, self.params["seed"]))
-                    one = img[None].clone().requires_grad_(True)
-                    maps.append(self._run(model, one, t[None]).sum(1))
+                with seeded_globals(content_seed(img, self.params["seed"]), img.device):
+                    maps.append(self._chunked(model, img[None], t[None]).sum(1))
             return torch.cat(maps)
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int, device: torch.device):
+    """torch's (CPU and ``device``) and numpy's global generators seeded with ``seed`` inside,
+    restored after: captum draws from both (GradientShap's path points from numpy's)."""
+    devices = [device] if device.type == "cuda" else []
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2 ** 32)
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 _GENERATED: dict = {}
@@ -286,7 +422,7 @@ def _make(name: str, inner: str | None):
         "STOCHASTIC": stochastic,
         "PARAMETER_CHECKS": {k: _CHECKS[k] for k in params if k in _CHECKS}})
     cost = 10.0 if kind == "perturbation" else 2.5
-    return method(full, kind=kind, cost=cost, description=doc)(cls)
+    return method(full, kind=kind, cost=cost, description=doc, groups=("captum",))(cls)
 
 
 def _unknown(name: str, names: list):
@@ -319,10 +455,8 @@ def resolve_captum_method(rest: str):
     explained = inner or name
     if explained not in names:
         raise _unknown(explained, names)
-    if explained in _NEEDS_SKLEARN and importlib.util.find_spec("sklearn") is None:
-        # captum fits its surrogate model with scikit-learn, which xai-bench does not require
-        raise RegistryError(f"'{PREFIX}:{rest}' needs scikit-learn (captum fits its "
-                            f"surrogate with it): pip install scikit-learn")
+    if explained in _NEEDS_SKLEARN:
+        require_sklearn(f"'{PREFIX}:{rest}'")
     key = (name, inner)
     if key not in _GENERATED:
         _GENERATED[key] = _make(name, inner)

@@ -145,7 +145,7 @@ def relevance_paths(mats: list[torch.Tensor]) -> torch.Tensor:
 
 
 @method("chefer_lrp", kind="lrp", requires="lrp", cost=4.5, place=7,
-        colour="#CC79A7")  # reddish purple
+        colour="#CC79A7", groups=("paper", "default"))  # reddish purple
 class CheferLRP(_LRPMethod):
     """Chefer et al.'s transformer attribution: (I + Ā_L)⋯(I + Ā_s) without row normalisation,
     Ā = mean_h((∇A ⊙ R_A)⁺), from block ``start_layer`` (0-based, default 1), mean over query
@@ -169,7 +169,8 @@ class CheferLRP(_LRPMethod):
         return upsample_token_map(model, tokens)
 
 
-@method("plrp", kind="lrp", requires="lrp", cost=2.2, place=8, colour="#882255")  # Tol wine
+@method("plrp", kind="lrp", requires="lrp", cost=2.2, place=8, colour="#882255",
+        groups=("paper", "default"))  # Tol wine
 class PartialLRP(_LRPMethod):
     """Partial LRP (Voita et al., as in Chefer et al.): the last block's attention relevance,
     clamped at 0, mean over heads, read out like the other token maps.

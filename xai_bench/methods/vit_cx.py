@@ -182,7 +182,7 @@ def mask_noise(image_seed: int, mask_index: int, shape, sd: float, device, dtype
 
 
 @method("vit_cx", kind="perturbation", requires="attention", cost=60.0, place=9,
-        colour="#999933")  # Tol olive
+        colour="#999933", groups=("default",))  # Tol olive
 class ViTCX(AttributionMethod):
     """ViT-CX: causal scores of clustered patch-embedding masks."""
 

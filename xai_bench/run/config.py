@@ -113,8 +113,10 @@ class RunConfig:
 
     models: list = option("--models", factory=lambda: list(DEFAULT_MODELS), kind="names",
                           help="names, globs or 'all', comma-separated")
-    methods: list = option("--methods", factory=lambda: ["all"], kind="names",
-                           help="names, globs or 'all', comma-separated")
+    methods: list = option("--methods", factory=lambda: ["default"], kind="names",
+                           help="names, globs, 'all' or groups (default: the paper's methods, "
+                           "ViT-CX and the baselines; paper, gradient, attention, lrp, "
+                           "perturbation, captum, baseline), comma-separated")
     metrics: list = option("--metric", "--metrics", factory=lambda: ["all"], kind="names",
                            help="names, globs, 'all' or a category (localisation, "
                            "perturbation, sanity)")

@@ -1,5 +1,5 @@
 """What ``--models``, ``--methods`` and ``--metric`` name: comma-separated names, globs,
-``all``, metric categories, or (through :func:`xai_bench.evaluate`) objects, resolved against
+``all``, method groups and kinds, metric categories (:meth:`xai_bench.registry.Registry.groups`), or (through :func:`xai_bench.evaluate`) objects, resolved against
 the registries."""
 
 from __future__ import annotations
@@ -40,24 +40,9 @@ def names_or_objects(kind: str, registry, spec) -> list:
 
 def metric_categories() -> dict:
     """metric name -> its declared category (plugins that fail to load are left out)."""
-    out = {}
-    for name in METRICS.list():
-        try:
-            out[name] = METRICS.card(name).category
-        except RegistryError:
-            pass
-    return out
+    return {name: category for category, names in METRICS.groups().items() for name in names}
 
 
 def resolve_metrics(spec) -> list:
     """Metric names, globs, ``all``, a category (e.g. ``localisation``) or metric objects."""
-    parts = split_names(spec)
-    categories = metric_categories() if any(isinstance(p, str) and p not in METRICS
-                                            for p in parts) else {}
-    expanded: list = []
-    for part in parts:
-        if isinstance(part, str) and part in set(categories.values()):
-            expanded += [n for n, c in categories.items() if c == part]
-        else:
-            expanded.append(part)
-    return names_or_objects("metric", METRICS, expanded)
+    return names_or_objects("metric", METRICS, spec)
