@@ -25,6 +25,43 @@ def load_benchmark(name: str):
     return module
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: faster, and on a shared 2-core machine
+    two threads per process oversubscribe the cores (measured: 20x slower training). Use it as
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def raise_above(limit: int, error=OOM):
+    """A function of the chunk's size that raises ``error`` above ``limit`` items."""
+    def check(n: int):
+        if n > limit:
+            raise error("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                        "capacity of 79.10 GiB of which 1.00 GiB is free.")
+    return check
+
+
+def model_raising_above(model, limit: int, monkeypatch, error=OOM):
+    """Patch ``model.forward`` to raise ``error`` for batches of more than ``limit`` inputs;
+    returns the list of batch sizes it was called with."""
+    original, calls, check = model.forward, [], raise_above(limit, error)
+
+    def forward(x):
+        calls.append(x.shape[0])
+        check(x.shape[0])
+        return original(x)
+
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

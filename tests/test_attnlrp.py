@@ -27,6 +27,8 @@ from xai_bench.methods import attnlrp_rules
 from xai_bench.methods.attnlrp import input_relevance, rule_logits, unsupported
 from xai_bench.methods.base import MethodNotApplicable
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TWIN = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16), num_classes=4)
 TIMM = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=4)
 TIMM_VARIANTS = {"cls": {}, "avg_layerscale": dict(global_pool="avg", class_token=False,
@@ -34,14 +36,6 @@ TIMM_VARIANTS = {"cls": {}, "avg_layerscale": dict(global_pool="avg", class_toke
 METHODS = {"attnlrp": False, "cp_lrp": True}  # name: conservative
 # float64 agreement with lxt's rules (sign-aware stabiliser on both sides): measured <= 4e-14
 REFERENCE_RTOL = 1e-10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def randomise(model, seed=0):

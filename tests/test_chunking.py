@@ -13,7 +13,8 @@ import xai_bench
 from xai_bench.compute import chunking
 from xai_bench.metrics.common import perturbed_confidences, pixel_ranks
 
-OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+from conftest import OOM, model_raising_above, raise_above
+
 
 
 @pytest.fixture(autouse=True)
@@ -21,29 +22,6 @@ def _fresh_cache():
     chunking.clear_cache()
     yield
     chunking.clear_cache()
-
-
-def raise_above(limit: int, error=OOM):
-    """A function of the chunk's size that raises ``error`` above ``limit`` items."""
-    def check(n: int):
-        if n > limit:
-            raise error("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
-                        "capacity of 79.10 GiB of which 1.00 GiB is free.")
-    return check
-
-
-def model_raising_above(model, limit: int, monkeypatch, error=OOM):
-    """Patch ``model.forward`` to raise ``error`` for batches of more than ``limit`` inputs;
-    returns the list of batch sizes it was called with."""
-    original, calls, check = model.forward, [], raise_above(limit, error)
-
-    def forward(x):
-        calls.append(x.shape[0])
-        check(x.shape[0])
-        return original(x)
-
-    monkeypatch.setattr(model, "forward", forward)
-    return calls
 
 
 # ---- the helper -----------------------------------------------------------------------------

@@ -19,17 +19,10 @@ import xai_bench
 from xai_bench.contracts.method import method_card
 from xai_bench.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(num_classes=4, embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16))
 TIMM_TINY = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=2, num_classes=10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and does not oversubscribe shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ import torch
 import xai_bench
 from xai_bench.metrics.common import ImageSelection, gaussian_blur, rise_kernel
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_IMAGES = 3
 
 
@@ -20,15 +22,6 @@ def scipy_rise_kernel(size: int, sigma: float) -> np.ndarray:
     delta = np.zeros((size, size))
     delta[size // 2, size // 2] = 1.0
     return scipy.ndimage.gaussian_filter(delta, sigma)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny inputs on a shared 2-core machine: one intra-op thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=["vit_nano", "bcos_vit_nano"])

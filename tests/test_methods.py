@@ -21,6 +21,8 @@ import xai_bench
 from xai_bench.methods.base import MethodNotApplicable
 from xai_bench.registry import UnknownNameError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ALL = xai_bench.list_methods()
 BASELINES = {"random", "uniform", "centre"}  # model-independent
 MINE = ["inherent", "ixg", "intgrad", "finatt", "rollout", "gradsam", "gradcam", "chefer_lrp",
@@ -64,16 +66,6 @@ def quick_train(name, steps, lr, batch=32):
         opt.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and on a shared 2-core machine
-    two threads per process oversubscribe the cores (measured: 20x slower training)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,10 @@ from xai_bench.methods.tis import (
     TIS, block_activations, initial_channels, keep_indices, kept_tokens, kmeans, token_dropping,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16), num_classes=4)
 TIMM_TINY = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=2, num_classes=10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(name, **kwargs):

@@ -83,7 +83,7 @@ class Saliency(CaptumMethod):
         super().__init__(abs=abs)
 
 
-@method("smoothgrad", kind="gradient", cost=125.0, place=21, colour="#99DDFF",
+@method("smoothgrad", kind="gradient", cost=150.0, place=21, colour="#99DDFF",
         groups=("captum",))
 class SmoothGrad(_NoiseTunnel):
     """SmoothGrad (Smilkov et al. 2017): the mean absolute gradient over ``nt_samples`` noisy
@@ -96,7 +96,7 @@ class SmoothGrad(_NoiseTunnel):
                          chunk_size=chunk_size, seed=seed)
 
 
-@method("vargrad", kind="gradient", cost=125.0, place=22, colour="#44BB99", groups=("captum",))
+@method("vargrad", kind="gradient", cost=150.0, place=22, colour="#44BB99", groups=("captum",))
 class VarGrad(_NoiseTunnel):
     """VarGrad (Adebayo et al. 2018): the variance of the gradient over ``nt_samples`` noisy
     copies of the input (noise std ``noise_level`` × the input's range), summed over
@@ -110,7 +110,7 @@ class VarGrad(_NoiseTunnel):
                          chunk_size=chunk_size, seed=seed)
 
 
-@method("gradient_shap", kind="gradient", cost=125.0, place=23, colour="#BBCC33",
+@method("gradient_shap", kind="gradient", cost=145.0, place=23, colour="#BBCC33",
         groups=("captum",))
 class GradientShap(CaptumMethod):
     """GradientSHAP (Lundberg & Lee 2017, captum ``GradientShap``): the mean of
@@ -135,7 +135,7 @@ class GradientShap(CaptumMethod):
         return kwargs
 
 
-@method("deeplift", kind="gradient", cost=3.0, place=24, colour="#AAAA00", groups=("captum",))
+@method("deeplift", kind="gradient", cost=6.5, place=24, colour="#AAAA00", groups=("captum",))
 class DeepLift(CaptumMethod):
     """DeepLIFT (Shrikumar et al. 2017, captum ``DeepLift``, Rescale rule) against
     ``baseline``, summed over channels. captum applies the Rescale rule to the
@@ -162,7 +162,7 @@ class DeepLift(CaptumMethod):
             return super().attribute(model, x, targets)
 
 
-@method("occlusion", kind="perturbation", cost=70.0, place=25, colour="#EE8866",
+@method("occlusion", kind="perturbation", cost=75.0, place=25, colour="#EE8866",
         groups=("captum",))
 class Occlusion(CaptumMethod):
     """Occlusion (Zeiler & Fergus 2014, captum ``Occlusion``): the drop of the target logit
@@ -209,7 +209,7 @@ def lime_similarity(kernel_width: float):
     return similarity
 
 
-@method("lime", kind="perturbation", cost=260.0, place=26, colour="#EEDD88", groups=("captum",))
+@method("lime", kind="perturbation", cost=325.0, place=26, colour="#EEDD88", groups=("captum",))
 class Lime(_Surrogate):
     """LIME (Ribeiro et al. 2016) through captum's ``Lime``, with the reference's image
     settings rather than captum's defaults: a ridge regression (``alpha``, 1 as in the
@@ -238,7 +238,7 @@ class Lime(_Surrogate):
                          similarity_func=lime_similarity(self.params["kernel_width"]))
 
 
-@method("kernel_shap", kind="perturbation", cost=260.0, place=27, colour="#FFAABB",
+@method("kernel_shap", kind="perturbation", cost=400.0, place=27, colour="#FFAABB",
         groups=("captum",))
 class KernelShap(_Surrogate):
     """KernelSHAP (Lundberg & Lee 2017, captum ``KernelShap``): a linear model fitted to the
