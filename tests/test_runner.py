@@ -19,6 +19,8 @@ from xai_bench.storage.results import (
 from xai_bench.run.runner import RunConfig, Runner, resolve_metrics
 from xai_bench.data.synthetic import CLASSES
 
+from conftest import TINY
+
 METHODS = "inherent,rollout,chefer_lrp,uniform"
 
 
@@ -419,3 +421,21 @@ def test_a_failed_part_of_an_interrupted_run_is_computed_again(tmp_path, monkeyp
     resumed.run()
     assert calls == [8, 16]  # part one reused, the failed part two and part three computed
     assert set(resumed.records["status"]) == {"ok"}
+
+
+def test_every_method_runs_through_the_harness_without_an_error(tmp_path, checkpoints):
+    """``--methods all`` (every registered method, defaults as shipped) on the tiny pair: each
+    cell is computed or skipped as not applicable, none fails."""
+    args = run_args(tmp_path, checkpoints, methods="all",
+                    extra=["--metric", "mask_localisation", "--n-images", "2"])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = read_records(tmp_path / "r")
+    assert (records["status"] != "error").all(), records[records["status"] == "error"]
+    ran = set(records.loc[records["status"] == "ok", "method"])
+    assert ran == set(xai_bench.list_methods()), set(xai_bench.list_methods()) - ran
+    skipped = records[records["status"] == "skipped"]
+    for _, row in skipped.iterrows():
+        method = xai_bench.get_method(row["method"])
+        model = xai_bench.get_model(row["model"], **TINY)
+        assert not method.applies_to(model), (row["model"], row["method"])
