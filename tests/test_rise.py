@@ -21,17 +21,11 @@ from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.errors import ConfigError
 from xai_bench.methods.rise import RISE, interpolation_rows
 
-OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+from conftest import model_raising_above
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16), num_classes=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -298,15 +292,7 @@ def test_forward_count_and_oom_halving(models, monkeypatch):
     model = models["vit_nano"]
     x, targets = model.encode(images(2, seed=7)), torch.tensor([1, 2])
     expected = RISE(n_masks=15, grid=4, chunk_size=10)(model, x, targets)
-    original, calls = model.forward, []
-
-    def forward(inp):
-        calls.append(inp.shape[0])
-        if inp.shape[0] > 4:
-            raise OOM("CUDA out of memory. Tried to allocate 2.00 GiB.")
-        return original(inp)
-
-    monkeypatch.setattr(model, "forward", forward)
+    calls = model_raising_above(model, 4, monkeypatch)
     got = RISE(n_masks=15, grid=4, chunk_size=10)(model, x, targets)
     assert calls[0] == 10 and max(calls[1:]) <= 5
     assert sum(c for c in calls if c <= 4) == 2 * 15  # every copy forwarded once
@@ -316,13 +302,7 @@ def test_forward_count_and_oom_halving(models, monkeypatch):
 def test_auto_chunk_on_the_cpu_and_an_explicit_bound(models, monkeypatch):
     model = models["vit_nano"]
     x, targets = model.encode(images(2, seed=9)), torch.tensor([0, 1])
-    original, calls = model.forward, []
-
-    def forward(inp):
-        calls.append(inp.shape[0])
-        return original(inp)
-
-    monkeypatch.setattr(model, "forward", forward)
+    calls = model_raising_above(model, 10 ** 9, monkeypatch)  # only counts
     RISE(n_masks=40, grid=4)(model, x, targets)  # 80 copies, "auto": 32 on the CPU
     assert calls == [32, 32, 16]
     calls.clear()
@@ -333,15 +313,7 @@ def test_auto_chunk_on_the_cpu_and_an_explicit_bound(models, monkeypatch):
 def test_remembers_the_smaller_chunk(models, monkeypatch):
     model = models["vit_nano"]
     x, targets = model.encode(images(1)), torch.tensor([0])
-    original, calls = model.forward, []
-
-    def forward(inp):
-        calls.append(inp.shape[0])
-        if inp.shape[0] > 3:
-            raise OOM("CUDA out of memory.")
-        return original(inp)
-
-    monkeypatch.setattr(model, "forward", forward)
+    calls = model_raising_above(model, 3, monkeypatch)
     RISE(n_masks=12, grid=4, chunk_size=12)(model, x, targets)
     calls.clear()
     RISE(n_masks=12, grid=4, chunk_size=12)(model, x, targets)
