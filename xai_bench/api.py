@@ -70,7 +70,7 @@ class Results:
         return dict(self.info.get("counts", {}))
 
 
-def evaluate(models=DEFAULT_MODELS, methods="all", metrics="all", dataset=DEFAULT_DATASET,
+def evaluate(models=DEFAULT_MODELS, methods="default", metrics="all", dataset=DEFAULT_DATASET,
              out=None, *, checkpoints=None, replicates: int = 1, n_grids: int = 24,
              n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
              name: str | None = None, method_params: dict | None = None,
@@ -81,8 +81,9 @@ def evaluate(models=DEFAULT_MODELS, methods="all", metrics="all", dataset=DEFAUL
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
-    (:mod:`xai_bench.contracts`); methods: names, globs or method objects / plain functions
-    ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
+    (:mod:`xai_bench.contracts`); methods: names, globs, ``"all"``, groups (``"default"``: the
+    paper's methods, ViT-CX and the baselines; ``"paper"``, ``"captum"``, a kind such as
+    ``"gradient"``) or method objects / plain functions ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
     dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
     are those of ``xai-bench run`` under their own names (the fields of
     :class:`~xai_bench.run.config.RunConfig`: ``method_params`` is
