@@ -192,6 +192,26 @@ def _git_sha() -> str:
         return "unknown"
 
 
+def shareable_command(argv: list) -> list:
+    """``argv`` without the paths of this machine: an absolute path (also after a ``name:``
+    prefix, as in ``cifar10:/data/x.tar.gz``) becomes its path relative to the repository
+    when it lies inside it, else its file name; the page records the command, not our disks."""
+    root = Path(__file__).resolve().parents[1]
+
+    def one(arg: str) -> str:
+        prefix, sep, rest = arg.rpartition(":") if ":/" in arg else ("", "", arg)
+        if not rest.startswith("/"):
+            return arg
+        path = Path(rest)
+        try:
+            short = str(path.resolve().relative_to(root))
+        except ValueError:
+            short = path.name
+        return f"{prefix}{sep}{short}"
+
+    return [one(a) for a in argv]
+
+
 def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
                  wall: dict) -> None:
     figures = docs.parent / docs.stem
@@ -201,7 +221,7 @@ def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
              "Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
              f"git `{_git_sha()}`, torch {torch.__version__}, {platform.processor() or platform.machine()}, "  # noqa: E501
              f"device `{args.device}`, {time.strftime('%Y-%m-%d')}.", "",
-             "Command:", "", "```bash", "python benchmarks/replicate.py " + shlex.join(args.argv),
+             "Command:", "", "```bash", "python benchmarks/replicate.py " + shlex.join(shareable_command(args.argv)),
              "```", ""]
     if args.note:
         lines += [f"Note: {args.note}", ""]

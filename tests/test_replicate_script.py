@@ -3,6 +3,8 @@ CIFAR-10-like ImageFolder written here (the shapes data as JPEGs: no download, n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +96,13 @@ def test_replicate_script_trains_runs_ablates_and_writes_the_report(fake_cifar, 
     assert script.main(argv) == 0
     log = capsys.readouterr().out
     assert "training " not in log and log.count("reusing ") == 6
+
+
+def test_the_recorded_command_carries_no_path_of_this_machine():
+    replicate = load_benchmark("replicate")
+    root = Path(replicate.__file__).resolve().parents[1]
+    argv = ["--data", "cifar10:/srv/data/cifar10-jpeg.tar.gz", "--out", "/tmp/rep/out",
+            "--docs", str(root / "docs" / "replication.md"), "--note", "a note", "--seed", "0"]
+    assert replicate.shareable_command(argv) == [
+        "--data", "cifar10:cifar10-jpeg.tar.gz", "--out", "out", "--docs",
+        "docs/replication.md", "--note", "a note", "--seed", "0"]
