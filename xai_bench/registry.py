@@ -377,9 +377,11 @@ class Registry:
         return list(self.problems)
 
     def resolve(self, spec) -> list:
-        """Expand "a,b*,all" (or a list of such strings) to names, in first-appearance order."""
+        """Expand "a,b*,all" and group words (:meth:`groups`), or a list of such strings, to
+        names, in first-appearance order."""
         items = [spec] if isinstance(spec, str) else list(spec)
         result: dict[str, None] = {}  # an ordered set
+        groups = None  # read from the cards once, and only when a word is not a name
         for item in items:
             for part in str(item).split(","):
                 part = part.strip()
@@ -396,8 +398,8 @@ class Registry:
                 elif self._prefix_of(part):
                     self.get(part)  # the resolver's own error (e.g. suggestions) if unknown
                     matches = [part]
-                elif part in self.groups():
-                    matches = self.groups()[part]
+                elif part in (groups := self.groups() if groups is None else groups):
+                    matches = groups[part]
                 else:
                     raise UnknownNameError(self.unknown_message(part))
                 result.update(dict.fromkeys(matches))

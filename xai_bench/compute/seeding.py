@@ -31,7 +31,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "content_seed", "tensor_bytes", "cpu_generator", "numpy_rng", "SEP"]
+__all__ = ["derive_seed", "content_seed", "tensor_bytes", "cpu_generator", "per_image_uniform",
+           "numpy_rng", "SEP"]
 
 #: separator between the encoded parts (the ASCII unit separator)
 SEP = "\x1f"
@@ -83,6 +84,19 @@ def cpu_generator(seed: int) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed`` (reduced mod 2**64). Always the CPU, so
     CPU and GPU runs draw the same numbers: draw on the CPU, then ``.to(device)``."""
     return torch.Generator(device="cpu").manual_seed(int(seed) & _MASK64)
+
+
+def per_image_uniform(x: torch.Tensor, shape, seed: int,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(B, *shape)`` IID uniform draws in [0, 1), image ``b``'s from
+    ``cpu_generator(content_seed(x[b], seed))`` (the same for an image in any batch and on any
+    device), on ``x``'s device."""
+    shape = tuple(shape)
+    draws = [torch.rand(shape, generator=cpu_generator(content_seed(img, seed)), dtype=dtype)
+             for img in x]
+    if not draws:
+        return torch.empty(0, *shape, dtype=dtype, device=x.device)
+    return torch.stack(draws).to(x.device)
 
 
 def numpy_rng(seed: int) -> np.random.Generator:

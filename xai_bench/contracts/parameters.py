@@ -115,6 +115,10 @@ def number(low=None, high=None, *, above=None, below=None) -> Valid:
                  and (below is None or v < below))
 
 
+def boolean() -> Valid:
+    return Valid("true or false", lambda v: isinstance(v, bool))
+
+
 def one_of(*allowed) -> Valid:
     return Valid(f"one of {', '.join(repr(a) for a in allowed)}", lambda v: v in allowed)
 

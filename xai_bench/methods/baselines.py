@@ -7,7 +7,7 @@ import torch
 from xai_bench.contracts.method import method
 from xai_bench.contracts.parameters import integer, number
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.compute.seeding import content_seed, cpu_generator
+from xai_bench.compute.seeding import per_image_uniform
 
 
 def _float_dtype(x: torch.Tensor) -> torch.dtype:
@@ -29,14 +29,7 @@ class RandomMap(AttributionMethod):
         super().__init__(seed=int(seed))
 
     def attribute(self, model, x, targets):
-        h, w = x.shape[-2], x.shape[-1]
-        dtype = _float_dtype(x)
-        seed = self.params["seed"]
-        maps = [torch.rand((h, w), generator=cpu_generator(content_seed(img, seed)), dtype=dtype)
-                for img in x]
-        if not maps:
-            return torch.empty(0, h, w, dtype=dtype, device=x.device)
-        return torch.stack(maps).to(x.device)
+        return per_image_uniform(x, x.shape[-2:], self.params["seed"], _float_dtype(x))
 
 
 @method("uniform", kind="baseline", class_agnostic=True, cost=0.1, place=101,

@@ -51,13 +51,13 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed
 from xai_bench.contracts.method import method
 from xai_bench.contracts.parameters import (
-    Valid, integer, number, one_of, or_literal, or_none, resolve_parameters,
+    Valid, boolean, integer, number, one_of, or_literal, or_none, resolve_parameters,
 )
 from xai_bench.errors import RegistryError, UnknownNameError
 from xai_bench.methods.base import AttributionMethod
 
 __all__ = ["resolve_captum_method", "captum_names", "CaptumMethod", "token_feature_mask",
-           "require_sklearn", "WINDOW_CHECK", "BATCHING_ARGS"]
+           "require_sklearn", "WINDOW_CHECK", "CHUNK_CHECK", "BATCHING_ARGS", "IG_RULES"]
 
 PREFIX = "captum"
 #: attribute() arguments the adapter sets itself (never parameters)
@@ -87,25 +87,26 @@ def _shape_or_int(v) -> bool:
 #: the check of a window shape: one size or a size per dimension
 WINDOW_CHECK = or_none(Valid("a positive integer or a comma list of positive integers",
                              _shape_or_int))
-_BOOL = Valid("true or false", lambda v: isinstance(v, bool))
+#: captum's batching arguments: inputs per pass, or perturbations / noise samples per image and
+#: pass; the adapter sets them from the harness's memory-bounded chunk ("auto") or caps them
+BATCHING_ARGS = ("internal_batch_size", "perturbations_per_eval", "nt_samples_batch_size")
+#: the check of a chunk parameter: "auto" or a cap on the model inputs per pass
+CHUNK_CHECK = or_literal(integer(1), "auto")
+#: captum's integration rules (IntegratedGradients' ``method``)
+IG_RULES = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
+            "riemann_trapezoid")
 #: checks of the captum arguments that the adapter knows (others: the default's type)
 _CHECKS = {
     "n_samples": integer(1), "nt_samples": integer(1),
     "stdevs": number(low=0), "nt_type": one_of("smoothgrad", "smoothgrad_sq", "vargrad"),
-    "n_steps": integer(1), "abs": _BOOL,
-    "draw_baseline_from_distrib": _BOOL, "multiply_by_inputs": _BOOL,
+    "n_steps": integer(1), "abs": boolean(),
+    "draw_baseline_from_distrib": boolean(), "multiply_by_inputs": boolean(),
     "eps": number(above=0), "baselines": or_none(number()),
     "sliding_window_shapes": WINDOW_CHECK, "strides": WINDOW_CHECK,
-    "method": one_of("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
-                     "riemann_trapezoid"),
+    "method": one_of(*IG_RULES),
     "features": one_of("tokens", "pixels"), "seed": integer(),
-    "chunk_size": or_literal(integer(1), "auto"),
+    **{arg: CHUNK_CHECK for arg in BATCHING_ARGS},
 }
-#: captum's batching arguments: inputs per pass, or perturbations / noise samples per image and
-#: pass; the adapter sets them from the harness's memory-bounded chunk ("auto") or caps them
-BATCHING_ARGS = ("internal_batch_size", "perturbations_per_eval", "nt_samples_batch_size")
-for _arg in BATCHING_ARGS:
-    _CHECKS[_arg] = or_literal(integer(1), "auto")
 #: our defaults where captum has none or one that does not fit an image model
 _DEFAULTS = {"sliding_window_shapes": None, "strides": None, "baselines": None,
              **{arg: "auto" for arg in BATCHING_ARGS}}
@@ -249,7 +250,7 @@ class CaptumMethod(AttributionMethod):
     # ---- batching ------------------------------------------------------------------------
     def batching(self) -> tuple:
         """``(captum argument, value)`` of the batching argument this attribution has
-        (``("", None)`` when it has none; value ``"auto"``, a number or ``None``)."""
+        (``("", None)`` when it has none; value ``"auto"`` or a number)."""
         present = [a for a in BATCHING_ARGS if a in self.ATTRIBUTE_ARGS]
         if not present:
             return "", None
@@ -335,8 +336,7 @@ class CaptumMethod(AttributionMethod):
         return self.build(model).attribute(x, target=targets, **kwargs)
 
     def _chunked(self, model, x, targets):
-        arg, value = self.batching()
-        if not arg or value is None:  # no batching argument, or captum's own (all at once)
+        if not self.batching()[0]:  # captum takes everything at once
             return self._run(model, x, targets, {})
         from xai_bench.compute.chunking import remember_limit, retry_halving
 

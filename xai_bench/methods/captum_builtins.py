@@ -25,21 +25,19 @@ import warnings
 import torch
 
 from xai_bench.contracts.method import method
-from xai_bench.contracts.parameters import Valid, integer, number, one_of, or_literal, or_none
+from xai_bench.contracts.parameters import boolean, integer, number, one_of, or_none
 from xai_bench.methods.captum_adapter import (
-    WINDOW_CHECK, CaptumMethod, import_captum, require_sklearn,
+    CHUNK_CHECK, WINDOW_CHECK, CaptumMethod, import_captum, require_sklearn,
 )
 from xai_bench.methods.input_baselines import BASELINE_CHECK
 
 __all__ = ["Saliency", "SmoothGrad", "VarGrad", "GradientShap", "DeepLift", "Occlusion",
            "Lime", "KernelShap", "input_range", "lime_similarity"]
 
-_BOOL = Valid("true or false", lambda v: isinstance(v, bool))
-_CHUNK = or_literal(integer(1), "auto")
-_NOISE = {"nt_samples": integer(1), "noise_level": number(low=0), "abs": _BOOL,
-          "chunk_size": _CHUNK, "seed": integer()}
+_NOISE = {"nt_samples": integer(1), "noise_level": number(low=0), "abs": boolean(),
+          "chunk_size": CHUNK_CHECK, "seed": integer()}
 _PERTURB = {"baseline": BASELINE_CHECK, "blur_sigma": or_none(number(above=0)),
-            "chunk_size": _CHUNK}
+            "chunk_size": CHUNK_CHECK}
 _SURROGATE = {**_PERTURB, "n_samples": integer(1), "features": one_of("tokens", "pixels"),
               "seed": integer()}
 
@@ -77,7 +75,7 @@ class Saliency(CaptumMethod):
     (``abs=False``: the signed gradient), summed over channels (captum ``Saliency``)."""
 
     CAPTUM, ATTRIBUTE_ARGS = "Saliency", ("abs",)
-    PARAMETER_CHECKS = {"abs": _BOOL}
+    PARAMETER_CHECKS = {"abs": boolean()}
 
     def __init__(self, abs: bool = True):  # noqa: A002 - captum's name
         super().__init__(abs=abs)
@@ -146,7 +144,7 @@ class DeepLift(CaptumMethod):
     CAPTUM = "DeepLift"
     INIT_ARGS, ATTRIBUTE_ARGS = ("multiply_by_inputs", "eps"), ("baselines",)
     PARAMETER_CHECKS = {"baseline": BASELINE_CHECK, "blur_sigma": or_none(number(above=0)),
-                        "multiply_by_inputs": _BOOL, "eps": number(above=0)}
+                        "multiply_by_inputs": boolean(), "eps": number(above=0)}
 
     def __init__(self, baseline: str | float = "zeros", blur_sigma: float | None = None,
                  multiply_by_inputs: bool = True, eps: float = 1e-10):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from xai_bench.contracts.method import method
-from xai_bench.contracts.parameters import Valid
+from xai_bench.contracts.parameters import boolean
 from xai_bench.methods.attention import attention_and_gradients
 from xai_bench.methods.base import AttributionMethod, token_readout, upsample_token_map
 from xai_bench.methods.lrp import relevance_paths
@@ -51,8 +51,7 @@ class GAE(AttributionMethod):
     ``include_identity`` (module doc)."""
 
     kind, requires = "attention", ("attention",)
-    PARAMETER_CHECKS = {"include_identity": Valid("true or false",
-                                                  lambda v: isinstance(v, bool))}
+    PARAMETER_CHECKS = {"include_identity": boolean()}
 
     def __init__(self, include_identity: bool = False):
         super().__init__(include_identity=include_identity)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 
 from xai_bench.contracts.method import method
-from xai_bench.contracts.parameters import integer, number, one_of, or_literal, or_none
+from xai_bench.contracts.parameters import integer, number, one_of, or_none
 from xai_bench.methods.base import AttributionMethod
-from xai_bench.methods.captum_adapter import CaptumMethod
+from xai_bench.methods.captum_adapter import CHUNK_CHECK, IG_RULES, CaptumMethod
 from xai_bench.methods.input_baselines import BASELINE_CHECK
 from xai_bench.compute.modes import eval_mode
 
@@ -81,13 +81,12 @@ class IntegratedGradients(CaptumMethod):
     the maps only at float rounding (captum sums the steps chunk by chunk)."""
 
     #: captum's integration rules
-    RULES = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
-             "riemann_trapezoid")
+    RULES = IG_RULES
     CAPTUM = "IntegratedGradients"
     ATTRIBUTE_ARGS = ("n_steps", "method", "baselines", "internal_batch_size")
     CHUNK_PARAM = "chunk_size"
     PARAMETER_CHECKS = {"n_steps": integer(1), "method": one_of(*RULES),
-                        "chunk_size": or_literal(integer(1), "auto"),
+                        "chunk_size": CHUNK_CHECK,
                         "baseline": BASELINE_CHECK, "blur_sigma": or_none(number(above=0)),
                         "seed": integer()}
 

@@ -24,7 +24,7 @@ import math
 import torch
 
 from xai_bench.compute.blur import gaussian_blur
-from xai_bench.compute.seeding import content_seed, cpu_generator
+from xai_bench.compute.seeding import per_image_uniform
 from xai_bench.contracts.model import decode
 from xai_bench.contracts.parameters import Valid
 
@@ -66,9 +66,7 @@ def baseline_inputs(model, x: torch.Tensor, baseline, *, seed: int = 0,
         return model.encode(blurred).to(x.dtype)
     b, _, h, w = x.shape
     if isinstance(baseline, str):  # "uniform"
-        noise = torch.stack([torch.rand(3, h, w, generator=cpu_generator(content_seed(img, seed)),
-                                        dtype=torch.float32) for img in x])
-        images = noise.to(device=x.device, dtype=x.dtype)
+        images = per_image_uniform(x, (3, h, w), seed).to(x.dtype)
     else:
         images = torch.full((b, 3, h, w), float(baseline), device=x.device, dtype=x.dtype)
     return model.encode(images).to(x.dtype)

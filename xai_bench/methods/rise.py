@@ -67,7 +67,7 @@ from xai_bench.compute.precision import forward_autocast, forward_model, full_pr
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.method import method
 from xai_bench.contracts.model import decode
-from xai_bench.contracts.parameters import Valid, integer, number, one_of, or_literal
+from xai_bench.contracts.parameters import boolean, integer, number, one_of, or_literal
 from xai_bench.methods.base import AttributionMethod
 
 __all__ = ["RISE", "interpolation_rows", "draw_masks", "build_masks"]
@@ -158,7 +158,7 @@ class RISE(AttributionMethod):
                         "chunk_size": or_literal(integer(1), "auto"),
                         "score": one_of(*SCORES), "normalise": one_of(*NORMALISATIONS),
                         "perturb_space": one_of(*PERTURB_SPACES), "baseline": number(),
-                        "shared_masks": Valid("true or false", lambda v: isinstance(v, bool))}
+                        "shared_masks": boolean()}
 
     def __init__(self, n_masks: int = 2000, grid: int = 8, p1: float = 0.5, seed: int = 0,
                  chunk_size: int | str = "auto", score: str = "probability",

@@ -60,7 +60,7 @@ from xai_bench.compute.precision import forward_autocast, full_precision
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.method import method
 from xai_bench.contracts.model import model_attr
-from xai_bench.contracts.parameters import Valid, integer, number
+from xai_bench.contracts.parameters import boolean, integer, number
 from xai_bench.methods.base import AttributionMethod, is_vit
 
 __all__ = ["TIS", "token_dropping", "block_activations", "initial_channels", "kmeans",
@@ -208,10 +208,6 @@ def kept_tokens(model, keep: torch.Tensor, source: torch.Tensor):
             attn.prior = prior
 
 
-def _is_bool(value) -> bool:
-    return isinstance(value, bool)
-
-
 @method("tis", kind="perturbation", requires="attention", cost=85.0, place=14,
         colour="#DDCC77")  # Tol sand
 class TIS(AttributionMethod):
@@ -219,7 +215,7 @@ class TIS(AttributionMethod):
     activations, scored with the unkept tokens removed from the sequence."""
 
     PARAMETER_CHECKS = {"n_masks": integer(1), "tokens_ratio": number(above=0, high=1),
-                        "normalise": Valid("true or false", _is_bool),
+                        "normalise": boolean(),
                         "seed": integer(), "chunk_size": integer(1)}
 
     def __init__(self, n_masks: int = 1024, tokens_ratio: float = 0.5, normalise: bool = True,

@@ -4,10 +4,10 @@ the registries."""
 
 from __future__ import annotations
 
-from xai_bench.registry import METRICS, RegistryError
+from xai_bench.registry import METRICS
 from xai_bench.run.config import RunError
 
-__all__ = ["split_names", "names_or_objects", "metric_categories", "resolve_metrics"]
+__all__ = ["split_names", "names_or_objects", "resolve_metrics"]
 
 
 def split_names(spec) -> list:
@@ -36,11 +36,6 @@ def names_or_objects(kind: str, registry, spec) -> list:
         else:
             out.append(part)
     return out
-
-
-def metric_categories() -> dict:
-    """metric name -> its declared category (plugins that fail to load are left out)."""
-    return {name: category for category, names in METRICS.groups().items() for name in names}
 
 
 def resolve_metrics(spec) -> list:
