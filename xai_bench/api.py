@@ -70,7 +70,7 @@ class Results:
         return dict(self.info.get("counts", {}))
 
 
-def evaluate(models=DEFAULT_MODELS, methods="default", metrics="all", dataset=DEFAULT_DATASET,
+def evaluate(models=DEFAULT_MODELS, methods="default", metrics="default", dataset=DEFAULT_DATASET,
              out=None, *, checkpoints=None, replicates: int = 1, n_grids: int = 24,
              n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
              name: str | None = None, method_params: dict | None = None,

@@ -407,8 +407,8 @@ class Registry:
 
     def groups(self) -> dict:
         """``{word: [names]}``: the words that select several entries at once — a method's
-        kind and declared groups (``gradient``, ``paper``), a metric's category
-        (``localisation``) — from the entries' cards; entries that fail to load are left
+        kind and declared groups (``gradient``, ``paper``), a metric's category and declared
+        groups (``localisation``, ``default``) — from the entries' cards; entries that fail to load are left
         out. Models have none."""
         if self.kind not in ("method", "metric"):
             return {}
@@ -419,7 +419,7 @@ class Registry:
             except RegistryError:
                 continue
             words = ((card.kind, *card.groups) if self.kind == "method"
-                     else (card.category,))
+                     else (card.category, *card.groups))
             for word in words:
                 out.setdefault(word, []).append(name)
         return out

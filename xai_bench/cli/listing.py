@@ -69,6 +69,8 @@ def _tags(registry, name) -> dict:
                 **({"class_agnostic": True} if card.class_agnostic else {})}
     if registry.kind == "metric":
         card = registry.card(name)
-        return {"category": card.category, "higher_is_better": card.higher_is_better}
+        return {"category": card.category,
+                **({"groups": "+".join(card.groups)} if card.groups else {}),
+                "higher_is_better": card.higher_is_better}
     return {k: v for k, v in registry.meta(name).items()
             if k not in ("description", "source", "paper", "parameters")}

@@ -29,7 +29,7 @@ from xai_bench.contracts.members import (
 from xai_bench.errors import ContractError
 
 __all__ = ["MetricCard", "metric", "metric_card", "is_metric_function", "function_parameters",
-           "METRIC_MEMBERS", "METRIC_FUNCTION_ARGS", "CheckedMetric", "check_metric"]
+           "METRIC_MEMBERS", "METRIC_GROUPS", "METRIC_FUNCTION_ARGS", "CheckedMetric", "check_metric"]
 
 #: the positional arguments of a metric function: f(model, x, targets, maps, *, ...)
 METRIC_FUNCTION_ARGS = 4
@@ -55,25 +55,32 @@ class MetricCard:
     reexplains: bool = False
     second_model: bool = False
     function: bool = False
+    groups: tuple = ()
 
     @property
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "groups": list(self.groups)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MetricCard":
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in dict(data).items() if k in known})
+        values = {k: v for k, v in dict(data).items() if k in known}
+        values["groups"] = tuple(values.get("groups") or ())
+        return cls(**values)
 
 
 _FIELDS = ("category", "higher_is_better", "label", "unit", "chance", "place", "description",
-           "needs_maps", "needs_masks", "reexplains", "second_model")
+           "needs_maps", "needs_masks", "reexplains", "second_model", "groups")
+#: the groups the built-ins declare (``--metric default``); a metric is also in the group of
+#: its category (``--metric perturbation``), and a plugin may name its own groups
+METRIC_GROUPS = {"default": "what `xai-bench run` scores without --metric: the paper's "
+                            "localisation, perturbation and sanity metrics"}
 
 
-def _check(name, category, higher_is_better, unit, chance):
+def _check(name, category, higher_is_better, unit, chance, groups=()):
     if not isinstance(category, str) or not category or category == "all":
         raise ValueError(f"metric '{name}': category must be a word other than 'all', got "
                          f"{category!r}")
@@ -84,25 +91,33 @@ def _check(name, category, higher_is_better, unit, chance):
         raise ValueError(f"metric '{name}': unit must be a non-empty string, got {unit!r}")
     if chance is not None and not isinstance(chance, (int, float)):
         raise ValueError(f"metric '{name}': chance must be a number or None, got {chance!r}")
+    if not all(isinstance(g, str) and g and g != "all" for g in groups):
+        raise ValueError(f"metric '{name}': groups must be words other than 'all', got "
+                         f"{groups!r}")
 
 
 def metric(name: str | None = None, *, higher_is_better: bool, category: str = "other",
            label: str = "", unit: str = "images", chance: float | None = None,
            place: float | None = None, description: str = "", needs_masks: bool = False,
-           needs_maps: bool = True, reexplains: bool = False, second_model: bool = False):
+           needs_maps: bool = True, reexplains: bool = False, second_model: bool = False,
+           groups=()):
     """Decorator: declare a metric. On a function ``f(model, x, targets, maps, *,
     param=default) -> scores (B,)`` it makes a metric that scores precomputed maps of the most
     confidently and correctly classified test images (``n_images`` of them, the run's
     ``--n-images``; with ``needs_masks=True`` ``f`` gets ``masks=`` too); on a metric class it
-    sets the class's declarations. The object is returned unchanged apart from them."""
+    sets the class's declarations. ``groups``: words besides the category that ``--metric``
+    can name (``default``, ``latec``). The object is returned unchanged apart from them."""
+    groups = (groups,) if isinstance(groups, str) else tuple(groups)
 
     def decorate(obj):
         values = dict(category=category, higher_is_better=higher_is_better, label=label,
                       unit=unit, chance=chance, place=place, needs_masks=bool(needs_masks),
                       needs_maps=bool(needs_maps), reexplains=bool(reexplains),
-                      second_model=bool(second_model), description=description)
+                      second_model=bool(second_model), description=description,
+                      groups=groups)
         return declare(obj, "metric", name, values,
-                       lambda own: _check(own, category, higher_is_better, unit, chance))
+                       lambda own: _check(own, category, higher_is_better, unit, chance,
+                                          groups))
 
     return decorate
 
@@ -129,6 +144,9 @@ def metric_card(obj, name: str | None = None) -> MetricCard:
     values = declared_values(target, _FIELDS)
     if "higher_is_better" in values:
         values["higher_is_better"] = bool(values["higher_is_better"])
+    if "groups" in values:
+        got = values["groups"]
+        values["groups"] = (got,) if isinstance(got, str) else tuple(got or ())
     function = getattr(target, "function", None)
     values["function"] = is_metric_function(target) or (
         isinstance(function, bool) and function)
@@ -159,6 +177,8 @@ METRIC_MEMBERS = (
     Member("needs_masks", False, False, "needs object masks from the data set"),
     Member("reexplains", False, False, "explains again (another class or input)"),
     Member("second_model", False, False, "explains a second (e.g. randomised) model"),
+    Member("groups", False, (), "groups that --metric can name besides the category (e.g. "
+           "'default', 'latec')"),
 )
 
 

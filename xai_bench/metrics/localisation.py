@@ -179,7 +179,8 @@ def sample_grid_cells(per_class: dict, n_grids: int, seed: int):
             np.asarray(indices, dtype=np.int64).reshape(-1, 4))
 
 
-@metric("grid_pointing_game", higher_is_better=True, category="localisation",
+@metric("grid_pointing_game", groups="default",
+        higher_is_better=True, category="localisation",
         label="share of positive attribution\nin the explained cell", unit="grid cells",
         chance=0.25, place=0)
 class GridPointingGame(SampleMetric):
@@ -309,7 +310,8 @@ class GridPointingGame(SampleMetric):
         return MetricResult(records=records, curves=[], summary=summary, examples=examples)
 
 
-@metric("mask_localisation", higher_is_better=True, category="localisation",
+@metric("mask_localisation", groups="default",
+        higher_is_better=True, category="localisation",
         label="share of positive attribution\ninside the object mask", needs_masks=True, place=1)
 class MaskLocalisation(SampleMetric):
     """Share of positive attribution inside the object mask (data sets with masks)."""

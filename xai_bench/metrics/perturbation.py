@@ -83,7 +83,8 @@ def _check_n_images(n_images) -> int:
     return int(n_images)
 
 
-@metric("pixel_perturbation", higher_is_better=True, category="perturbation",
+@metric("pixel_perturbation", groups="default",
+        higher_is_better=True, category="perturbation",
         label="ABC (area between the\nleast- and most-first curves)", place=2)
 class PixelPerturbation(ConfidentImagesMetric):
     """Pixel perturbation: area between the least- and most-important-first removal curves (ABC)."""
@@ -260,7 +261,8 @@ class RiseMetric(ConfidentImagesMetric):
         return MetricResult(records=records, curves=curves, summary=summary)
 
 
-@metric("deletion", higher_is_better=False, category="perturbation", label="deletion AUC",
+@metric("deletion", groups="default",
+        higher_is_better=False, category="perturbation", label="deletion AUC",
         place=3)
 class Deletion(RiseMetric):
     """Deletion AUC (RISE): remove pixels most important first (zero encoding); lower is better."""
@@ -279,7 +281,8 @@ class Deletion(RiseMetric):
         return x, None  # pixels ranked < k are set to zero in the encoded space
 
 
-@metric("insertion", higher_is_better=True, category="perturbation", label="insertion AUC",
+@metric("insertion", groups="default",
+        higher_is_better=True, category="perturbation", label="insertion AUC",
         place=4)
 class Insertion(RiseMetric):
     """Insertion AUC (RISE): insert pixels most important first into a blurred image."""

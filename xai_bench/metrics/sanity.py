@@ -229,7 +229,8 @@ class RandomisationPlan:
         return len(self.selection)
 
 
-@metric("parameter_randomisation", higher_is_better=False, category="sanity",
+@metric("parameter_randomisation", groups="default",
+        higher_is_better=False, category="sanity",
         label="Spearman ρ with the\ntrained model's map", unit="(image, stage) pairs", place=5,
         second_model=True)
 class ParameterRandomisation(SampleMetric):
@@ -342,7 +343,8 @@ def random_other_class(image: torch.Tensor, label: int, num_classes: int, seed: 
     return r if r < int(label) else r + 1
 
 
-@metric("random_target", higher_is_better=False, category="sanity",
+@metric("random_target", groups="default",
+        higher_is_better=False, category="sanity",
         label="Spearman ρ with the map\nof another class", place=6, reexplains=True)
 class RandomTarget(SampleMetric):
     """Class sensitivity: Spearman rank correlation of |map| for the true class and for a

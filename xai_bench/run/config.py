@@ -117,9 +117,10 @@ class RunConfig:
                            help="names, globs, 'all' or groups (default: the paper's methods, "
                            "ViT-CX and the baselines; paper, gradient, attention, lrp, "
                            "perturbation, captum, baseline), comma-separated")
-    metrics: list = option("--metric", "--metrics", factory=lambda: ["all"], kind="names",
-                           help="names, globs, 'all' or a category (localisation, "
-                           "perturbation, sanity)")
+    metrics: list = option("--metric", "--metrics", factory=lambda: ["default"],
+                           kind="names",
+                           help="names, globs, 'all', a category (localisation, perturbation, "
+                           "sanity, ...) or a group (default: the paper's seven metrics)")
     dataset: object = option("--dataset", default=DEFAULT_DATASET)
     checkpoints: dict = option(
         "--checkpoint", factory=dict, kind="pairs", metavar="MODEL[@R]=PATH",
