@@ -120,6 +120,12 @@ RUN_CASES = [
     pytest.param(run_args("--replicates", "2", "--checkpoint", ckpt("vit_nano@0", "a"),
                           "--checkpoint", ckpt("vit_nano@١", "b"), untrained=False),
                  ("vit_nano@١", "digits 0-9"), id="run-checkpoint-replicate-arabic-digit"),
+    # ---- --min-effect ---------------------------------------------------------------------
+    pytest.param(run_args("--min-effect", "small"),
+                 ("--min-effect 'small'", "0.2sd", "METRIC=VALUE"), id="run-min-effect-word"),
+    pytest.param(run_args("--min-effect", "mask_localisaton=0.01"),
+                 ("--min-effect names 'mask_localisaton'", "did you mean 'mask_localisation'"),
+                 id="run-min-effect-unknown-metric"),
     # ---- metric parameters out of their declared range --------------------------------------
     pytest.param(run_args("--metric", "pixel_perturbation", "--metric-arg",
                           "pixel_perturbation.fractions=0,nan"),

@@ -458,6 +458,9 @@ METHODS.add_prefix("captum", "xai_bench.methods.captum_adapter:resolve_captum_me
                    "any captum.attr attribution, e.g. captum:Saliency, captum:Occlusion, "
                    "captum:NoiseTunnel(Saliency)")
 METRICS = Registry("metric", "xai_bench.metrics", ("xai_bench.metrics",), walk=True)
+METRICS.add_prefix("quantus", "xai_bench.metrics.quantus_adapter:resolve_quantus_metric",
+                   "any Quantus metric, e.g. quantus:Sparseness (pip install "
+                   "\"xai-bench[quantus]\")")
 
 
 def register_method(obj):

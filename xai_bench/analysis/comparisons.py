@@ -1,7 +1,8 @@
 """Paired comparisons of the methods scored on the same samples: a paired bootstrap interval
-of the difference, a paired test (Wilcoxon signed-rank, or a bootstrap t-test for ratio
-estimates), Holm's correction within each family, and the lookups the verdicts and claims
-read the comparisons through."""
+of the difference, a standardised effect size, a paired test (Wilcoxon signed-rank, or a
+bootstrap t-test for ratio estimates), Holm's correction within each family, the smallest
+difference worth reporting (``--min-effect``), and the lookups the verdicts and claims read
+the comparisons through."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from xai_bench.analysis.bootstrap import paired_bootstrap
+from xai_bench.analysis.effects import paired_effect_size, parse_min_effect
 from xai_bench.analysis.frames import (
     FAMILY, as_bool, check_options, empty_table, group_rng, with_replicate,
 )
@@ -22,8 +24,8 @@ from xai_bench.errors import ConfigError
 __all__ = ["COMPARISON_COLUMNS", "holm", "compare", "pair_lookup", "is_significant"]
 
 COMPARISON_COLUMNS = ["model", "metric", "replicate", "method_a", "method_b", "n", "mean_a",
-                      "mean_b", "diff", "ci_low", "ci_high", "test", "p_value", "p_holm",
-                      "significant", "better", "higher_is_better"]
+                      "mean_b", "diff", "ci_low", "ci_high", "effect_size", "test", "p_value",
+                      "p_holm", "significant", "negligible", "better", "higher_is_better"]
 
 
 def holm(p_values) -> np.ndarray:
@@ -59,19 +61,25 @@ def _first_rows(methods: np.ndarray, keys: np.ndarray):
 
 
 def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000,
-            seed: int = 0, alpha: float = 0.05, interval: str = "bca") -> pd.DataFrame:
+            seed: int = 0, alpha: float = 0.05, interval: str = "bca",
+            min_effect=None) -> pd.DataFrame:
     """Every pair of methods scored on the same (model, metric, replicate), paired on the
     samples both scored (inner join on ``sample_id``, ``target``).
 
     ``diff`` = statistic(a) − statistic(b) on those samples (``mean_a``, ``mean_b``) with a
-    paired bootstrap interval; ``test``/``p_value``: the two-sided Wilcoxon signed-rank test
+    paired bootstrap interval; ``effect_size``: the paired standardised difference ``d_z``
+    (:func:`~xai_bench.analysis.effects.paired_effect_size`); ``test``/``p_value``: the two-sided Wilcoxon signed-rank test
     (zeros split between the signs: identical methods give p = 1) for mean metrics, a paired
     bootstrap t-test of the ratio difference (its bootstrap standard error, t with n - 1
     degrees of freedom) for ratio metrics (ABC);
     ``p_holm``: Holm-adjusted within each (model, metric, replicate); ``significant``:
-    ``p_holm < alpha``; ``better``: the significantly better method given
-    ``higher_is_better``, else ``"tie"``. Columns: :data:`COMPARISON_COLUMNS`."""
+    ``p_holm < alpha``; ``negligible``: the difference is below the metric's threshold of
+    ``min_effect`` (``--min-effect``: :func:`~xai_bench.analysis.effects.parse_min_effect`;
+    ``False`` without one); ``better``: the significantly better method given
+    ``higher_is_better`` when the difference is not negligible, else ``"tie"``. Columns:
+    :data:`COMPARISON_COLUMNS`."""
     check_options(confidence, n_resamples, seed, interval, alpha)
+    min_effect = parse_min_effect(min_effect)
     samples = sample_values(records)
     if samples.empty:
         return empty_table(COMPARISON_COLUMNS)
@@ -111,8 +119,8 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
                        method_b=b, n=n, higher_is_better=hib)
             if n == 0:
                 rows.append(dict(row, mean_a=math.nan, mean_b=math.nan, diff=math.nan,
-                                 ci_low=math.nan, ci_high=math.nan, test="none",
-                                 p_value=math.nan))
+                                 ci_low=math.nan, ci_high=math.nan, effect_size=math.nan,
+                                 test="none", p_value=math.nan))
                 continue
             ratio = bool(is_ratio[ia].all() and is_ratio[ib].all())
             va, vb = values[ia], values[ib]
@@ -125,7 +133,8 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
             test, p = ("bootstrap", p_boot) if ratio else ("wilcoxon", wilcoxon_p_value(va - vb))
             rows.append(dict(row, mean_a=float((va * wa).sum() / wa.sum()),
                              mean_b=float((vb * wb).sum() / wb.sum()), diff=diff, ci_low=low,
-                             ci_high=high, test=test, p_value=p))
+                             ci_high=high, effect_size=paired_effect_size(va, wa, vb, wb),
+                             test=test, p_value=p))
         if rows:
             frames.append(pd.DataFrame(rows))
     if not frames:
@@ -134,9 +143,13 @@ def compare(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int
     for frame in frames:
         frame["p_holm"] = holm(frame["p_value"].to_numpy(float))
         frame["significant"] = (frame["p_holm"] < alpha).fillna(False).astype(bool)
+        threshold = min_effect.threshold(frame["metric"].iloc[0])
+        frame["negligible"] = [threshold is not None and threshold.negligible(d, e)
+                               for d, e in zip(frame["diff"], frame["effect_size"])]
         hib = frame["higher_is_better"].astype(bool)
         a_better = (frame["diff"] > 0) == hib
-        frame["better"] = np.where(~frame["significant"] | (frame["diff"] == 0), "tie",
+        tie = ~frame["significant"] | (frame["diff"] == 0) | frame["negligible"]
+        frame["better"] = np.where(tie, "tie",
                                    np.where(a_better, frame["method_a"], frame["method_b"]))
         out.append(frame)
     result = pd.concat(out, ignore_index=True)[COMPARISON_COLUMNS]

@@ -17,7 +17,8 @@ RANK_COLUMNS = ["model", "metric", "replicate", "method", "rank", "group", "lead
                 "ci_low", "ci_high", "higher_is_better"]
 BEST_COLUMNS = ["model", "metric", "replicate", "best", "runner_up", "verdict", "tied",
                 "best_mean", "best_ci_low", "best_ci_high", "runner_up_mean",
-                "runner_up_ci_low", "runner_up_ci_high", "diff", "p_holm", "higher_is_better"]
+                "runner_up_ci_low", "runner_up_ci_high", "diff", "diff_ci_low", "diff_ci_high",
+                "effect_size", "p_holm", "negligible", "higher_is_better"]
 
 
 def _letters(i: int) -> str:
@@ -71,7 +72,9 @@ def best_methods(summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFra
     ``"best"`` when the best is significantly better than the runner-up (Holm), ``"tie"``
     otherwise, ``"single"`` when only one method was scored; ``tied`` lists (best first,
     comma-separated) the best and, for a tie, every method not significantly different from
-    it. ``diff``/``p_holm``: best vs runner-up. Columns: :data:`BEST_COLUMNS`."""
+    it. ``diff`` (with its interval ``diff_ci_low``/``diff_ci_high``), ``effect_size``,
+    ``p_holm`` and ``negligible``: best vs runner-up (the comparison's, oriented best minus
+    runner-up). Columns: :data:`BEST_COLUMNS`."""
     lookup = pair_lookup(comparisons)
     rows = []
     for key, g, hib in _ordered(summary):
@@ -81,7 +84,9 @@ def best_methods(summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFra
                    best_mean=best["mean"], best_ci_low=best.get("ci_low", math.nan),
                    best_ci_high=best.get("ci_high", math.nan), higher_is_better=hib,
                    runner_up="", runner_up_mean=math.nan, runner_up_ci_low=math.nan,
-                   runner_up_ci_high=math.nan, diff=math.nan, p_holm=math.nan)
+                   runner_up_ci_high=math.nan, diff=math.nan, diff_ci_low=math.nan,
+                   diff_ci_high=math.nan, effect_size=math.nan, p_holm=math.nan,
+                   negligible=False)
         if len(recs) == 1:
             rows.append(dict(row, verdict="single", tied=best["method"]))
             continue
@@ -90,7 +95,12 @@ def best_methods(summary: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFra
         wins = is_significant(pair) and pair["better"] == best["method"]
         if pair is not None:
             sign = 1 if pair["method_a"] == best["method"] else -1
-            row.update(diff=sign * float(pair["diff"]), p_holm=float(pair["p_holm"]))
+            low, high = sign * float(pair["ci_low"]), sign * float(pair["ci_high"])
+            row.update(diff=sign * float(pair["diff"]), diff_ci_low=min(low, high),
+                       diff_ci_high=max(low, high),
+                       effect_size=sign * float(pair.get("effect_size", math.nan)),
+                       p_holm=float(pair["p_holm"]),
+                       negligible=str(pair.get("negligible", False)).strip().lower() == "true")
         tied = [best["method"]]
         if not wins:
             tied += [r["method"] for r in recs[1:]

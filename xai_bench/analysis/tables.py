@@ -30,15 +30,17 @@ from xai_bench.storage.results import (
 )
 
 __all__ = ["AnalysisOptions", "StatisticsTable", "TABLES", "register_table", "analyse",
-           "write_statistics", "read_statistics", "run_seed"]
+           "write_statistics", "read_statistics", "run_seed", "run_min_effect"]
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
     """The options of one analysis: the bootstrap's (``confidence``, ``n_resamples``,
     ``seed``, ``interval``), the tests' ``alpha``, the ``claims`` to check (None/False: none;
-    ``True``/``"paper"``: the paper's; a path or a list of claims), the twin ``pairs`` and the
-    run's ``declarations`` (run.json's; None: the registry's cards)."""
+    ``True``/``"paper"``: the paper's; a path or a list of claims), the twin ``pairs``, the
+    run's ``declarations`` (run.json's; None: the registry's cards) and the smallest
+    difference worth reporting, ``min_effect`` (``--min-effect``; None: every significant
+    difference counts)."""
 
     confidence: float = 0.95
     n_resamples: int = 2000
@@ -48,6 +50,7 @@ class AnalysisOptions:
     claims: object = None
     pairs: dict | None = None
     declarations: dict | None = None
+    min_effect: object = None
 
     @property
     def bootstrap(self) -> dict:
@@ -126,7 +129,8 @@ def _claims(records, tables, options) -> pd.DataFrame:
 register_table("summary", SUMMARY_COLUMNS,
                lambda records, tables, o: summarise(records, **o.bootstrap))
 register_table("comparisons", COMPARISON_COLUMNS,
-               lambda records, tables, o: compare(records, alpha=o.alpha, **o.bootstrap))
+               lambda records, tables, o: compare(records, alpha=o.alpha,
+                                                  min_effect=o.min_effect, **o.bootstrap))
 register_table("ranks", RANK_COLUMNS,
                lambda records, tables, o: rank_groups(tables["summary"], tables["comparisons"]),
                needs=("summary", "comparisons"))
@@ -161,16 +165,17 @@ def _complete(records: pd.DataFrame, options: AnalysisOptions, given: dict):
 
 def analyse(records: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000,
             seed: int = 0, alpha: float = 0.05, interval: str = "bca", claims=None,
-            pairs=None, declarations: dict | None = None) -> dict:
+            pairs=None, declarations: dict | None = None, min_effect=None) -> dict:
     """Every registered statistics table that applies, as DataFrames by name: ``summary``,
     ``comparisons``, ``ranks``, ``best``, ``agreement``, ``stability`` (when there are several
     replicates) and ``claims`` (when ``claims`` is given: ``True``/``"paper"`` for the
     paper's claims, a path or a list of claims; ``pairs`` as for
     :func:`xai_bench.analysis.claims.evaluate_claims`); ``declarations``: the run's
-    (run.json's ``declarations``; None: the registry's cards)."""
+    (run.json's ``declarations``; None: the registry's cards); ``min_effect``: the smallest
+    difference worth reporting (:func:`~xai_bench.analysis.effects.parse_min_effect`)."""
     options = AnalysisOptions(confidence=confidence, n_resamples=n_resamples, seed=seed,
                               alpha=alpha, interval=interval, claims=claims, pairs=pairs,
-                              declarations=declarations)
+                              declarations=declarations, min_effect=min_effect)
     return _complete(records, options, {})[0]
 
 
@@ -188,6 +193,28 @@ def write_statistics(records: pd.DataFrame, out_dir, tables: dict | None = None,
 
 # ------------------------------------------------------------------------------ reading
 
+def run_min_effect(info: dict):
+    """The ``--min-effect`` a run was analysed with (run.json's ``config``; None: none)."""
+    return ((info or {}).get("config") or {}).get("min_effect")
+
+
+#: columns added to stored tables after their first version (effect sizes, --min-effect)
+_ADDED_LATER = ("effect_size", "negligible", "diff_ci_low", "diff_ci_high")
+
+
+def _current(path: Path, table: StatisticsTable) -> bool:
+    """False for a table written by an earlier version (it lacks only columns added since):
+    it is produced again from the run's records rather than refused. Any other lack is
+    left to :func:`_read_stored` to name."""
+    try:
+        header = set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError,
+            pd.errors.EmptyDataError):
+        return True
+    missing = [c for c in table.columns if c not in header]
+    return not missing or not all(c in _ADDED_LATER for c in missing)
+
+
 def run_seed(info: dict) -> int:
     """The seed a run was made with (run.json's ``seeds``, else its ``config``; 0 when
     neither holds a non-negative integer)."""
@@ -199,7 +226,8 @@ def run_seed(info: dict) -> int:
 
 
 _NUMBERS = ("mean", "ci_low", "ci_high", "estimate", "tau", "p_value", "p_holm", "best_mean",
-            "diff", "std", "min", "max", "range", "share_first")
+            "diff", "diff_ci_low", "diff_ci_high", "effect_size", "std", "min", "max", "range",
+            "share_first")
 _TEXTS = ("text", "detail", "twin", "model", "runner_up", "tied", "group", "best")
 
 
@@ -255,9 +283,11 @@ def read_statistics(run_dir, records: pd.DataFrame, info: dict) -> dict:
     run_dir = Path(run_dir)
     info = info or {}
     stored = {name: _typed(_read_stored(run_dir / f"{name}.csv", table))
-              for name, table in TABLES.items() if (run_dir / f"{name}.csv").is_file()}
+              for name, table in TABLES.items()
+              if (run_dir / f"{name}.csv").is_file() and _current(run_dir / f"{name}.csv", table)}
     options = AnalysisOptions(seed=run_seed(info), claims=True,
-                              declarations=info.get("declarations"))
+                              declarations=info.get("declarations"),
+                              min_effect=run_min_effect(info))
     try:
         tables, computed = _complete(records, options, stored)
     except XaiBenchError as e:

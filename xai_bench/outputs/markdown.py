@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from xai_bench.analysis.tables import analyse, run_seed
+from xai_bench.analysis.tables import analyse, run_min_effect, run_seed
 from xai_bench.outputs.summary import Cell, Section, Summary, Table, build_summary
 
 __all__ = ["summary_markdown", "render_markdown"]
@@ -77,5 +77,6 @@ def summary_markdown(records: pd.DataFrame, info: dict, tables: dict | None = No
     ``records`` when None)."""
     if tables is None:
         tables = dict(analyse(records, seed=run_seed(info), claims=True,
-                              declarations=info.get("declarations")), computed=True)
+                              declarations=info.get("declarations"),
+                              min_effect=run_min_effect(info)), computed=True)
     return render_markdown(build_summary(tables, records, info))

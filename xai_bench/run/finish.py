@@ -71,6 +71,14 @@ def declarations(methods, metrics) -> dict:
             "metrics": {m.name: m.metric.card.as_dict() for m in metrics}}
 
 
+def _min_effect(config) -> dict:
+    """run.json's ``min_effect`` in the command line's words (absent when none was given)."""
+    from xai_bench.analysis.effects import parse_min_effect
+
+    text = parse_min_effect(config.min_effect).text()
+    return {"min_effect": text} if text else {}
+
+
 def run_info(config, *, device, run_name, methods, metrics, collected: Collected, dataset,
              processes: int, timings: dict) -> dict:
     """What run.json holds (the statistics time is added once they are computed)."""
@@ -84,7 +92,8 @@ def run_info(config, *, device, run_name, methods, metrics, collected: Collected
     cells = collected.timings
     return dict(
         config={**config.spec(), "batch_size": config.batch_size, "device": device,
-                "out": None if config.out is None else str(config.out), "name": run_name},
+                "out": None if config.out is None else str(config.out), "name": run_name,
+                **_min_effect(config)},
         method_params={m.name: m.params for m in methods},
         metric_params={m.name: m.params for m in metrics},
         plugins=plugins, declarations=declarations(methods, metrics),
@@ -100,14 +109,14 @@ def run_info(config, *, device, run_name, methods, metrics, collected: Collected
                 collected.records["status"].value_counts().to_dict().items()})
 
 
-def analyse_run(collected: Collected, info: dict, seed: int) -> dict:
+def analyse_run(collected: Collected, info: dict, seed: int, min_effect=None) -> dict:
     """The statistics tables (intervals, paired comparisons, rank groups, claims), seeded so
     that a rerun writes the same tables; their time goes into ``info``."""
     from xai_bench.analysis.statistics import analyse
 
     t = time.time()
     tables = analyse(collected.records, seed=seed, claims=True,
-                     declarations=info["declarations"])
+                     declarations=info["declarations"], min_effect=min_effect)
     info["timings"]["statistics_s"] = round(time.time() - t, 3)
     return tables
 

@@ -10,6 +10,7 @@ A method plugin that fails to load or construct does not stop the run: it become
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 import torch
@@ -137,8 +138,22 @@ def _resolve(cfg, check_dataset) -> Resolution:
             check_logit_count(spec.obj, spec.label)
     methods = resolve_methods(cfg)
     metrics = resolve_metric_entries(cfg)
+    check_min_effect(cfg.min_effect, [m.name for m in metrics])
     check_weights(cfg, specs, checkpoints)
     return Resolution(device, specs, checkpoints, methods, metrics)
+
+
+def check_min_effect(spec, metric_names: list) -> None:
+    """``--min-effect`` parses, and each metric it names is one this run scores."""
+    from xai_bench.analysis.effects import parse_min_effect
+
+    min_effect = parse_min_effect(spec)
+    for name in min_effect.per_metric:
+        if name not in metric_names:
+            close = difflib.get_close_matches(name, metric_names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else \
+                f"this run scores {', '.join(metric_names)}"
+            raise RunError(f"--min-effect names '{name}', which this run does not score; {hint}")
 
 
 def check_params_targets(params: dict, chosen: list, registry, kind: str, option: str):

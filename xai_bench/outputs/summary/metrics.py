@@ -5,12 +5,16 @@ the same way."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from xai_bench.analysis.frames import as_bool
 from xai_bench.contracts.metric import MetricCard
-from xai_bench.outputs.summary.model import MISSING, Cell, Interval, Section, Table, Verdict
+from xai_bench.outputs.summary.model import (
+    MISSING, Cell, Interval, Section, Table, Verdict, contrast_text,
+)
 
 __all__ = ["metric_facts", "n_text", "interval_of", "method_cell", "metric_section",
            "verdict_of", "select", "finite"]
@@ -91,7 +95,22 @@ def verdict_of(row: dict, s: pd.DataFrame, groups: dict, hib: bool) -> Verdict:
     return Verdict(model=model, metric=str(row["metric"]), kind=str(row.get("verdict") or ""),
                    best=method, runner_up=str(row.get("runner_up") or ""),
                    tied=_tied(row.get("tied")), higher_is_better=hib, interval=interval,
-                   n=n, group=str(groups.get((model, method), "") or ""))
+                   n=n, group=str(groups.get((model, method), "") or ""),
+                   contrast=_contrast(row))
+
+
+def _number(row: dict, key: str) -> float:
+    value = pd.to_numeric(pd.Series([row.get(key)]), errors="coerce").iloc[0]
+    return float(value) if pd.notna(value) else math.nan
+
+
+def _contrast(row: dict) -> str:
+    """best.csv's best-minus-runner-up comparison as text (older tables without the effect
+    size show what they have)."""
+    return contrast_text(_number(row, "diff"), _number(row, "diff_ci_low"),
+                         _number(row, "diff_ci_high"), _number(row, "effect_size"),
+                         _number(row, "p_holm"),
+                         str(row.get("negligible", "")).strip().lower() == "true")
 
 
 def metric_section(metric: str, tables: dict, records, models: list, base: int,

@@ -11,12 +11,13 @@ The one wording of a best-method verdict is :func:`verdict_text`; every renderer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from xai_bench.analysis.formatting import format_interval
 
 __all__ = ["Interval", "Cell", "Table", "Verdict", "Claim", "Section", "Summary",
-           "verdict_text", "MISSING"]
+           "verdict_text", "contrast_text", "MISSING"]
 
 #: what a cell shows for "not scored on that model"
 MISSING = "—"
@@ -70,6 +71,23 @@ class Table:
     keys: list = field(default_factory=list)
 
 
+def contrast_text(diff: float, low: float, high: float, effect_size: float, p_holm: float,
+                  negligible: bool = False) -> str:
+    """The best-minus-runner-up comparison in one phrase: the difference with its interval,
+    the standardised effect size and the Holm-adjusted p-value (empty without a
+    difference)."""
+    if not math.isfinite(diff):
+        return ""
+    parts = [f"difference {format_interval(diff, low, high)}"]
+    if not math.isnan(effect_size):
+        parts.append(f"d_z {effect_size:.2f}")
+    if math.isfinite(p_holm):
+        parts.append(f"p_holm {p_holm:.2g}")
+    if negligible:
+        parts.append("below --min-effect")
+    return ", ".join(parts)
+
+
 def verdict_text(kind: str, best: str, runner_up: str = "", tied=(),
                  higher_is_better: bool = True) -> str:
     """The verdict on one (model, metric): the method named best only when it is
@@ -103,11 +121,14 @@ class Verdict:
     interval: Interval | None = None
     n: int | None = None
     group: str = ""
+    #: best minus runner-up (:func:`contrast_text`; empty for a single method)
+    contrast: str = ""
 
     @property
     def text(self) -> str:
-        return verdict_text(self.kind, self.best, self.runner_up, self.tied,
-                            self.higher_is_better)
+        words = verdict_text(self.kind, self.best, self.runner_up, self.tied,
+                             self.higher_is_better)
+        return f"{words} [{self.contrast}]" if self.contrast else words
 
 
 @dataclass(frozen=True)
