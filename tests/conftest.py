@@ -124,6 +124,9 @@ class TinyLinear(nn.Module):
     def explanation_mode(self):
         return contextlib.nullcontext()
 
+    def confidence(self, logits):
+        return logits.sigmoid() if self.training_loss == "bce" else logits.softmax(-1)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -85,5 +85,13 @@ def list_metrics(pattern="*"):
 
 
 def get_metric(name, **params):
-    """A metric object (see ``xai_bench.metrics``)."""
-    return METRICS.get(name)(**params)
+    """A metric object (see ``xai_bench.metrics``); a metric declared as a plain function
+    comes as the :class:`~xai_bench.metrics.function.FunctionMetric` a run scores it with."""
+    from xai_bench.contracts.metric import is_metric_function
+
+    entry = METRICS.get(name)
+    if is_metric_function(entry):
+        from xai_bench.metrics.function import FunctionMetric
+
+        return FunctionMetric(entry, name, **params)
+    return entry(**params)

@@ -76,14 +76,17 @@ def evaluate(models=DEFAULT_MODELS, methods="default", metrics="default", datase
              name: str | None = None, method_params: dict | None = None,
              metric_params: dict | None = None, untrained: bool = False,
              train_epochs: int | None = None, precision: str = "fp32", compile: bool = False,
-             plots: bool = True, report: bool = True, progress: bool = False, log=None,
+             meta: bool = False, min_effect=None, plots: bool = True, report: bool = True,
+             progress: bool = False, log=None,
              before_run=None) -> "Results | None":
     """Benchmark ``models`` × ``methods`` × ``metrics`` on ``dataset``.
 
     models: names, globs, ``"all"`` or ``nn.Module`` objects with the model contract
     (:mod:`xai_bench.contracts`); methods: names, globs, ``"all"``, groups (``"default"``: the
     paper's methods, ViT-CX and the baselines; ``"paper"``, ``"captum"``, a kind such as
-    ``"gradient"``) or method objects / plain functions ``f(model, x, targets) -> maps``; metrics: names, globs, categories or metric objects;
+    ``"gradient"``) or method objects / plain functions ``f(model, x, targets) -> maps``;
+    metrics: names, globs, categories, groups (``"default"``: the paper's seven metrics;
+    ``"latec"``) or metric objects;
     dataset: a spec (``xai-bench list datasets``) or a data set object. The keyword options
     are those of ``xai-bench run`` under their own names (the fields of
     :class:`~xai_bench.run.config.RunConfig`: ``method_params`` is
@@ -92,8 +95,11 @@ def evaluate(models=DEFAULT_MODELS, methods="default", metrics="default", datase
     ``{model: path}`` or ``{"model@r": path}`` per replicate, or ``{model: glob}``;
     ``replicates=N`` runs N independently initialised copies of each model;
     ``precision="bf16"`` and ``compile=True`` for the forward-only work,
-    :mod:`xai_bench.compute.precision`). With ``out``, the run directory is the one
-    ``xai-bench run`` writes: ``plots=False`` leaves out ``plots/`` (the report then draws
+    :mod:`xai_bench.compute.precision`; ``min_effect``: the smallest difference worth
+    reporting, e.g. ``0.01``, ``"0.2sd"`` or ``{"grid_pointing_game": 0.01}``,
+    :func:`~xai_bench.analysis.effects.parse_min_effect`; ``meta=True`` also meta-evaluates
+    every metric into ``meta.csv``, :mod:`xai_bench.run.meta`). With ``out``, the run
+    directory is the one ``xai-bench run`` writes: ``plots=False`` leaves out ``plots/`` (the report then draws
     its figures into the page only) and ``report=False`` leaves out ``report.html``
     (``xai-bench run --no-plots`` is both). Invalid input raises a one-line
     :class:`~xai_bench.errors.XaiBenchError` before any work. Under torchrun

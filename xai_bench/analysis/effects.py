@@ -94,7 +94,7 @@ def _threshold(text: str, whole: str) -> Threshold:
     if not match:
         raise ConfigError(f"--min-effect '{whole}': '{text.strip()}' is not a non-negative "
                           f"number; write e.g. 0.01 (the metric's units) or 0.2sd "
-                          f"(standardised), optionally per metric: grid_pointing_game=0.01")
+                          f"(standardised), or per metric METRIC=VALUE (grid_pointing_game=0.01)")
     return Threshold(float(match.group(1)), match.group(2) == STANDARDISED)
 
 

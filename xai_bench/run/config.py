@@ -150,6 +150,12 @@ class RunConfig:
         "--metric-arg", factory=dict, kind="dotted", metavar="METRIC.KEY=VALUE",
         example="grid_pointing_game.confidence_threshold=0",
         help="metric parameter, e.g. grid_pointing_game.confidence_threshold=0")
+    #: the statistics only (not the cells): a result computed once serves every threshold
+    min_effect: str | None = option(
+        "--min-effect", default=None, metavar="VALUE",
+        help="smallest difference worth reporting: a number in each metric's units (0.01), a "
+        "standardised size (0.2sd), or METRIC=VALUE, comma-separated; smaller significant "
+        "differences count as ties (one rank group)")
     untrained: bool = option("--untrained", default=False, kind="flag",
                              help="allow models without checkpoints (random weights: sanity "
                              "checks only)")
@@ -165,6 +171,11 @@ class RunConfig:
     compile: bool = option("--compile", default=False, kind="flag",
                            help="torch.compile the forward-only model calls (pays off on "
                            "paper-scale runs on a GPU; docs/gpu.md)")
+    #: an extra output (meta.csv), not part of the cells or the run's name
+    meta: bool = option("--meta", default=False, kind="flag",
+                        help="also meta-evaluate every metric (meta.csv: resilience and "
+                        "reactivity under model and input perturbations, gap to the random "
+                        "baseline); costs (1 + 4k) = 13x the metric evaluations, printed first")
 
     @classmethod
     def from_options(cls, **options) -> "RunConfig":

@@ -93,7 +93,7 @@ def run_info(config, *, device, run_name, methods, metrics, collected: Collected
     return dict(
         config={**config.spec(), "batch_size": config.batch_size, "device": device,
                 "out": None if config.out is None else str(config.out), "name": run_name,
-                **_min_effect(config)},
+                **_min_effect(config), **({"meta": True} if config.meta else {})},
         method_params={m.name: m.params for m in methods},
         metric_params={m.name: m.params for m in metrics},
         plugins=plugins, declarations=declarations(methods, metrics),

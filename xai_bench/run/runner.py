@@ -291,7 +291,11 @@ class Runner:
                                      copies_reused=self.copies_saved))
         self.records, self.curves = collected.records, collected.curves
         self.examples, self.info = collected.examples, info
-        self.tables = analyse_run(collected, info, self.config.seed)
+        if self.config.meta:  # meta.csv, before the report that shows it (xai_bench.run.meta)
+            from xai_bench.run.meta import run_meta
+
+            self.meta = run_meta(self, collected)
+        self.tables = analyse_run(collected, info, self.config.seed, self.config.min_effect)
         if self.run_dir is not None:
             write_tables(self.run_dir, collected, info, self.tables)
             self.outputs = write_figures(self.run_dir, plots=self.plots, report=self.report)

@@ -217,6 +217,9 @@ def later_html(run, figures: dict) -> str:
     parts.append(section_body(summary.section("agreement"), "No metric agreement."))
     if AGREEMENT in figures:
         parts.append(figure_html(figures[AGREEMENT], "metric agreement"))
+    from xai_bench.outputs.report.meta_section import meta_html
+
+    parts.append(meta_html(run.dir))  # "" without meta.csv (xai-bench run --meta)
     parts.append("</section>")
     replicates = summary.section("replicates")
     if replicates is not None:
