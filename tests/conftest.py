@@ -177,12 +177,3 @@ def pair_checkpoints(trained_pair, tmp_path_factory):
         paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
                                           {"test_accuracy": 0.0}))
     return paths
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny batches on a shared 2-core machine: one intra-op thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -25,13 +25,15 @@ independent of everything else, ``cpu_generator(content_seed(image, seed))`` for
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import numbers
+import random
 
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "content_seed", "tensor_bytes", "cpu_generator", "per_image_uniform",
+__all__ = ["derive_seed", "content_seed", "seeded_globals", "tensor_bytes", "cpu_generator", "per_image_uniform",
            "numpy_rng", "SEP"]
 
 #: separator between the encoded parts (the ASCII unit separator)
@@ -102,3 +104,23 @@ def per_image_uniform(x: torch.Tensor, shape, seed: int,
 def numpy_rng(seed: int) -> np.random.Generator:
     """``numpy.random.default_rng`` seeded with ``seed`` (reduced mod 2**64)."""
     return np.random.default_rng(int(seed) & _MASK64)
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int, device=None):
+    """torch's (the CPU's and ``device``'s, where that is a CUDA device), numpy's and Python's
+    global generators seeded with ``seed`` inside, restored after: for libraries that draw
+    from the global generators (captum's GradientShap from numpy's, Quantus from all three),
+    so that their draws are reproducible and leave the caller's streams untouched."""
+    device = torch.device(device) if device is not None else None
+    devices = [device] if device is not None and device.type == "cuda" else []
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2 ** 32)
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)

@@ -38,17 +38,15 @@ identity.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import inspect
 import re
 
-import numpy as np
 import torch
 
 from xai_bench.compute.modes import eval_mode
-from xai_bench.compute.seeding import content_seed
+from xai_bench.compute.seeding import content_seed, seeded_globals
 from xai_bench.contracts.method import method
 from xai_bench.contracts.parameters import (
     Valid, boolean, integer, number, one_of, or_literal, or_none, resolve_parameters,
@@ -363,21 +361,6 @@ class CaptumMethod(AttributionMethod):
                 with seeded_globals(content_seed(img, self.params["seed"]), img.device):
                     maps.append(self._chunked(model, img[None], t[None]).sum(1))
             return torch.cat(maps)
-
-
-@contextlib.contextmanager
-def seeded_globals(seed: int, device: torch.device):
-    """torch's (CPU and ``device``) and numpy's global generators seeded with ``seed`` inside,
-    restored after: captum draws from both (GradientShap's path points from numpy's)."""
-    devices = [device] if device.type == "cuda" else []
-    state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2 ** 32)
-            yield
-    finally:
-        np.random.set_state(state)
 
 
 _GENERATED: dict = {}

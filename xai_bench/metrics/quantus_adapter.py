@@ -50,19 +50,17 @@ name) before importing Quantus.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import importlib
 import inspect
 import pkgutil
-import random
 
 import numpy as np
 import torch
 
 from xai_bench.compute.modes import eval_mode
-from xai_bench.compute.seeding import content_seed
+from xai_bench.compute.seeding import content_seed, seeded_globals
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import Valid, boolean, integer, resolve_parameters
 from xai_bench.errors import ConfigError, RegistryError, UnknownNameError
@@ -269,24 +267,6 @@ def broadcast_mask(fn):
         return fn(arr=arr, mask=np.broadcast_to(mask, arr.shape), **kwargs)
 
     return perturb
-
-
-@contextlib.contextmanager
-def seeded_globals(seed: int):
-    """numpy's, Python's and torch's global generators seeded with ``seed`` inside, restored
-    after (Quantus draws from all three)."""
-    np_state, py_state = np.random.get_state(), random.getstate()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and \
-        torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2 ** 32)
-            random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
 
 
 def per_sample(result, n: int, name: str) -> list:

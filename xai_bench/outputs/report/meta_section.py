@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xai_bench.outputs.report.html import DASH, esc, fmt_number, html_table, paragraphs
+from xai_bench.outputs.report.html import DASH, fmt_number, html_table, paragraphs
 
 __all__ = ["meta_html"]
 
