@@ -177,3 +177,22 @@ def pair_checkpoints(trained_pair, tmp_path_factory):
         paths[name] = str(save_checkpoint(root / f"{name}.pt", model, name, "shapes", recipe,
                                           {"test_accuracy": 0.0}))
     return paths
+
+
+class SelfLabelled(torch.utils.data.Dataset):
+    """Random images labelled with a (possibly untrained) model's own predictions: every image
+    is then correctly classified, so a metric's image selection needs no trained model."""
+
+    def __init__(self, model, n: int = 12, seed: int = 0):
+        self.images = torch.rand(n, 3, *model.image_size,
+                                 generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            self.labels = model(model.encode(self.images)).argmax(1)
+        self.name = "self_labelled"
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+

@@ -13,16 +13,10 @@ from xai_bench.errors import ConfigError
 from xai_bench.metrics import join_parts
 from xai_bench.metrics.complexity import complexity, sparseness
 from xai_bench.metrics.function import FunctionMetric
+from xai_bench.metrics.quantus_adapter import ensure_quantus
+from conftest import SelfLabelled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _quantus():
-    if not hasattr(np, "trapz"):  # Quantus 0.6.0 calls np.trapz, gone from numpy >= 2.4
-        np.trapz = np.trapezoid
-    import quantus
-
-    return quantus
 
 
 def _maps(n=6, side=12, seed=0):
@@ -58,7 +52,7 @@ def test_equal_to_quantus_on_identical_maps(absolute):
     """One image at a time Quantus's batch-wide max normalisation is ours: equal to 1e-12;
     on a whole batch its normalisation by the batch's largest value moves the 1e-7 / 1e-12
     constants (measured: 8e-6 where one map is 50x the others, 1e-9 otherwise)."""
-    quantus = _quantus()
+    quantus = ensure_quantus()
     maps = _maps()
     if not absolute:
         maps = maps.abs()  # Quantus's Gini / entropy of a signed map mean little; keep >= 0
@@ -103,30 +97,12 @@ def test_bad_parameters_are_one_line_errors():
             resolve_parameters("metric", name, fn, {"abs": True})
 
 
-class Labelled:
-    """Random images labelled with the model's own predictions (every image is then correctly
-    classified, so the selection of ``prepare`` needs no trained model)."""
-
-    def __init__(self, model, n=12, side=32, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.rand(n, 3, side, side, generator=g)
-        with torch.no_grad():
-            self.labels = model(model.encode(self.images)).argmax(1)
-        self.name = "labelled"
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
 def test_parts_equal_whole_through_the_harness():
     """The function metrics through the harness: parts cut at batch multiples == whole."""
     torch.manual_seed(0)
     model = xai_bench.get_model("bcos_vit_nano", embed_dim=32, depth=2, num_heads=2,
                                 stem_channels=(8, 16)).eval()
-    data = Labelled(model)
+    data = SelfLabelled(model)
     method = xai_bench.get_method("ixg")
     for fn in (sparseness, complexity):
         metric = FunctionMetric(fn, n_images=10)

@@ -12,17 +12,11 @@ from xai_bench.compute.seeding import content_seed
 from xai_bench.errors import ConfigError
 from xai_bench.metrics import join_parts
 from xai_bench.metrics import faithfulness as F
+from xai_bench.metrics.quantus_adapter import ensure_quantus
+from conftest import SelfLabelled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = dict(embed_dim=32, depth=2, num_heads=2, stem_channels=(8, 16))
-
-
-def _quantus():
-    if not hasattr(np, "trapz"):  # Quantus 0.6.0 calls np.trapz, gone from numpy >= 2.4
-        np.trapz = np.trapezoid
-    import quantus
-
-    return quantus
 
 
 @pytest.fixture(scope="module")
@@ -63,24 +57,6 @@ class Grey(nn.Module):
         return self.model.confidence(logits)
 
 
-class Labelled:
-    """Random images labelled with the model's predictions: all correctly classified, so the
-    selection of ``prepare`` needs no trained model."""
-
-    def __init__(self, model, n=10, side=32, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.rand(n, 3, side, side, generator=g)
-        with torch.no_grad():
-            self.labels = model(model.encode(self.images)).argmax(1)
-        self.name = "labelled"
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
 def _inputs(n=4, channels=3, side=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, channels, side, side, generator=g),
@@ -92,7 +68,7 @@ def _inputs(n=4, channels=3, side=32, seed=0):
 def test_faithfulness_correlation_equals_quantus_on_the_same_subsets(nano, monkeypatch):
     """Quantus draws our subsets (np.random.choice answers them in its call order: run by
     run, image by image): equal to 1e-6 (measured 5e-8: its float32 logit drops)."""
-    quantus = _quantus()
+    quantus = ensure_quantus()
     images, maps, targets = _inputs()
     runs, size = 12, 224
     subsets = F.draw_subsets(images, runs, size, seed=3)
@@ -187,7 +163,7 @@ def test_road_equals_quantus_on_grey_images(nano, monkeypatch):
     """Quantus's ROAD (most relevant first only, accuracy) with our noise (np.random.randn
     answers our draws at the removed pixels, in its order): the imputed images agree to
     float32 rounding (2e-7; Quantus sums float32 products) and every accuracy agrees."""
-    quantus = _quantus()
+    quantus = ensure_quantus()
     grey, maps, _ = _inputs(n=4, channels=1)
     ours_model, their_model = Grey(nano).eval(), OnImages(Grey(nano)).eval()
     with torch.no_grad():
@@ -233,7 +209,7 @@ def test_road_batched_equals_per_image_and_negated_map_flips(nano):
 
 def test_registered_and_parts_equal_whole(nano):
     assert {"faithfulness_correlation", "road"} <= set(xai_bench.METRICS.list())
-    data, method = Labelled(nano), xai_bench.get_method("ixg")
+    data, method = SelfLabelled(nano), xai_bench.get_method("ixg")
     for name, params in (("faithfulness_correlation", dict(nr_runs=6, subset_size=64)),
                          ("road", dict(percentages=(5, 50, 95), keep_per_image_curves=True))):
         metric = xai_bench.get_metric(name, n_images=10, **params)
@@ -264,5 +240,5 @@ def test_bad_parameters_are_one_line_errors(nano):
         assert "\n" not in str(e.value)
     metric = xai_bench.get_metric("faithfulness_correlation", n_images=2, subset_size=5000)
     with pytest.raises(ValueError, match="subset_size=5000 is more than the 3072") as e:
-        metric.prepare(nano, Labelled(nano, n=2), batch_size=2)
+        metric.prepare(nano, SelfLabelled(nano, n=2), batch_size=2)
     assert "\n" not in str(e.value)

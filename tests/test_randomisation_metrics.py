@@ -16,17 +16,10 @@ from xai_bench.metrics.randomisation import (
 )
 from xai_bench.metrics.sanity import randomisation_stages
 
-from conftest import TINY
-from test_robustness_metrics import SelfLabelled
+from xai_bench.metrics.quantus_adapter import ensure_quantus
+from conftest import TINY, SelfLabelled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def quantus():
-    if not hasattr(np, "trapz"):  # Quantus 0.6.0 calls np.trapz, gone in numpy >= 2.4
-        np.trapz = np.trapezoid
-    import quantus as q
-    return q
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +82,7 @@ def test_randomised_model_is_parameter_randomisations_last_stage(setup):
 # ---- eMPRT ----------------------------------------------------------------------------------
 
 def test_discrete_entropy_is_quantus(setup):
-    quantus()  # the numpy.trapz shim before Quantus is imported
+    ensure_quantus()  # the numpy.trapz shim before Quantus is imported
     maps = torch.randn(4, 9, 9)
     maps[1] = maps[1].round()  # ties and empty bins
     ours = discrete_entropy(maps, 100)
@@ -100,7 +93,7 @@ def test_discrete_entropy_is_quantus(setup):
 
 
 def test_efficient_mprt_equals_quantus_on_the_same_randomised_model(setup, monkeypatch):
-    q = quantus()
+    q = ensure_quantus()
     model, randomised, x, targets, method = setup
     one_randomised_layer(monkeypatch, randomised)
     theirs = q.EfficientMPRT(disable_warnings=True)(
@@ -117,7 +110,7 @@ def test_smooth_mprt_equals_quantus_on_the_same_noise_and_model(setup, monkeypat
     """Quantus draws its noise from numpy's global generator (different for the two models)
     and compares every layer of a bottom-up cascade by default; here it gets our per-image
     noise, our randomised model and ``return_last_correlation=True``."""
-    q = quantus()
+    q = ensure_quantus()
     model, randomised, x, targets, method = setup
     nr = 4
     one_randomised_layer(monkeypatch, randomised)
@@ -165,7 +158,7 @@ def test_smoothing_averages_the_noisy_maps_and_the_clean_one(setup):
     ("smooth_mprt", dict(n_images=6, nr_samples=3), 1.0, 1e-4)])
 def test_harness_known_answer_batched_and_parts(setup, name, params, model_free, tolerance):
     model = setup[0]
-    data = SelfLabelled(model, 8)
+    data = SelfLabelled(model, 8, seed=2)
     metric = xai_bench.get_metric(name, **params)
     prepared = metric.prepare(model, data, batch_size=4, seed=0)
     assert metric.samples(prepared) == 6

@@ -297,3 +297,21 @@ def test_a_builtin_package_is_walked_so_a_new_entry_is_one_file(tmp_path, monkey
     finally:
         for name in [m for m in sys.modules if m.startswith("xb_walked")]:
             sys.modules.pop(name)
+
+
+def test_the_default_metric_group_is_the_papers_seven_and_what_a_run_scores():
+    import xai_bench
+    from xai_bench.run.config import RunConfig
+
+    paper = {"grid_pointing_game", "mask_localisation", "pixel_perturbation", "deletion",
+             "insertion", "parameter_randomisation", "random_target"}
+    assert set(xai_bench.METRICS.resolve("default")) == paper
+    assert RunConfig().metrics == ["default"]
+    everything = set(xai_bench.METRICS.resolve("all"))
+    assert paper < everything and {"sparseness", "road", "smooth_mprt"} <= everything
+    # a category and a declared group select alike; a name wins over a category of that name
+    assert set(xai_bench.METRICS.resolve("robustness")) >= {"max_sensitivity"}
+    assert xai_bench.METRICS.resolve("complexity") == ["complexity"]
+    assert xai_bench.METRICS.card("deletion").groups == ("default",)
+    with pytest.raises(ValueError, match="groups must be words"):
+        xai_bench.metric("bad", higher_is_better=True, groups=("all",))(lambda *a: None)

@@ -14,36 +14,12 @@ from xai_bench.errors import ConfigError
 from xai_bench.metrics import join_parts
 from xai_bench.metrics.robustness import infidelity_scores, max_sensitivity_scores
 
-from conftest import TINY
+from xai_bench.metrics.quantus_adapter import ensure_quantus
+from conftest import TINY, SelfLabelled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_SAMPLES = 6
-
-
-def quantus():
-    if not hasattr(np, "trapz"):  # Quantus 0.6.0 calls np.trapz, gone in numpy >= 2.4
-        np.trapz = np.trapezoid
-    import quantus as q
-    return q
-
-
-class SelfLabelled(torch.utils.data.Dataset):
-    """Random images labelled with an untrained model's own predictions, so every image is
-    correctly classified and the harness's image selection needs no training."""
-
-    def __init__(self, model, n: int, seed: int = 2):
-        self.images = torch.rand(n, 3, *model.image_size,
-                                 generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            self.labels = model(model.encode(self.images)).argmax(1)
-        self.name = "self_labelled"
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +111,7 @@ def test_infidelity_unnormalised_equals_quantus_on_identical_noise(setup):
     """Quantus's Infidelity perturbs cumulative square patches with a black baseline (default
     4 px) and never rescales the map; with one patch covering the image, our noise as its
     perturbation and ``normalize=False`` the two definitions coincide."""
-    q = quantus()
+    q = ensure_quantus()
     model, x, targets, _, maps = setup
     std, b = 0.05, x.shape[0]
     table = noise_table(x, "infidelity", 0, N_SAMPLES, "normal") * std
@@ -210,7 +186,7 @@ def test_max_sensitivity_equals_quantus_on_identical_noise(setup):
     that of the unperturbed map, max over samples); it draws 200 samples by default from
     numpy's global generator, gives inf/nan for an all-zero map where captum divides by 1, and
     can drop samples whose prediction changed. Same samples here."""
-    q = quantus()
+    q = ensure_quantus()
     model, x, targets, method, maps = setup
     radius, b = 0.02, x.shape[0]
     table = noise_table(x, "max_sensitivity", 0, N_SAMPLES, "uniform") * radius
@@ -250,7 +226,7 @@ def test_max_sensitivity_known_answers(setup):
     ("max_sensitivity", dict(n_images=6, n_perturb_samples=3))])
 def test_batched_per_image_and_parts(setup, name, params):
     model = setup[0]
-    data = SelfLabelled(model, 8)
+    data = SelfLabelled(model, 8, seed=2)
     method = xai_bench.get_method("ixg")
     metric = xai_bench.get_metric(name, **params)
     prepared = metric.prepare(model, data, batch_size=4, seed=0)
