@@ -187,8 +187,12 @@ def test_the_sanity_category_runs_through_evaluate(trained_pair, shapes_small):
                                  methods=["uniform", "inherent"], metrics="sanity",
                                  dataset=shapes_small[1], n_images=3)
     frame = results.records
-    assert set(frame["metric"]) == {"parameter_randomisation", "random_target"}
+    assert set(frame["metric"]) == {"parameter_randomisation", "random_target",
+                                    "efficient_mprt", "smooth_mprt"}
     assert (frame["status"] == "ok").all()
-    assert set(frame["category"]) == {"sanity"} and not frame["higher_is_better"].any()
+    assert set(frame["category"]) == {"sanity"}
+    # every direction is the metric's own declaration (efficient_mprt: higher is better)
+    for metric, rows in frame.groupby("metric"):
+        assert set(rows["higher_is_better"]) == {xai_bench.METRICS.card(metric).higher_is_better}
     uniform = frame[(frame["method"] == "uniform") & (frame["metric"] == "random_target")]
     assert (uniform["value"] == 1.0).all()

@@ -58,6 +58,22 @@ class UnknownNameError(RegistryError, KeyError):
         return one_line(self.args[0]) if self.args else ""
 
 
+def unknown_library_name(name: str, names: list, *, what: str, prefix: str,
+                         library: str) -> UnknownNameError:
+    """The error for ``<prefix>:<name>`` naming nothing in a wrapped library (captum,
+    Quantus): up to three close names (case-insensitive as a fallback) as suggestions, else
+    every name ``library`` (its name and version) offers."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5) or \
+        difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.5)
+    close = [next(n for n in names if n.lower() == c.lower()) for c in close]
+    if close:
+        hint = " or ".join(f"'{prefix}:{c}'" for c in close)
+        return UnknownNameError(f"unknown {what} '{name}' — did you mean {hint}?")
+    return UnknownNameError(f"unknown {what} '{name}'; {library} offers {', '.join(names)}")
+
+
 class NotApplicable(ValueError):
     """A method or metric cannot be computed for this model or data set (a B-cos method on a
     conventional model, mask localisation without masks): its cells are recorded as

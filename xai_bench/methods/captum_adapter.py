@@ -38,7 +38,6 @@ identity.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import re
@@ -51,7 +50,7 @@ from xai_bench.contracts.method import method
 from xai_bench.contracts.parameters import (
     Valid, boolean, integer, number, one_of, or_literal, or_none, resolve_parameters,
 )
-from xai_bench.errors import RegistryError, UnknownNameError
+from xai_bench.errors import RegistryError, UnknownNameError, unknown_library_name
 from xai_bench.methods.base import AttributionMethod
 
 __all__ = ["resolve_captum_method", "captum_names", "CaptumMethod", "token_feature_mask",
@@ -409,14 +408,8 @@ def _make(name: str, inner: str | None):
 
 
 def _unknown(name: str, names: list):
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5) or \
-        difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.5)
-    close = [next(n for n in names if n.lower() == c.lower()) for c in close]
-    if close:
-        hint = " or ".join(f"'{PREFIX}:{c}'" for c in close)
-        return UnknownNameError(f"unknown captum attribution '{name}' — did you mean {hint}?")
-    return UnknownNameError(f"unknown captum attribution '{name}'; captum {captum_version()} "
-                            f"offers {', '.join(names)}")
+    return unknown_library_name(name, names, what="captum attribution", prefix=PREFIX,
+                                library=f"captum {captum_version()}")
 
 
 def resolve_captum_method(rest: str):

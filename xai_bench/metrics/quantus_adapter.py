@@ -63,7 +63,9 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, seeded_globals
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import Valid, boolean, integer, resolve_parameters
-from xai_bench.errors import ConfigError, RegistryError, UnknownNameError
+from xai_bench.errors import (
+    ConfigError, RegistryError, UnknownNameError, unknown_library_name,
+)
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
 from xai_bench.metrics.common import attribute, select_confident
 
@@ -466,14 +468,8 @@ def _make(name: str):
 
 
 def _unknown(name: str, names: list):
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5) or \
-        difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.5)
-    close = [next(n for n in names if n.lower() == c.lower()) for c in close]
-    if close:
-        hint = " or ".join(f"'{PREFIX}:{c}'" for c in close)
-        return UnknownNameError(f"unknown quantus metric '{name}' — did you mean {hint}?")
-    return UnknownNameError(f"unknown quantus metric '{name}'; quantus {quantus_version()} "
-                            f"offers {', '.join(names)}")
+    return unknown_library_name(name, names, what="quantus metric", prefix=PREFIX,
+                                library=f"quantus {quantus_version()}")
 
 
 def resolve_quantus_metric(rest: str):

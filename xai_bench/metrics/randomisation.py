@@ -41,7 +41,9 @@ from xai_bench.contracts.model import model_name
 from xai_bench.contracts.parameters import integer, number
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
 from xai_bench.metrics.common import ImageSelection, attribute, select_confident
-from xai_bench.metrics.sanity import randomisation_stages, randomise_parameters, spearman
+from xai_bench.metrics.sanity import (
+    randomisation_stages, randomise_parameters, require_parameters, spearman,
+)
 
 __all__ = ["EfficientMPRT", "SmoothMPRT", "RandomisedModel", "fully_randomised",
            "discrete_entropy", "smoothed_maps"]
@@ -88,9 +90,7 @@ class _Randomised(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> RandomisedModel:
         seed = self._seed(seed)
-        if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
-            raise MetricNotApplicable(f"model '{model_name(model)}' is not an nn.Module with "
-                                      f"parameters; nothing to randomise")
+        require_parameters(model)
         selection = select_confident(model, dataset, self.params["n_images"], device=device,
                                      batch_size=batch_size)
         x = model.encode(selection.images[:1].to(device))

@@ -35,7 +35,7 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 
 __all__ = ["average_ranks", "spearman", "randomisation_stages", "randomise_parameters",
-           "evaluated_stages", "RandomisationPlan", "RandomTargets",
+           "evaluated_stages", "require_parameters", "RandomisationPlan", "RandomTargets",
            "ParameterRandomisation", "RandomTarget"]
 
 
@@ -194,6 +194,14 @@ def randomise_parameters(model, names, seed: int) -> None:
         p.copy_((mean + std * z).to(device=p.device, dtype=p.dtype))
 
 
+def require_parameters(model) -> None:
+    """:class:`MetricNotApplicable` unless ``model`` is an ``nn.Module`` with parameters (a
+    randomisation metric has nothing to randomise otherwise)."""
+    if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
+        raise MetricNotApplicable(f"model '{model_name(model)}' is not an nn.Module with "
+                                  f"parameters; nothing to randomise")
+
+
 def _maps(method, model, images, targets, *, device, batch_size) -> torch.Tensor:
     """The method's maps of ``images`` for ``targets``, batched; float64 on the CPU."""
     out = []
@@ -256,9 +264,7 @@ class ParameterRandomisation(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> RandomisationPlan:
         seed = self._seed(seed)
-        if not isinstance(model, torch.nn.Module) or next(model.parameters(), None) is None:
-            raise MetricNotApplicable(f"model '{model_name(model)}' is not an nn.Module with "
-                                      f"parameters; nothing to randomise")
+        require_parameters(model)
         selection = select_confident(model, dataset, self.params["n_images"], device=device,
                                      batch_size=batch_size)
         stages = randomisation_stages(model, model.encode(selection.images[:1].to(device)))
