@@ -226,3 +226,11 @@ def test_missing_quantus_says_how_to_install(monkeypatch, tiny_model, tmp_path):
     result = CliRunner().invoke(main, ["run", "--models", tiny_model, "--untrained", "--metrics",
                                        "quantus:Sparseness", "--no-plots", "--out", tmp_path])
     assert result.exit_code == 2 and 'pip install "xai-bench[quantus]"' in result.output
+    # a LATEC metric (built on the bridge) is named in the one-line refusal, and nothing is
+    # written
+    result = CliRunner().invoke(main, ["run", "--models", tiny_model, "--untrained", "--metrics",
+                                       "latec", "--no-plots", "--out", tmp_path / "latec"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "metric 'latec_" in lines[0] and "xai-bench[quantus]" in lines[0]
+    assert not (tmp_path / "latec").exists()

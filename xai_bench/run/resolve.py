@@ -229,6 +229,8 @@ def _build_metric(cfg, item: str):
             params = resolve_parameters("metric", item, cls, given)
             return FunctionMetric(cls, item, **params), params
         return build_entry("metric", item, cls, given)
+    except RegistryError as e:  # e.g. a library it wraps is not installed: say which metric
+        raise RunError(f"metric '{item}': {one_line(e)}; or leave it out of --metric") from None
     except (TypeError, ValueError) as e:  # the constructor's own validation
         if isinstance(e, XaiBenchError):
             raise
