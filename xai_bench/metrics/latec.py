@@ -35,7 +35,7 @@ from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import Valid, integer, number, or_literal
 from xai_bench.metrics.perturbation import Deletion, Insertion
 from xai_bench.metrics.quantus_adapter import (
-    QuantusMetric, _function_check, _metric_classes, ensure_quantus, quantus_function,
+    QuantusMetric, function_check, metric_classes, ensure_quantus, quantus_function,
     signature_init,
 )
 
@@ -152,7 +152,7 @@ class LatecQuantus(QuantusMetric):
         for (key, param), rule in SCALING.items():
             if key == self.KEY and kwargs.get(param) == "auto":
                 kwargs[param] = scaled(rule, LATEC[key][3][param], height, width)
-        accepted = inspect.signature(_metric_classes()[self.QUANTUS].__init__).parameters
+        accepted = inspect.signature(metric_classes()[self.QUANTUS].__init__).parameters
         if self.QUANTUS == "ROAD":
             kwargs["percentages"] = list(range(1, int(self.params["percentages_max"]), 2))
         return {k: v for k, v in kwargs.items() if k in accepted}
@@ -222,7 +222,7 @@ def _make(key: str):
             params[param], checks[param] = "auto", _SIZE
         elif param.endswith("_func") or param.startswith("norm_"):
             params[param] = quantus_06_function(key, param, value)
-            checks[param] = _function_check(params[param])
+            checks[param] = function_check(params[param])
             functions.append(param)
         else:
             params[param] = value

@@ -71,7 +71,7 @@ from xai_bench.metrics.common import attribute, select_confident
 
 __all__ = ["resolve_quantus_metric", "quantus_names", "QuantusMetric", "ensure_quantus",
            "quantus_version", "quantus_function", "explain_function", "INSTALL", "EXCLUDED",
-           "REEXPLAINS", "SECOND_MODEL", "signature_init"]
+           "REEXPLAINS", "SECOND_MODEL", "signature_init", "metric_classes", "function_check"]
 
 PREFIX = "quantus"
 INSTALL = 'pip install "xai-bench[quantus]"'
@@ -127,7 +127,8 @@ def quantus_version() -> str:
     return str(getattr(ensure_quantus(), "__version__", "unknown"))
 
 
-def _metric_classes() -> dict:
+def metric_classes() -> dict:
+    """``{name: class}`` of Quantus's metrics declared for images and torch models."""
     quantus = ensure_quantus()
     from quantus.helpers.enums import DataType, ModelType
     from quantus.metrics.base import Metric
@@ -146,7 +147,7 @@ def _metric_classes() -> dict:
 
 def quantus_names() -> list:
     """The Quantus metric names that ``quantus:<Name>`` accepts."""
-    return sorted(n for n in _metric_classes() if n not in EXCLUDED)
+    return sorted(n for n in metric_classes() if n not in EXCLUDED)
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,7 +203,7 @@ def _parameters(name: str) -> tuple:
     """``(defaults, function parameter names, call softmax default)`` of Quantus metric
     ``name``: the constructor's keyword arguments with simple defaults, the functions by the
     name of what Quantus uses when none is given (read from a default instance)."""
-    cls = _metric_classes()[name]
+    cls = metric_classes()[name]
     params = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
               and p.name not in _SET_BY_ADAPTER]
@@ -293,7 +294,8 @@ def per_sample(result, n: int, name: str) -> list:
     return out
 
 
-def _function_check(name: str) -> Valid:
+def function_check(name: str) -> Valid:
+    """The declared check of a parameter naming a function of ``quantus.functions``."""
     return Valid(f"the name of a function of quantus.functions (e.g. {name!r}) or none",
                  lambda v: v is None or (isinstance(v, str) and v in _functions()))
 
@@ -319,7 +321,7 @@ class QuantusMetric(SampleMetric):
     def quantus_kwargs(self, model, x: torch.Tensor) -> dict:
         """The Quantus constructor's keyword arguments for batches like ``x`` (functions
         resolved by name; subclasses fill in size-dependent values)."""
-        cls = _metric_classes()[self.QUANTUS]
+        cls = metric_classes()[self.QUANTUS]
         accepted = inspect.signature(cls.__init__).parameters
         kwargs = {}
         for key, value in self.params.items():
@@ -351,7 +353,7 @@ class QuantusMetric(SampleMetric):
     def build(self, model, x: torch.Tensor):
         """A fresh Quantus metric object (Quantus keeps state between calls)."""
         ensure_quantus()
-        return _metric_classes()[self.QUANTUS](**self.quantus_kwargs(model, x))
+        return metric_classes()[self.QUANTUS](**self.quantus_kwargs(model, x))
 
     def call_kwargs(self, model, x, targets, maps, masks, method, *, device, batch_size) -> dict:
         """The keyword arguments of the Quantus call for one batch."""
@@ -435,7 +437,7 @@ class QuantusMetric(SampleMetric):
 
 def _card(name: str) -> dict:
     """What Quantus declares about metric ``name``, as our card's fields."""
-    cls = _metric_classes()[name]
+    cls = metric_classes()[name]
     from quantus.helpers.enums import EvaluationCategory, ScoreDirection
 
     category = cls.evaluation_category.value.lower()
@@ -451,7 +453,7 @@ def _make(name: str):
     defaults, functions, softmax = _parameters(name)
     params = {"n_images": 250, "seed": 0, **defaults, "softmax": softmax}
     checks = {**QuantusMetric.PARAMETER_CHECKS,
-              **{k: _function_check(defaults[k] or "baseline_replacement_by_indices")
+              **{k: function_check(defaults[k] or "baseline_replacement_by_indices")
                  for k in functions}}
     if softmax is None:
         checks["softmax"] = Valid("true, false or none", lambda v: v is None or
