@@ -258,6 +258,19 @@ def trapezoid(values: torch.Tensor, fractions) -> torch.Tensor:
     return torch.trapezoid(values.double(), x, dim=-1)
 
 
+def image_records(selection, scores, **columns) -> list:
+    """One record per selected image (``sample_id`` from its data-set index, ``target``,
+    ``value``, ``source_index``, ``explained``: the true class), with ``columns`` added to
+    each: a scalar for all, or a sequence with one value per image."""
+    extra = {k: (v if isinstance(v, (list, tuple, torch.Tensor)) else [v] * len(scores))
+             for k, v in columns.items()}
+    return [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
+                 source_index=int(idx), explained="true class",
+                 **{k: (float(v[i]) if isinstance(v, torch.Tensor) else v[i])
+                    for k, v in extra.items()})
+            for i, (idx, y, s) in enumerate(zip(selection.indices, selection.labels, scores))]
+
+
 def attribute(method, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``method(model, x, targets)`` with a shape check; maps (B, H, W) detached. Inside
     :func:`xai_bench.compute.map_cache.sharing_maps` for ``model`` a batch explained before (by

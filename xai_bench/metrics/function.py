@@ -19,7 +19,7 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.contracts.members import REQUIRED
 from xai_bench.contracts.metric import function_parameters, metric_card
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, select_confident
+from xai_bench.metrics.common import attribute, image_records, select_confident
 
 __all__ = ["FunctionMetric"]
 
@@ -73,9 +73,7 @@ class FunctionMetric(SampleMetric):
 
     def reduce(self, model, prepared, part: dict, *, device="cpu") -> MetricResult:
         scores = part["scores"]
-        records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
-                        source_index=int(idx), explained="true class")
-                   for idx, y, s in zip(prepared.indices, prepared.labels, scores)]
+        records = image_records(prepared, scores)
         summary = dict(mean=float(scores.mean()) if len(scores) else float("nan"),
                        n_images=len(prepared), n_images_requested=prepared.n_requested)
         return MetricResult(records=records, curves=[], summary=summary)

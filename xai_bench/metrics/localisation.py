@@ -63,8 +63,8 @@ from xai_bench.metrics.base import (
 )
 from xai_bench.data.loader import load_batch
 from xai_bench.metrics.common import (
-    ExtremeSamples, attribute, check_size, confidence_name, confident_order, model_name,
-    positive_share, predictions, select_confident, thumbnail,
+    ExtremeSamples, attribute, check_size, confidence_name, confident_order, image_records,
+    model_name, positive_share, predictions, select_confident, thumbnail,
 )
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import numpy_rng
@@ -353,9 +353,7 @@ class MaskLocalisation(SampleMetric):
         n = len(prepared)
         scores = part["scores"]
         area = prepared.masks.double().mean(dim=(1, 2))
-        records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
-                        source_index=int(idx), explained="true class", mask_fraction=float(a))
-                   for idx, y, s, a in zip(prepared.indices, prepared.labels, scores, area)]
+        records = image_records(prepared, scores, mask_fraction=area)
         summary = dict(mean=float(scores.mean()), mean_mask_fraction=float(area.mean()),
                        n_images=n, n_images_requested=prepared.n_requested)
         return MetricResult(records=records, curves=[], summary=summary)

@@ -67,7 +67,7 @@ from xai_bench.errors import (
     ConfigError, RegistryError, UnknownNameError, unknown_library_name,
 )
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, select_confident
+from xai_bench.metrics.common import attribute, image_records, select_confident
 
 __all__ = ["resolve_quantus_metric", "quantus_names", "QuantusMetric", "ensure_quantus",
            "quantus_version", "quantus_function", "explain_function", "INSTALL", "EXCLUDED",
@@ -412,9 +412,7 @@ class QuantusMetric(SampleMetric):
 
     def reduce(self, model, prepared, part: dict, *, device="cpu") -> MetricResult:
         scores = part["scores"]
-        records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
-                        source_index=int(idx), explained="true class")
-                   for idx, y, s in zip(prepared.indices, prepared.labels, scores)]
+        records = image_records(prepared, scores)
         curves = []
         table = part.get("curves")
         if table is not None and table.numel():

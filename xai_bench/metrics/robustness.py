@@ -37,7 +37,7 @@ from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import boolean, integer, number
 from xai_bench.metrics.base import MetricResult, SampleMetric
-from xai_bench.metrics.common import ImageSelection, attribute, select_confident
+from xai_bench.metrics.common import ImageSelection, attribute, image_records, select_confident
 
 __all__ = ["Infidelity", "MaxSensitivity", "ImageNoise", "infidelity_scores",
            "max_sensitivity_scores"]
@@ -189,10 +189,7 @@ class _PerImage(SampleMetric):
 
     def reduce(self, model, prepared: _Images, part: dict, *, device="cpu") -> MetricResult:
         sel, scores = prepared.selection, part["scores"]
-        records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), value=float(s),
-                        source_index=int(idx), explained="true class",
-                        statistic=self.name)
-                   for idx, y, s in zip(sel.indices, sel.labels, scores)]
+        records = image_records(sel, scores, statistic=self.name)
         summary = dict(mean=float(scores.mean()) if len(scores) else float("nan"),
                        n_images=len(sel), n_images_requested=sel.n_requested,
                        seed=prepared.seed)
