@@ -185,7 +185,8 @@ def test_inherent_depends_on_the_class(trained_pair, shapes_small):
 def test_the_sanity_category_runs_through_evaluate(trained_pair, shapes_small):
     results = xai_bench.evaluate(models=[trained_pair["bcos_vit_nano"]],
                                  methods=["uniform", "inherent"], metrics="sanity",
-                                 dataset=shapes_small[1], n_images=3)
+                                 dataset=shapes_small[1], n_images=3,
+                                 metric_params={"smooth_mprt": {"nr_samples": 4}})
     frame = results.records
     assert set(frame["metric"]) == {"parameter_randomisation", "random_target",
                                     "efficient_mprt", "smooth_mprt"}
