@@ -196,3 +196,14 @@ class SelfLabelled(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.images[i], int(self.labels[i])
 
+
+def tiny_bcos_batch():
+    """An untrained tiny B-cos ViT (6-channel input, seeded), 3 random images encoded for it
+    and their targets: the shared inputs of the metric tests against Quantus and captum."""
+    import xai_bench
+
+    torch.manual_seed(0)
+    model = xai_bench.get_model("bcos_vit_nano", **TINY).eval()
+    images = torch.rand(3, 3, *model.image_size, generator=torch.Generator().manual_seed(1))
+    return model, model.encode(images), torch.tensor([0, 3, 7])
+

@@ -17,7 +17,7 @@ from xai_bench.metrics.randomisation import (
 from xai_bench.metrics.sanity import randomisation_stages
 
 from xai_bench.metrics.quantus_adapter import ensure_quantus
-from conftest import TINY, SelfLabelled
+from conftest import SelfLabelled, tiny_bcos_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,11 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def setup():
     """An untrained tiny B-cos ViT, its fully randomised copy, 3 images."""
-    torch.manual_seed(0)
-    model = xai_bench.get_model("bcos_vit_nano", **TINY).eval()
-    images = torch.rand(3, 3, *model.image_size, generator=torch.Generator().manual_seed(1))
-    x = model.encode(images)
-    targets = torch.tensor([0, 3, 7])
+    model, x, targets = tiny_bcos_batch()
     return model, fully_randomised(model, x[:1], 0), x, targets, xai_bench.get_method("ixg")
 
 

@@ -15,7 +15,7 @@ from xai_bench.metrics import join_parts
 from xai_bench.metrics.robustness import infidelity_scores, max_sensitivity_scores
 
 from xai_bench.metrics.quantus_adapter import ensure_quantus
-from conftest import TINY, SelfLabelled
+from conftest import SelfLabelled, tiny_bcos_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,13 +25,22 @@ N_SAMPLES = 6
 @pytest.fixture(scope="module")
 def setup():
     """An untrained tiny B-cos ViT (6-channel input), 3 images, their IxG maps."""
-    torch.manual_seed(0)
-    model = xai_bench.get_model("bcos_vit_nano", **TINY).eval()
-    images = torch.rand(3, 3, *model.image_size, generator=torch.Generator().manual_seed(1))
-    x = model.encode(images)
-    targets = torch.tensor([0, 3, 7])
+    model, x, targets = tiny_bcos_batch()
     method = xai_bench.get_method("ixg")
     return model, x, targets, method, method(model, x, targets).detach()
+
+
+def replaying(table, b: int):
+    """A Quantus perturbation function that adds draw j of ``table`` (B, n, ...) on its j-th
+    call: Quantus then perturbs with exactly our samples."""
+    state = {"j": 0}
+
+    def perturb(arr, indices, **_):
+        out = arr + table[:, state["j"]].reshape(b, -1).numpy()
+        state["j"] += 1
+        return out
+
+    return perturb
 
 
 def noise_table(x, what, seed, n, kind):
@@ -115,12 +124,7 @@ def test_infidelity_unnormalised_equals_quantus_on_identical_noise(setup):
     model, x, targets, _, maps = setup
     std, b = 0.05, x.shape[0]
     table = noise_table(x, "infidelity", 0, N_SAMPLES, "normal") * std
-    state = {"j": 0}
-
-    def perturb(arr, indices, **_):
-        out = arr - table[:, state["j"]].reshape(b, -1).numpy()
-        state["j"] += 1
-        return out
+    perturb = replaying(-table, b)
 
     theirs = q.Infidelity(perturb_patch_sizes=[x.shape[-1]], n_perturb_samples=N_SAMPLES,
                           perturb_func=perturb, disable_warnings=True)(
@@ -190,12 +194,7 @@ def test_max_sensitivity_equals_quantus_on_identical_noise(setup):
     model, x, targets, method, maps = setup
     radius, b = 0.02, x.shape[0]
     table = noise_table(x, "max_sensitivity", 0, N_SAMPLES, "uniform") * radius
-    state = {"j": 0}
-
-    def perturb(arr, indices, **_):
-        out = arr + table[:, state["j"]].reshape(b, -1).numpy()
-        state["j"] += 1
-        return out
+    perturb = replaying(table, b)
 
     def explain(model, inputs, targets, **_):
         return method(model, torch.as_tensor(inputs), torch.as_tensor(targets)).detach().numpy()
