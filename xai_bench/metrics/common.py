@@ -258,6 +258,16 @@ def trapezoid(values: torch.Tensor, fractions) -> torch.Tensor:
     return torch.trapezoid(values.double(), x, dim=-1)
 
 
+def image_batches(model, selection, start: int, stop: int, batch_size: int, device):
+    """``(sl, x, targets)`` for the selected images ``start:stop`` in batches of at most
+    ``batch_size`` from ``start`` (the batches a part shares with the whole cell): ``sl`` the
+    batch's slice of the selection, ``x`` its images encoded on ``device``, ``targets`` the
+    true classes. A part's outputs for the batch go at ``sl.start - start``."""
+    for first in range(start, stop, batch_size):
+        sl = slice(first, min(first + batch_size, stop))
+        yield sl, model.encode(selection.images[sl].to(device)), selection.labels[sl].to(device)
+
+
 def image_records(selection, scores, **columns) -> list:
     """One record per selected image (``sample_id`` from its data-set index, ``target``,
     ``value``, ``source_index``, ``explained``: the true class), with ``columns`` added to

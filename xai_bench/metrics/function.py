@@ -19,7 +19,7 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.contracts.members import REQUIRED
 from xai_bench.contracts.metric import function_parameters, metric_card
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, image_records, select_confident
+from xai_bench.metrics.common import attribute, image_batches, image_records, select_confident
 
 __all__ = ["FunctionMetric"]
 
@@ -57,10 +57,8 @@ class FunctionMetric(SampleMetric):
             raise MetricNotApplicable("the data set has no object masks")
         scores = torch.empty(stop - start, dtype=torch.float64)
         with eval_mode(model):
-            for first in range(start, stop, batch_size):
-                sl = slice(first, min(first + batch_size, stop))
-                x = model.encode(prepared.images[sl].to(device))
-                targets = prepared.labels[sl].to(device)
+            for sl, x, targets in image_batches(model, prepared, start, stop, batch_size,
+                                                device):
                 maps = attribute(method, model, x, targets)
                 extra = {"masks": prepared.masks[sl].to(device)} if self.needs_masks else {}
                 out = self.fn(model, x, targets, maps, **extra, **self._kwargs())
@@ -68,7 +66,7 @@ class FunctionMetric(SampleMetric):
                 if out.shape[0] != sl.stop - sl.start:
                     raise ValueError(f"metric '{self.name}' returned {out.shape[0]} scores for "
                                      f"{sl.stop - sl.start} images; return one per image (B,)")
-                scores[first - start:sl.stop - start] = out.double().cpu()
+                scores[sl.start - start:sl.stop - start] = out.double().cpu()
         return {"scores": scores}
 
     def reduce(self, model, prepared, part: dict, *, device="cpu") -> MetricResult:

@@ -67,7 +67,7 @@ from xai_bench.errors import (
     ConfigError, RegistryError, UnknownNameError, unknown_library_name,
 )
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, image_records, select_confident
+from xai_bench.metrics.common import attribute, image_batches, image_records, select_confident
 
 __all__ = ["resolve_quantus_metric", "quantus_names", "QuantusMetric", "ensure_quantus",
            "quantus_version", "quantus_function", "explain_function", "INSTALL", "EXCLUDED",
@@ -391,16 +391,14 @@ class QuantusMetric(SampleMetric):
         scores = torch.empty(stop - start, dtype=torch.float64)
         curves = []
         with eval_mode(model):
-            for first in range(start, stop, batch_size):
-                sl = slice(first, min(first + batch_size, stop))
-                x = model.encode(prepared.images[sl].to(device))
-                targets = prepared.labels[sl].to(device)
+            for sl, x, targets in image_batches(model, prepared, start, stop, batch_size,
+                                                device):
                 maps = attribute(method, model, x, targets)
                 masks = prepared.masks[sl] if self.needs_masks else None
                 with seeded_globals(content_seed(x, int(self.params["seed"]))):
                     out = self.score(model, method, x, targets, maps, masks, device=device,
                                      batch_size=batch_size)
-                scores[first - start:sl.stop - start] = torch.tensor([v for v, _ in out],
+                scores[sl.start - start:sl.stop - start] = torch.tensor([v for v, _ in out],
                                                                      dtype=torch.float64)
                 curves += [c for _, c in out]
         length = max((len(c) for c in curves if c is not None), default=0)

@@ -37,7 +37,9 @@ from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import boolean, integer, number
 from xai_bench.metrics.base import MetricResult, SampleMetric
-from xai_bench.metrics.common import ImageSelection, attribute, image_records, select_confident
+from xai_bench.metrics.common import (
+    ImageSelection, attribute, image_batches, image_records, select_confident,
+)
 
 __all__ = ["Infidelity", "MaxSensitivity", "ImageNoise", "infidelity_scores",
            "max_sensitivity_scores"]
@@ -179,11 +181,8 @@ class _PerImage(SampleMetric):
         sel = prepared.selection
         scores = torch.empty(stop - start, dtype=torch.float64)
         with eval_mode(model):
-            for first in range(start, stop, batch_size):
-                sl = slice(first, min(first + batch_size, stop))
-                x = model.encode(sel.images[sl].to(device))
-                targets = sel.labels[sl].to(device)
-                scores[first - start:sl.stop - start] = self.score_batch(
+            for sl, x, targets in image_batches(model, sel, start, stop, batch_size, device):
+                scores[sl.start - start:sl.stop - start] = self.score_batch(
                     model, method, x, targets, prepared.seed, batch_size)
         return {"scores": scores}
 
