@@ -75,8 +75,11 @@ def list_methods(pattern="*"):
 
 
 def get_method(name, **params):
-    """An attribution method object, called as ``method(model, x, targets) -> maps``."""
-    return METHODS.get(name)(**params)
+    """An attribution method, called as ``method(model, x, targets) -> maps``: a class
+    constructed with ``params``, a plain-function method bound to them (as a run builds it)."""
+    from xai_bench.contracts.parameters import build_entry
+
+    return build_entry("method", name, METHODS.get(name), params)[0]
 
 
 def list_metrics(pattern="*"):
