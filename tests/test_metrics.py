@@ -309,7 +309,7 @@ def test_mask_localisation_oracle_and_uniform():
 def test_selection_is_most_confident_correct_images():
     data, model = SquaresData(n_per_class=4), LinearModel()
     model.weight[2, :, 1:6, 11:16] = 0.1  # class 2 can no longer be recognised
-    metric = xai_bench.get_metric("pixel_perturbation", n_images=8)
+    metric = xai_bench.get_metric("pixel_perturbation", n_images=8, selection="global")
     prepared = metric.prepare(model, data, batch_size=5)
     with torch.no_grad():
         conf = model(data.images.float() / 255).sigmoid()
@@ -395,7 +395,8 @@ def test_selection_pass_is_shared_until_the_model_changes():
 def test_saturated_sigmoids_still_rank_by_logit():
     data, model = SquaresData(n_per_class=3), LinearModel()
     model.weight.mul_(20.0)  # logits ~ +100: sigmoid == 1.0 in float32 for every true class
-    prepared = xai_bench.get_metric("mask_localisation", n_images=5).prepare(model, data)
+    prepared = xai_bench.get_metric("mask_localisation", n_images=5,
+                                      selection="global").prepare(model, data)
     with torch.no_grad():
         logits = model(data.images.float() / 255)
     assert (logits.sigmoid().gather(1, data.labels[:, None]) == 1.0).all()

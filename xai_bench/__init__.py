@@ -5,7 +5,7 @@ registries and are addressed by name::
 
     import xai_bench
     xai_bench.list_models("bcos_*")
-    model = xai_bench.get_model("bcos_vit_nano")
+    model = xai_bench.get_model("bcos_vit_nano", pretrained=True)  # the shipped weights
 """
 
 from xai_bench.registry import METHODS, METRICS, MODELS
@@ -60,13 +60,19 @@ def list_models(pattern="*"):
     return MODELS.list(pattern)
 
 
-def get_model(name, checkpoint=None, **kwargs):
-    """Build model `name`; with `checkpoint`, restore the weights (and constructor arguments)
-    saved by `xai-bench train`. Keyword arguments override the stored constructor arguments;
-    see :func:`xai_bench.loading.get_model`."""
+def get_model(name, checkpoint=None, pretrained=False, **kwargs):
+    """Build model `name` (keyword arguments: its constructor arguments, checked by name).
+
+    ``pretrained=False`` (the default) gives random weights from torch's global random state;
+    ``pretrained=True`` the weights that come with the name (timm's convention): for
+    ``bcos_vit_nano`` and ``vit_nano`` the ones shipped with xai-bench, which ``xai-bench
+    run`` uses too; for ``bcos_v2.*`` the official ones, for ``timm:NAME`` timm's.
+    ``checkpoint=PATH`` loads a file of ``xai-bench train`` or a plain ``state_dict``
+    (``.pt``/``.pth``/``.safetensors``) strictly. ``model.weights_source`` says where the
+    weights came from; see :func:`xai_bench.loading.get_model`."""
     from xai_bench.loading import get_model as build
 
-    return build(name, checkpoint=checkpoint, **kwargs)
+    return build(name, checkpoint=checkpoint, pretrained=pretrained, **kwargs)
 
 
 def list_methods(pattern="*"):

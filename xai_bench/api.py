@@ -44,6 +44,14 @@ class Results:
     outputs: dict = field(default_factory=dict)
 
     @property
+    def problems(self) -> list:
+        """Why some (model, metric) pairs have no result: one line per reason (what
+        `xai-bench run` prints before exiting 1); empty when every pair has one."""
+        from xai_bench.run.outcomes import problem_lines, problems
+
+        return problem_lines(problems(self.records), limit=None)
+
+    @property
     def summary(self):
         """Per (model, method, metric, replicate): n, mean and its 95 % bootstrap interval."""
         return self.tables["summary"]
@@ -72,9 +80,10 @@ class Results:
 
 def evaluate(models=DEFAULT_MODELS, methods="default", metrics="default", dataset=DEFAULT_DATASET,
              out=None, *, checkpoints=None, replicates: int = 1, n_grids: int = 24,
-             n_images: int = 24, batch_size: int = 32, device: str = "auto", seed: int = 0,
+             n_images: int = 24, selection: str = "stratified", batch_size: int = 32, device: str = "auto", seed: int = 0,
              name: str | None = None, method_params: dict | None = None,
-             metric_params: dict | None = None, untrained: bool = False,
+             metric_params: dict | None = None, model_params: dict | None = None,
+             untrained: bool = False,
              train_epochs: int | None = None, precision: str = "fp32", compile: bool = False,
              meta: bool = False, min_effect=None, plots: bool = True, report: bool = True,
              progress: bool = False, log=None,
@@ -91,9 +100,15 @@ def evaluate(models=DEFAULT_MODELS, methods="default", metrics="default", datase
     are those of ``xai-bench run`` under their own names (the fields of
     :class:`~xai_bench.run.config.RunConfig`: ``method_params`` is
     ``{method: {key: value}}``, ``metric_params`` ``{metric: {key: value}}`` (e.g.
-    ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``checkpoints``
-    ``{model: path}`` or ``{"model@r": path}`` per replicate, or ``{model: glob}``;
+    ``{"grid_pointing_game": {"confidence_threshold": 0}}``), ``model_params``
+    ``{model: {key: value}}`` the models' constructor arguments (``"*"`` for every model,
+    e.g. ``{"timm:vit_tiny_patch16_224": {"img_size": 32, "num_classes": 4}}``; also applied
+    to a checkpoint's stored arguments and part of the cells' identity), ``checkpoints``
+    ``{model: path}`` or ``{"model@r": path}`` per replicate, or ``{model: glob}`` (an
+    xai-bench checkpoint, or a plain state dict ``.pt``/``.pth``/``.safetensors``);
     ``replicates=N`` runs N independently initialised copies of each model;
+    ``selection``: which images the image-selecting metrics explain, ``"stratified"``
+    (the most confident correct image of each class in turn) or ``"global"``;
     ``precision="bf16"`` and ``compile=True`` for the forward-only work,
     :mod:`xai_bench.compute.precision`; ``min_effect``: the smallest difference worth
     reporting, e.g. ``0.01``, ``"0.2sd"`` or ``{"grid_pointing_game": 0.01}``,

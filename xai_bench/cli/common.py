@@ -1,6 +1,17 @@
-"""What every command shares: the one-line usage error, the mapping of the project's errors
-onto it, and the reading of ``KEY=VALUE`` options (the value grammar is
-:func:`xai_bench.run.config.parse_value`)."""
+"""What every command shares: the exit codes, the one-line usage error, the mapping of the
+project's errors onto it, and the reading of ``KEY=VALUE`` options (the value grammar is
+:func:`xai_bench.run.config.parse_value`).
+
+Exit codes of ``xai-bench run`` (and the other commands where they apply):
+
+===  ====================================================================================
+0    done: every (model, metric) has a result and no record is an error
+1    :data:`EXIT_INCOMPLETE`: the run finished and wrote all its files, but a record is an
+     error or some (model, metric) has no ok cell; the reasons are printed, one line each,
+     and are in the status / message columns of records.csv
+2    :data:`EXIT_USAGE`: bad input, refused before any work (one line says what to fix)
+130  interrupted (SIGINT; 143: SIGTERM); committed cells are kept, rerun to resume
+===  ===================================================================================="""
 
 from __future__ import annotations
 
@@ -11,9 +22,11 @@ import click
 
 from xai_bench.run.config import parse_value
 
-__all__ = ["EXIT_USAGE", "UsageError", "friendly_errors", "parse_key_values", "dotted_params"]
+__all__ = ["EXIT_USAGE", "EXIT_INCOMPLETE", "UsageError", "friendly_errors", "parse_key_values", "dotted_params"]
 
 EXIT_USAGE = 2
+#: the run finished, but not every (model, metric) has a result, or a record is an error
+EXIT_INCOMPLETE = 1
 
 
 class UsageError(click.ClickException):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from xai_bench.cli.common import dotted_params, friendly_errors, parse_key_values
+from xai_bench.cli.common import EXIT_INCOMPLETE, dotted_params, friendly_errors, \
+    parse_key_values
 from xai_bench.run.config import run_options
 
 __all__ = ["run", "config_options", "from_command_line"]
@@ -54,6 +55,8 @@ def from_command_line(how, value):
         return parse_key_values(value, how.flag, parse=False)
     if how.kind == "dotted":
         owner = how.metavar.partition(".")[0]
+        if how.flag == "--model-arg":  # KEY=VALUE without a model: every model, as in `train`
+            value = [v if "." in v.partition("=")[0] else f"*.{v}" for v in value]
         return dotted_params(value, how.flag, owner, how.example)
     return value
 
@@ -105,15 +108,33 @@ def run(processes, no_plots, no_progress, quiet, verbose, **options):
     _say_results(results, quiet, verbose)
 
 
+def _accuracy_line(label: str, m: dict) -> str:
+    """A model's test accuracy, saying where its weights come from, or why it has none."""
+    if "error" in m:
+        return f"{label}: not benchmarked — {m['error']}"
+    accuracy = m.get("test_accuracy")
+    if not isinstance(accuracy, (int, float)):
+        return f"{label}: test accuracy not measured"
+    if m.get("untrained"):
+        source = " (random weights: --untrained)"
+    elif m.get("shipped"):
+        source = " (shipped with xai-bench)"
+    else:
+        source = ""
+    return f"{label}: test accuracy {accuracy:.4f}{source}"
+
+
 def _say_results(results, quiet, verbose):
-    """The models' accuracies, the summary, the paths written; exit 1 when a record is an
-    error."""
+    """The models' accuracies, the summary, the paths written, then what the run could not
+    answer; exit :data:`~xai_bench.cli.common.EXIT_INCOMPLETE` when a record is an error or a
+    (model, metric) has no ok cell (every file is written by then)."""
+    from xai_bench.run.outcomes import expected_gaps, problem_lines, problems
+
     info = results.info
     say = (lambda *a, **k: None) if quiet else click.echo
     say("")
     for label, m in info["models"].items():
-        source = " (shipped with xai-bench)" if m.get("shipped") else ""
-        say(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}{source}")
+        say(_accuracy_line(label, m))
     from xai_bench.outputs.terminal import compact_summary, full_summary
 
     render = full_summary if verbose else compact_summary
@@ -125,8 +146,25 @@ def _say_results(results, quiet, verbose):
     if "plots" in results.outputs:
         click.echo(f"plots:   {run_dir / 'plots'}")
     click.echo(f"tables:  {run_dir / 'summary.csv'}, {run_dir / 'records.csv'}")
+    for line in problem_lines(expected_gaps(results.records)):
+        say(f"not run on random weights: {line}")
+    failed = False
+    missing = problems(results.records)
+    if missing:
+        click.echo(f"no result for {_pairs(missing)} (model, metric) pair(s):", err=True)
+        for line in problem_lines(missing):
+            click.echo(f"  {line}", err=True)
+        click.echo(f"  (the status and message columns of {run_dir / 'records.csv'} have "
+                   f"every cell's reason)", err=True)
+        failed = True
     errors = info["counts"].get("error", 0)
     if errors:
         click.echo(f"{errors} record(s) are errors; see the message column of records.csv",
                    err=True)
-        sys.exit(1)
+        failed = True
+    if failed:
+        sys.exit(EXIT_INCOMPLETE)
+
+
+def _pairs(found) -> int:
+    return len({pair for gap in found for pair in gap.pairs})

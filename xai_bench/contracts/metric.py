@@ -129,11 +129,12 @@ def is_metric_function(obj) -> bool:
 
 def function_parameters(fn) -> dict:
     """``{name: default}`` (``REQUIRED`` where there is none) of a metric function's keyword
-    parameters after ``model, x, targets, maps``, and ``n_images`` (default 250: the run's
-    ``--n-images`` sets it). ``masks`` is data, not a parameter."""
+    parameters after ``model, x, targets, maps``, ``n_images`` (default 250: the run's
+    ``--n-images`` sets it) and ``selection`` (the run's ``--selection``). ``masks`` is data,
+    not a parameter."""
     params = callable_parameters(fn, skip=METRIC_FUNCTION_ARGS)
     params.pop("masks", None)
-    return {"n_images": 250, **params}
+    return {"n_images": 250, "selection": "stratified", **params}
 
 
 def metric_card(obj, name: str | None = None) -> MetricCard:

@@ -1,8 +1,12 @@
 """Data sets. Images flow as float RGB tensors in [0, 1]; items are ``(image, label)``.
 
 Every data set has ``classes``, ``num_classes``, ``image_size`` (H, W), ``name`` and
-``has_masks``; in-memory ones also ``images`` (uint8 N,3,H,W) and ``labels`` (int64 N), and
-the synthetic one ``masks`` (bool N,H,W).
+``has_masks``; in-memory ones also ``images`` (uint8 N,3,H,W) and ``labels`` (int64 N). Object
+masks: the synthetic one has ``masks`` (bool N,H,W); an image folder has ``mask(i)`` when a
+``masks/`` tree mirrors its images (:mod:`xai_bench.data.masks`). A data set object of your
+own needs only ``__len__``, ``__getitem__`` -> ``(float image (3, H, W) in [0, 1], int
+label)`` and, for masks, a ``masks`` attribute or a ``mask(i)`` method
+(:mod:`xai_bench.metrics.common`).
 
 Specs for :func:`get_dataset`:
 
@@ -11,7 +15,8 @@ Specs for :func:`get_dataset`:
 - ``cifar10``: torchvision's CIFAR-10 (downloaded once into ``$XAI_BENCH_DATA``);
 - ``cifar10:PATH``: CIFAR-10 in ImageFolder layout (``train/<class>/*.jpg``, ``test/...``) or a
   ``.tar.gz`` of it;
-- ``imagefolder:PATH``: any ImageFolder (``train``/``val``/``test`` sub-folders if present);
+- ``imagefolder:PATH``: any ImageFolder (``train``/``val``/``test`` sub-folders if present),
+  object masks from ``PATH/masks/<split>/<class>/<stem>.png`` (:mod:`xai_bench.data.masks`);
 - ``imagenet:PATH``: the ImageNet validation set as an ImageFolder (resize 256, crop 224).
 """
 
@@ -29,8 +34,10 @@ DATASET_SPECS = {
     "cifar10:PATH": "CIFAR-10 in ImageFolder layout (train/<class>/*.jpg, test/...) or a "
                     ".tar.gz of it",
     "imagefolder:PATH": "any ImageFolder directory (train/val/test sub-folders if present), "
-                        "resized and centre cropped",
-    "imagenet:PATH": "ImageNet validation ImageFolder (resize 256, centre crop 224)",
+                        "resized and centre cropped; object masks from a masks/ tree "
+                        "mirroring the images (masks/test/<class>/<stem>.png)",
+    "imagenet:PATH": "ImageNet validation ImageFolder (resize 256, centre crop 224); masks "
+                     "as for imagefolder",
 }
 SPLITS = ("train", "test")
 

@@ -7,7 +7,8 @@
   extracted once (atomically) into ``cache_dir()/extracted/<archive name>-<SHA-256 prefix>``
   (:mod:`xai_bench.data.archives`); decoded splits are cached
   there as uint8 tensors, so later loads take well under a second. Held in memory.
-* ``imagefolder:PATH`` / ``imagenet:PATH``: lazily loaded ImageFolders (resize + centre crop).
+* ``imagefolder:PATH`` / ``imagenet:PATH``: lazily loaded ImageFolders (resize + centre crop),
+  with object masks when a ``masks/`` tree mirrors the images (:mod:`xai_bench.data.masks`).
   ``imagenet:PATH`` applies the standard evaluation transform (shorter side resized to 256,
   centre crop 224; scaled alike for another image size) and, when the class folders are
   WordNet ids (``n01440764`` ...), labels every image with its ImageNet-1k class index and
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 
 from xai_bench.data.archives import ARCHIVE_SUFFIXES, unpack_verified
 from xai_bench.data.errors import DataError
+from xai_bench.data.masks import MASKS_DIR, find_masks, read_mask, resize_mask
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
@@ -131,9 +133,11 @@ def extract_once(archive: Path) -> Path:
 
 
 def _split_dir(path: Path, split: str) -> Path | None:
-    """``<path>/[<single wrapping dir>/]<split dir>`` or None when there is none."""
+    """``<path>/[<single wrapping dir>/]<split dir>`` or None when there is none (a
+    ``masks`` folder beside the wrapping dir does not count)."""
     candidates = [path]
-    subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subdirs = [p for p in path.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_DIR]
     if len(subdirs) == 1:
         candidates.append(subdirs[0])
     for base in candidates:
@@ -147,8 +151,9 @@ def _has_any_split(path: Path) -> bool:
     return any(_split_dir(path, s) is not None for s in SPLIT_DIRS)
 
 
-def _class_files(root: Path):
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_files(root: Path, exclude: tuple = ()):
+    classes = sorted(p.name for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name not in exclude)
     if not classes:
         raise DataError(f"{root} has no class folders; expected <class>/<image files> inside")
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
@@ -280,18 +285,45 @@ def cifar10_folder(path: str, split: str, image_size=None) -> TensorImageDataset
 
 class ImageFolderDataset(Dataset):
     """Lazily loaded ImageFolder: each image is resized (shorter side to ``resize``) and
-    centre cropped to ``crop``; float RGB in [0, 1] (models normalise themselves)."""
+    centre cropped to ``crop``; float RGB in [0, 1] (models normalise themselves).
 
-    has_masks = False
+    ``base``: the folder that holds the split folders (default ``root``, a folder without
+    them); its ``masks/`` tree, if it mirrors ``root``, gives every image an object mask:
+    ``has_masks`` is then True and :meth:`mask` gives item ``i``'s (:mod:`xai_bench.data.masks`;
+    ``transform`` is not applied to masks)."""
 
-    def __init__(self, root: Path, resize: int, crop: int, name: str, transform=None):
+    def __init__(self, root: Path, resize: int, crop: int, name: str, transform=None,
+                 base: Path | None = None):
         self.root = Path(root)
-        self.classes, self.files = _class_files(self.root)
+        base = self.root if base is None else Path(base)
+        exclude = (MASKS_DIR,) if base == self.root else ()
+        self.classes, self.files = _class_files(self.root, exclude)
         self.num_classes, self.name = len(self.classes), name
         self.image_size = (crop, crop)
         self.resize, self.crop = resize, crop
         self.labels = torch.tensor([label for _, label in self.files], dtype=torch.int64)
         self.transform = transform
+        self.mask_files = find_masks(base, self.root, self.classes, self.files, IMAGE_SUFFIXES)
+        self.has_masks = self.mask_files is not None
+
+    def mask(self, i) -> torch.Tensor:
+        """Object mask of item ``i``: bool ``(crop, crop)``, transformed like the image."""
+        from PIL import Image
+
+        if self.mask_files is None:
+            raise DataError(f"{self.name} {self.root} has no masks/ tree")
+        path, mask_path = self.files[i][0], self.mask_files[i]
+        mask = read_mask(mask_path)
+        try:
+            with Image.open(path) as im:  # reads the header only
+                width, height = im.size
+        except Exception:
+            read_rgb(path)  # the one-line error naming the image
+            raise
+        if tuple(mask.shape) != (height, width):
+            raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                            f"{path} is {width}x{height}: give each mask its image's size")
+        return resize_mask(mask, self.resize, self.crop)
 
     def __len__(self):
         return len(self.files)
@@ -384,7 +416,7 @@ def imagefolder(path: str, split: str, image_size=None, imagenet: bool = False):
         root = p  # the directory itself is the split
     crop = square_side(image_size) or 224
     resize = int(round(crop * 256 / 224)) if imagenet else crop
-    ds = ImageFolderDataset(root, resize, crop, kind)
+    ds = ImageFolderDataset(root, resize, crop, kind, base=root.parent if root != p else p)
     if imagenet:
         _use_imagenet_classes(ds)
     return ds

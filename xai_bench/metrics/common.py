@@ -3,8 +3,14 @@ confidently and correctly classified test images, positive-attribution shares, p
 chunked forward passes over perturbed copies and the blur of the insertion substrate.
 
 Data sets: anything with ``images`` (uint8 ``(N, 3, H, W)``, or float in [0, 1]) and
-``labels`` tensors (optionally ``masks`` ``(N, H, W)`` bool and ``has_masks``); otherwise
-items ``dataset[i] -> (image float (3, H, W), label)`` are stacked.
+``labels`` tensors; otherwise items ``dataset[i] -> (image float (3, H, W), label)`` are
+stacked. Object masks (:func:`has_masks`, :func:`load_masks`): a ``mask(i)`` method giving
+item ``i``'s mask ``(H, W)`` (non-zero = object), or a ``masks`` attribute indexable by item
+(e.g. a bool tensor ``(N, H, W)``); either one is enough (``has_masks = False`` hides them).
+
+Which images the image-selecting metrics explain (:func:`select_confident`): the correctly
+classified test images, most confident first, either per class in turn (``"stratified"``,
+the default) or over the whole data set (``"global"``); see :data:`SELECTION_RULES`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from xai_bench.compute.blur import (  # noqa: F401  (moved there; importable here as before)
     BLUR_KERNELS, BLUR_PADDINGS, RISE_TRUNCATE, check_choice, gaussian_blur, rise_kernel,
 )
+from xai_bench.data.errors import DataError
 from xai_bench.data.loader import load_batch
 from xai_bench.compute.inference import check_image_size as check_size  # noqa: F401
 from xai_bench.compute.inference import log_confidence  # noqa: F401  (re-exported: moved there)
@@ -34,15 +41,51 @@ def model_name(model) -> str:
     return name(model)
 
 
+def _base(dataset):
+    """The data set under any ``torch.utils.data.Subset`` wrappers, and the index map."""
+    base, remap = dataset, None
+    while isinstance(base, torch.utils.data.Subset):
+        here = torch.as_tensor(base.indices, dtype=torch.long)
+        remap = here if remap is None else here[remap]
+        base = base.dataset
+    return base, remap
+
+
 def has_masks(dataset) -> bool:
-    return (bool(getattr(dataset, "has_masks", False))
-            and getattr(dataset, "masks", None) is not None)
+    """Whether ``dataset`` gives object masks: a callable ``mask(i)`` or a ``masks``
+    attribute that is not None, unless it sets ``has_masks = False`` (a data set class whose
+    instances have masks or not, e.g. an image folder with or without a ``masks/`` tree)."""
+    base, _ = _base(dataset)
+    if getattr(base, "has_masks", None) is False:
+        return False
+    return callable(getattr(base, "mask", None)) or getattr(base, "masks", None) is not None
 
 
 def load_masks(dataset, indices) -> torch.Tensor:
-    """Object masks ``(B, H, W)`` bool of ``indices``."""
+    """Object masks ``(B, H, W)`` bool of ``indices`` (non-zero = object): from ``mask(i)``
+    where the data set has it, else by indexing its ``masks``."""
     indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-    return torch.as_tensor(dataset.masks)[indices].bool()
+    base, remap = _base(dataset)
+    if remap is not None:
+        indices = remap[indices]
+    name = getattr(base, "name", type(base).__name__)
+    mask = getattr(base, "mask", None)
+    try:
+        if callable(mask):
+            masks = [torch.as_tensor(mask(int(i))) for i in indices]
+            shapes = {tuple(m.shape) for m in masks}
+            if len(shapes) > 1 or any(len(s) != 2 for s in shapes):
+                raise DataError(f"data set '{name}': mask(i) gave shapes {sorted(shapes)}; "
+                                f"each mask must be (H, W), the size of its image")
+            return torch.stack(masks).bool() if masks else torch.zeros(0, 0, 0, dtype=torch.bool)
+        masks = base.masks
+        if isinstance(masks, torch.Tensor):
+            return masks[indices].bool()
+        return torch.stack([torch.as_tensor(masks[int(i)]) for i in indices]).bool()
+    except (IndexError, TypeError, RuntimeError) as e:
+        raise DataError(f"data set '{name}': its masks cannot be read for items "
+                        f"{indices.tolist()[:4]} ({type(e).__name__}: {e}); give masks as a "
+                        f"(N, H, W) tensor or a mask(i) method returning (H, W)") from None
 
 
 def predictions(model, dataset, *, device="cpu", batch_size: int = 32):
@@ -65,14 +108,47 @@ def confident_order(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Te
     return idx[order]
 
 
+#: how :func:`select_confident` picks images: ``stratified`` (default) takes the most
+#: confident correct image of each class in turn, ``global`` the most confident overall
+SELECTION_RULES = ("stratified", "global")
+DEFAULT_SELECTION = "stratified"
+
+
+def stratified_order(order: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``order`` (items most confident first) rearranged into rounds: round ``r`` holds the
+    ``r``-th most confident item of every class that has one, most confident first (ties:
+    lower index first, as in ``order``). A class with fewer items drops out of the later
+    rounds; any prefix of the result spreads over the classes as evenly as they allow."""
+    order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
+    classes = torch.as_tensor(labels, dtype=torch.long)[order]
+    rounds = torch.empty_like(order)
+    seen: dict = {}
+    for pos, c in enumerate(classes.tolist()):  # the item's rank within its class
+        rounds[pos] = seen.get(c, 0)
+        seen[c] = int(rounds[pos]) + 1
+    return order[torch.sort(rounds, stable=True).indices]
+
+
+def selection_order(confidence: torch.Tensor, correct: torch.Tensor, labels: torch.Tensor,
+                    rule: str = DEFAULT_SELECTION) -> torch.Tensor:
+    """Every correctly classified item in the order ``rule`` selects them (the first ``n``
+    are the ``n`` selected): ``global``, :func:`confident_order`; ``stratified``, the same
+    rearranged per class in turn (:func:`stratified_order`)."""
+    check_choice("selection", rule, SELECTION_RULES)
+    order = confident_order(confidence, correct)
+    return order if rule == "global" else stratified_order(order, labels)
+
+
 @dataclass
 class ImageSelection:
-    """The ``n_images`` most confidently and correctly classified test images of one model
-    (shared ``prepare`` result of pixel_perturbation, deletion, insertion, mask_localisation).
+    """The ``n_images`` most confidently and correctly classified test images of one model,
+    picked by a selection rule (:data:`SELECTION_RULES`; shared ``prepare`` result of
+    pixel_perturbation, deletion, insertion, mask_localisation and the sanity metrics).
 
-    indices: dataset indices (n,), most confident first; labels (n,); images: float RGB
+    indices: dataset indices (n,), in selection order (``global``: most confident first;
+    ``stratified``: class by class in rounds); labels (n,); images: float RGB
     (n, 3, H, W); confidences: clean confidence of the true class from the selection pass (n,);
-    masks: object masks (n, H, W) bool or None."""
+    masks: object masks (n, H, W) bool or None; selection: the rule."""
 
     indices: torch.Tensor
     labels: torch.Tensor
@@ -83,23 +159,36 @@ class ImageSelection:
     n_correct: int
     n_total: int
     confidence: str
+    selection: str = DEFAULT_SELECTION
 
     def __len__(self) -> int:
         return int(self.indices.numel())
 
+    def class_counts(self) -> dict:
+        """``{class index: number of selected images}``, by class index."""
+        return {int(c): int(k) for c, k in zip(*torch.unique(self.labels, return_counts=True))}
+
 
 def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size: int = 32,
-                     with_masks: bool = False) -> ImageSelection:
-    """Rank all test images by the model's confidence in the *true* class (as a float64
-    log-confidence, so that saturated sigmoids still rank by their logits), keep the correctly
-    classified ones (argmax = label), and take the ``n_images`` most confident (globally, not
-    per class; ties by dataset index). Fewer are returned when fewer are correct."""
+                     with_masks: bool = False, selection: str = DEFAULT_SELECTION
+                     ) -> ImageSelection:
+    """The ``n_images`` test images a metric explains. All test images are ranked by the
+    model's confidence in the *true* class (as a float64 log-confidence, so that saturated
+    sigmoids still rank by their logits) and only the correctly classified ones (argmax =
+    label) are kept; ``selection`` then picks (:func:`selection_order`): ``stratified`` (the
+    default) the most confident image of each class in turn, so that 24 images over 10
+    classes cover every class that has a correct image; ``global`` the most confident
+    overall, whatever their classes. Ties go to the lower dataset index. Fewer are returned
+    when fewer are correct."""
+    check_choice("selection", selection, SELECTION_RULES)
     if with_masks and not has_masks(dataset):
         raise MetricNotApplicable(
-            f"data set '{getattr(dataset, 'name', type(dataset).__name__)}' has no object masks")
+            f"data set '{getattr(dataset, 'name', type(dataset).__name__)}' has no object "
+            f"masks (an image folder: add a masks/ tree; a data set object: a mask(i) method "
+            f"or a masks attribute)")
     found = predictions(model, dataset, device=device, batch_size=batch_size)
     log_conf = found.log_confidence
-    order = confident_order(log_conf, found.correct)
+    order = selection_order(log_conf, found.correct, found.labels, selection)
     if order.numel() == 0:
         raise MetricNotApplicable(f"model '{model_name(model)}' classifies no test image "
                                   f"correctly; nothing to explain")
@@ -107,12 +196,14 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
     images, y = load_batch(dataset, chosen)
     masks = load_masks(dataset, chosen) if with_masks else None
     if masks is not None and tuple(masks.shape[-2:]) != tuple(images.shape[-2:]):
-        raise ValueError(f"object masks are {tuple(masks.shape[-2:])} but images are "
-                         f"{tuple(images.shape[-2:])}")
+        raise DataError(f"data set '{getattr(dataset, 'name', type(dataset).__name__)}': "
+                        f"object masks are {tuple(masks.shape[-2:])} but images are "
+                        f"{tuple(images.shape[-2:])}; give each mask its image's size")
     return ImageSelection(indices=chosen, labels=y, images=images,
                           confidences=log_conf[chosen].exp(),
                           masks=masks, n_requested=int(n_images), n_correct=int(order.numel()),
-                          n_total=len(dataset), confidence=confidence_name(model))
+                          n_total=len(dataset), confidence=confidence_name(model),
+                          selection=selection)
 
 
 def positive_share(maps: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,11 @@ Both share ``prepare`` with the other image metrics (the ``n_images`` most confi
 correctly classified test images; the true class is explained) and work on the **RGB image**
 in [0, 1], which they perturb and then encode (``model.encode``) for the forward pass: for
 B-cos models a removed value is a colour, encoded as ``[v, 1 - v]``, never a channel pair that
-no image has. (Quantus perturbs whatever ``x_batch`` it is given — the encoded input, for a
-model called on it; our comparison tests give Quantus a model that encodes its input, so both
-perturb the image.) Every perturbed copy of a batch of images goes through the model in chunked
-no-grad forward passes of at most ``batch_size`` copies (:func:`copy_outputs`). Randomness
-(subsets, imputation noise) is drawn per image from :mod:`xai_bench.compute.seeding` with the
-image's content and the run's seed, so results do not depend on the batch size, the part split
-or the device.
+no image has (our comparison tests give Quantus a model that encodes its input, so both
+perturb the image). Perturbed copies go through the model in chunked no-grad forwards of at
+most ``batch_size`` copies (:func:`copy_outputs`). Randomness is drawn per image from its
+content and the run's seed (:mod:`xai_bench.compute.seeding`), so results do not depend on the
+batch size, the part split or the device.
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import Valid, boolean, integer, one_of
 from xai_bench.metrics.base import MetricResult, SampleMetric
-from xai_bench.metrics.common import ImageSelection, attribute, pixel_ranks, select_confident
+from xai_bench.metrics.common import (DEFAULT_SELECTION, SELECTION_RULES, ImageSelection,
+                                      attribute, pixel_ranks, select_confident)
 
 __all__ = ["FaithfulnessCorrelation", "Road", "SeededSelection", "copy_outputs",
            "draw_subsets", "faithfulness_correlation", "pearson", "noisy_linear_imputation",
@@ -116,7 +115,8 @@ class _SeededImagesMetric(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> SeededSelection:
         selection = select_confident(model, dataset, self.params["n_images"], device=device,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size,
+                                     selection=self.params["selection"])
         self._check_size(selection.images.shape[1:])
         return SeededSelection(selection=selection, seed=self._seed(seed))
 
@@ -150,9 +150,8 @@ def _baseline_valid(value) -> bool:
 
 
 def baseline_values(images: torch.Tensor, baseline) -> torch.Tensor:
-    """The value a removed feature takes, per image ``(B,)``: Quantus's ``black`` (the
-    image's minimum over all its channels and pixels), ``white`` (maximum), ``mean``, or a
-    fixed number."""
+    """The value a removed feature takes, per image ``(B,)``: Quantus's ``black`` (the image's
+    minimum over its channels and pixels), ``white`` (maximum), ``mean``, or a number."""
     flat = images.reshape(images.shape[0], -1)
     if baseline == "black":
         return flat.amin(dim=1)
@@ -245,19 +244,21 @@ class FaithfulnessCorrelation(_SeededImagesMetric):
     PARAMETER_CHECKS = {"n_images": integer(1), "nr_runs": integer(2, 100000),
                         "subset_size": integer(1), "absolute": boolean(),
                         "output": one_of(*OUTPUTS[:2]), "seed": integer(),
+                        "selection": one_of(*SELECTION_RULES),
                         "baseline": Valid("'black', 'white', 'mean' or a finite number",
                                           _baseline_valid)}
 
     def __init__(self, n_images: int = 250, nr_runs: int = 100, subset_size: int = 224,
                  baseline="black", absolute: bool = False, output: str = "logit",
-                 seed: int = 0):
+                 seed: int = 0, selection: str = DEFAULT_SELECTION):
         """Quantus's defaults: 100 runs of 224 features, the 'black' baseline (the image's
         minimum value), the signed map (``absolute=False``), the target's logit. Quantus's
         ``normalise`` (divide by the largest absolute value) is left out: it cannot change a
         Pearson correlation."""
         super().__init__(n_images=_check_n_images(n_images), nr_runs=int(nr_runs),
                          subset_size=int(subset_size), baseline=baseline,
-                         absolute=bool(absolute), output=output, seed=int(seed))
+                         absolute=bool(absolute), output=output, seed=int(seed),
+                         selection=selection)
 
     def _check_size(self, image_shape) -> None:
         n = int(np.prod(tuple(image_shape)))
@@ -428,12 +429,13 @@ class Road(_SeededImagesMetric):
                             isinstance(v, numbers.Real) and not isinstance(v, bool)
                             and math.isfinite(v) and v >= 0)),
                         "output": one_of(*OUTPUTS[1:]), "seed": integer(),
-                        "keep_per_image_curves": boolean(),
+                        "keep_per_image_curves": boolean(), "selection": one_of(*SELECTION_RULES),
                         "percentages": Valid("a comma list of percentages in [0, 100) that "
                                              "increases strictly", _percentages_valid)}
 
     def __init__(self, n_images: int = 250, percentages=ROAD_PERCENTAGES, noise: float = 0.01,
-                 output: str = "correct", keep_per_image_curves: bool = False, seed: int = 0):
+                 output: str = "correct", keep_per_image_curves: bool = False, seed: int = 0,
+                 selection: str = DEFAULT_SELECTION):
         """Quantus's defaults: percentages 1, 3, ..., 99, noise 0.01 (a standard deviation in
         the [0, 1] colour scale), ``output="correct"`` (accuracy curves, as Quantus and the
         paper; ``"confidence"``: the target's confidence, the paper's probability curves).
@@ -446,7 +448,8 @@ class Road(_SeededImagesMetric):
                          percentages=tuple(float(p) if not float(p).is_integer() else int(p)
                                            for p in percentages),
                          noise=float(noise), output=output,
-                         keep_per_image_curves=bool(keep_per_image_curves), seed=int(seed))
+                         keep_per_image_curves=bool(keep_per_image_curves), seed=int(seed),
+                         selection=selection)
 
     @property
     def evaluate_forwards_per_image(self) -> int:

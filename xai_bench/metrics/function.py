@@ -19,7 +19,10 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.contracts.members import REQUIRED
 from xai_bench.contracts.metric import function_parameters, metric_card
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, image_batches, image_records, select_confident
+from xai_bench.metrics.common import (
+    SELECTION_RULES, attribute, check_choice, image_batches, image_records,
+    select_confident,
+)
 
 __all__ = ["FunctionMetric"]
 
@@ -41,14 +44,16 @@ class FunctionMetric(SampleMetric):
         if int(values["n_images"]) < 1:
             raise ValueError(f"n_images must be >= 1, got {values['n_images']}")
         values["n_images"] = int(values["n_images"])
+        check_choice("selection", values["selection"], SELECTION_RULES)
         super().__init__(**values)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None):
         return select_confident(model, dataset, self.params["n_images"], device=device,
-                                batch_size=batch_size, with_masks=self.needs_masks)
+                                batch_size=batch_size, with_masks=self.needs_masks,
+                                selection=self.params["selection"])
 
     def _kwargs(self) -> dict:
-        return {k: v for k, v in self.params.items() if k != "n_images"}
+        return {k: v for k, v in self.params.items() if k not in ("n_images", "selection")}
 
     def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
                       batch_size: int = 32) -> dict:

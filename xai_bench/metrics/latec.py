@@ -33,6 +33,7 @@ import torch
 
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.parameters import Valid, integer, number, or_literal
+from xai_bench.metrics.common import DEFAULT_SELECTION
 from xai_bench.metrics.perturbation import Deletion, Insertion
 from xai_bench.metrics.quantus_adapter import (
     QuantusMetric, function_check, metric_classes, ensure_quantus, quantus_function,
@@ -212,7 +213,7 @@ _SIZE = or_literal(integer(1), "auto")
 def _make(key: str):
     quantus_name, category, higher, hyper = LATEC[key]
     dropped = DROPPED.get(key, ())
-    params = {"n_images": 250, "seed": 0}
+    params = {"n_images": 250, "seed": 0, "selection": DEFAULT_SELECTION}
     checks = dict(QuantusMetric.PARAMETER_CHECKS)
     functions = []
     for param, value in hyper.items():
@@ -254,10 +255,11 @@ class LatecInsertion(Insertion):
     def __init__(self, n_images: int = 250, n_steps: int = 1004, blur_kernel: int = 15,
                  blur_sigma: float = 5.0, keep_per_image_curves: bool = False,
                  blur_type: str = "gaussian", blur_padding: str = "replicate",
-                 blur_space: str = "model"):
+                 blur_space: str = "model", selection: str = DEFAULT_SELECTION):
         super().__init__(n_images=n_images, n_steps=n_steps, blur_kernel=blur_kernel,
                          blur_sigma=blur_sigma, keep_per_image_curves=keep_per_image_curves,
-                         blur_type=blur_type, blur_padding=blur_padding, blur_space=blur_space)
+                         blur_type=blur_type, blur_padding=blur_padding, blur_space=blur_space,
+                         selection=selection)
 
 
 @metric("latec_deletion", higher_is_better=False, category="faithfulness",
@@ -267,9 +269,9 @@ class LatecDeletion(Deletion):
     (LATEC's 50 pixels of 224²)."""
 
     def __init__(self, n_images: int = 250, n_steps: int = 1004,
-                 keep_per_image_curves: bool = False):
+                 keep_per_image_curves: bool = False, selection: str = DEFAULT_SELECTION):
         super().__init__(n_images=n_images, n_steps=n_steps,
-                         keep_per_image_curves=keep_per_image_curves)
+                         keep_per_image_curves=keep_per_image_curves, selection=selection)
 
 
 # the Quantus-bridged LATEC metrics, one declared class each (the registry finds them here)

@@ -64,7 +64,8 @@ from xai_bench.metrics.base import (
 from xai_bench.data.loader import load_batch
 from xai_bench.metrics.common import (
     ExtremeSamples, attribute, check_size, confidence_name, confident_order, image_records,
-    model_name, positive_share, predictions, select_confident, thumbnail,
+    DEFAULT_SELECTION, SELECTION_RULES, model_name, positive_share, predictions,
+    select_confident, thumbnail,
 )
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import numpy_rng
@@ -317,20 +318,21 @@ class MaskLocalisation(SampleMetric):
     """Share of positive attribution inside the object mask (data sets with masks)."""
 
     name = "mask_localisation"
-    PARAMETER_CHECKS = {"n_images": integer(1)}
+    PARAMETER_CHECKS = {"n_images": integer(1), "selection": one_of(*SELECTION_RULES)}
     category = "localisation"
     higher_is_better = True
     description = ("object-mask localisation: positive attribution inside the object mask / "
                    "positive attribution in the image (data sets with masks)")
 
-    def __init__(self, n_images: int = 250):
+    def __init__(self, n_images: int = 250, selection: str = DEFAULT_SELECTION):
         if int(n_images) < 1:
             raise ValueError(f"n_images must be >= 1, got {n_images}")
-        super().__init__(n_images=int(n_images))
+        super().__init__(n_images=int(n_images), selection=selection)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None):
         return select_confident(model, dataset, self.params["n_images"], device=device,
-                                batch_size=batch_size, with_masks=True)
+                                batch_size=batch_size, with_masks=True,
+                                selection=self.params["selection"])
 
     def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
                       batch_size: int = 32) -> dict:

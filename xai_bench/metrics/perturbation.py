@@ -41,7 +41,8 @@ from xai_bench.contracts.metric import metric
 from xai_bench.metrics.base import MetricResult, SampleMetric
 from xai_bench.metrics.common import (
     BLUR_KERNELS, BLUR_PADDINGS, ImageSelection, attribute, check_choice, gaussian_blur,
-    curve_confidences, n_pixels, pixel_ranks, select_confident, trapezoid,
+    DEFAULT_SELECTION, SELECTION_RULES, curve_confidences, n_pixels, pixel_ranks,
+    select_confident, trapezoid,
 )
 from xai_bench.compute.modes import eval_mode
 from xai_bench.contracts.parameters import fractions_0_to_1, integer, number, odd_integer, one_of
@@ -58,7 +59,7 @@ class ConfidentImagesMetric(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> ImageSelection:
         return select_confident(model, dataset, self.params["n_images"], device=device,
-                                batch_size=batch_size)
+                                batch_size=batch_size, selection=self.params["selection"])
 
     def _chunks(self, model, method, prepared: ImageSelection, device, batch_size, start,
                 stop):
@@ -90,21 +91,23 @@ class PixelPerturbation(ConfidentImagesMetric):
     """Pixel perturbation: area between the least- and most-important-first removal curves (ABC)."""
 
     name = "pixel_perturbation"
-    PARAMETER_CHECKS = {"n_images": integer(1), "fractions": fractions_0_to_1()}
+    PARAMETER_CHECKS = {"n_images": integer(1), "fractions": fractions_0_to_1(),
+                        "selection": one_of(*SELECTION_RULES)}
     category = "perturbation"
     higher_is_better = True
     description = ("pixel perturbation (ABC): area between the least-first and most-first "
                    "pixel-removal curves of the normalised true-class confidence, 0-25 %")
 
     def __init__(self, n_images: int = 250, fractions=ABC_FRACTIONS,
-                 keep_per_image_curves: bool = False):
+                 keep_per_image_curves: bool = False, selection: str = DEFAULT_SELECTION):
         fractions = tuple(float(f) for f in fractions)
         if len(fractions) < 2 or fractions[0] != 0.0 or any(
                 b <= a for a, b in zip(fractions, fractions[1:])) or fractions[-1] > 1.0:
             raise ValueError("fractions must start at 0, increase strictly and stay <= 1; "
                              f"got {fractions}")
         super().__init__(n_images=_check_n_images(n_images), fractions=fractions,
-                         keep_per_image_curves=bool(keep_per_image_curves))
+                         keep_per_image_curves=bool(keep_per_image_curves),
+                         selection=selection)
 
     @property
     def forwards_per_image(self) -> int:
@@ -194,14 +197,16 @@ class RiseMetric(ConfidentImagesMetric):
 
     order = "deletion"
     higher_is_better = True
-    PARAMETER_CHECKS = {"n_images": integer(1), "n_steps": integer(1, 1024)}
+    PARAMETER_CHECKS = {"n_images": integer(1), "n_steps": integer(1, 1024),
+                        "selection": one_of(*SELECTION_RULES)}
 
     def __init__(self, n_images: int = 250, n_steps: int = 32,
-                 keep_per_image_curves: bool = False, **extra):
+                 keep_per_image_curves: bool = False, selection: str = DEFAULT_SELECTION, **extra):
         if not 1 <= int(n_steps) <= 1024:
             raise ValueError(f"n_steps must be in 1..1024, got {n_steps}")
         super().__init__(n_images=_check_n_images(n_images), n_steps=int(n_steps),
-                         keep_per_image_curves=bool(keep_per_image_curves), **extra)
+                         keep_per_image_curves=bool(keep_per_image_curves),
+                         selection=selection, **extra)
 
     @property
     def evaluate_forwards_per_image(self) -> int:
@@ -303,7 +308,7 @@ class Insertion(RiseMetric):
     def __init__(self, n_images: int = 250, n_steps: int = 32, blur_kernel: int = 11,
                  blur_sigma: float = 5.0, keep_per_image_curves: bool = False,
                  blur_type: str = "rise", blur_padding: str = "replicate",
-                 blur_space: str = "rgb"):
+                 blur_space: str = "rgb", selection: str = DEFAULT_SELECTION):
         """The substrate is a blurred copy of the image.
 
         blur_type: ``"rise"`` — RISE's kernel (:func:`xai_bench.metrics.common.rise_kernel`:
@@ -323,7 +328,7 @@ class Insertion(RiseMetric):
         if int(blur_kernel) < 1 or float(blur_sigma) < 0:
             raise ValueError("blur_kernel must be >= 1 and blur_sigma >= 0")
         super().__init__(n_images=n_images, n_steps=n_steps,
-                         keep_per_image_curves=keep_per_image_curves,
+                         keep_per_image_curves=keep_per_image_curves, selection=selection,
                          blur_kernel=int(blur_kernel), blur_sigma=float(blur_sigma),
                          blur_type=check_choice("blur_type", blur_type, BLUR_KERNELS),
                          blur_padding=check_choice("blur_padding", blur_padding, BLUR_PADDINGS),

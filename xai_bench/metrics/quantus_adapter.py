@@ -62,12 +62,15 @@ import torch
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, seeded_globals
 from xai_bench.contracts.metric import metric
-from xai_bench.contracts.parameters import Valid, boolean, integer, resolve_parameters
+from xai_bench.contracts.parameters import Valid, boolean, integer, one_of, resolve_parameters
 from xai_bench.errors import (
     ConfigError, RegistryError, UnknownNameError, unknown_library_name,
 )
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import attribute, image_batches, image_records, select_confident
+from xai_bench.metrics.common import (
+    DEFAULT_SELECTION, SELECTION_RULES, attribute, image_batches, image_records,
+    select_confident,
+)
 
 __all__ = ["resolve_quantus_metric", "quantus_names", "QuantusMetric", "ensure_quantus",
            "quantus_version", "quantus_function", "explain_function", "INSTALL", "EXCLUDED",
@@ -309,8 +312,9 @@ class QuantusMetric(SampleMetric):
     QUANTUS: str = ""
     FUNCTIONS: tuple = ()
     #: parameters that are ours, not the Quantus constructor's
-    OWN = ("n_images", "seed", "softmax")
+    OWN = ("n_images", "seed", "softmax", "selection")
     PARAMETER_CHECKS = {"n_images": integer(1), "seed": integer(0, 2 ** 32 - 1),
+                        "selection": one_of(*SELECTION_RULES),
                         "abs": boolean(), "normalise": boolean(), "softmax": boolean()}
 
     def __init__(self, **params):
@@ -380,7 +384,8 @@ class QuantusMetric(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32, seed=None):
         ensure_quantus()
         return select_confident(model, dataset, self.params["n_images"], device=device,
-                                batch_size=batch_size, with_masks=self.needs_masks)
+                                batch_size=batch_size, with_masks=self.needs_masks,
+                                selection=self.params.get("selection", DEFAULT_SELECTION))
 
     def evaluate_part(self, model, method, prepared, start: int, stop: int, *, device="cpu",
                       batch_size: int = 32) -> dict:
@@ -447,7 +452,8 @@ _GENERATED: dict = {}
 
 def _make(name: str):
     defaults, functions, softmax = _parameters(name)
-    params = {"n_images": 250, "seed": 0, **defaults, "softmax": softmax}
+    params = {"n_images": 250, "seed": 0, **defaults, "softmax": softmax,
+              "selection": DEFAULT_SELECTION}
     checks = {**QuantusMetric.PARAMETER_CHECKS,
               **{k: function_check(defaults[k] or "baseline_replacement_by_indices")
                  for k in functions}}

@@ -38,9 +38,12 @@ from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.metric import metric
 from xai_bench.contracts.model import model_name
-from xai_bench.contracts.parameters import integer, number
+from xai_bench.contracts.parameters import integer, number, one_of
 from xai_bench.metrics.base import MetricNotApplicable, MetricResult, SampleMetric
-from xai_bench.metrics.common import ImageSelection, attribute, select_confident
+from xai_bench.metrics.common import DEFAULT_SELECTION, SELECTION_RULES, ImageSelection, \
+    attribute
+from xai_bench.metrics.random_weights import require_trained_weights, sanity_images, \
+    selected_from
 from xai_bench.metrics.sanity import (
     randomisation_stages, randomise_parameters, require_parameters, spearman,
 )
@@ -77,6 +80,7 @@ class RandomisedModel:
     selection: ImageSelection
     randomised: torch.nn.Module
     seed: int
+    selected_from: str = ""        # the records' column of that name (selected_from())
 
     def __len__(self) -> int:
         return len(self.selection)
@@ -86,15 +90,21 @@ class _Randomised(SampleMetric):
     """Shared harness: select images, randomise the whole model once, score per image."""
 
     second_model = True
+    #: why the metric means nothing on random weights (None: it runs on them, with the images
+    #: sanity_images picks there)
+    needs_trained_weights: str | None = None
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> RandomisedModel:
         seed = self._seed(seed)
         require_parameters(model)
-        selection = select_confident(model, dataset, self.params["n_images"], device=device,
-                                     batch_size=batch_size)
+        if self.needs_trained_weights:
+            require_trained_weights(model, self.name, self.needs_trained_weights)
+        selection = sanity_images(model, dataset, self.params["n_images"], device=device,
+                                  batch_size=batch_size, selection=self.params["selection"])
         x = model.encode(selection.images[:1].to(device))
-        return RandomisedModel(selection, fully_randomised(model, x, seed), seed)
+        return RandomisedModel(selection, fully_randomised(model, x, seed), seed,
+                               selected_from(model))
 
     def score_batch(self, model, randomised, method, x, targets, seed) -> dict:
         raise NotImplementedError
@@ -123,7 +133,8 @@ class _Randomised(SampleMetric):
         records = []
         for i, (idx, y) in enumerate(zip(sel.indices.tolist(), sel.labels.tolist())):
             row = dict(sample_id=f"img{idx:05d}", target=int(y), value=float(scores[i]),
-                       source_index=idx, explained="true class", statistic=self.name)
+                       source_index=idx, explained="true class",
+                       selected_from=prepared.selected_from, statistic=self.name)
             row.update({k: float(part[k][i]) for k in extra})
             records.append(row)
         summary = dict(mean=float(scores.mean()) if len(scores) else float("nan"),
@@ -144,10 +155,15 @@ class EfficientMPRT(_Randomised):
     description = ("efficient MPRT (Hedström et al. 2024): relative rise of the map's histogram "
                    "entropy when the whole model is randomised (higher: more model-sensitive; "
                    "model-independent: 0)")
-    PARAMETER_CHECKS = {"n_images": integer(1), "n_bins": integer(2), "seed": integer()}
+    PARAMETER_CHECKS = {"n_images": integer(1), "n_bins": integer(2), "seed": integer(),
+                        "selection": one_of(*SELECTION_RULES)}
+    needs_trained_weights = ("it measures how much structure a trained model's maps lose "
+                             "when the model is randomised, and re-randomising random weights "
+                             "leaves every method near 0")
 
-    def __init__(self, n_images: int = 32, n_bins: int = 100, seed: int = 0):
-        super().__init__(n_images=n_images, n_bins=n_bins, seed=seed)
+    def __init__(self, n_images: int = 32, n_bins: int = 100, seed: int = 0,
+                 selection: str = DEFAULT_SELECTION):
+        super().__init__(n_images=n_images, n_bins=n_bins, seed=seed, selection=selection)
 
     def score_batch(self, model, randomised, method, x, targets, seed) -> dict:
         n_bins = self.params["n_bins"]
@@ -198,12 +214,13 @@ class SmoothMPRT(_Randomised):
                    "trained and the fully randomised model, maps averaged over noisy inputs "
                    "(lower: more model-sensitive; model-independent: 1)")
     PARAMETER_CHECKS = {"n_images": integer(1), "nr_samples": integer(1),
-                        "noise_magnitude": number(low=0), "seed": integer()}
+                        "noise_magnitude": number(low=0), "seed": integer(),
+                        "selection": one_of(*SELECTION_RULES)}
 
     def __init__(self, n_images: int = 8, nr_samples: int = 50, noise_magnitude: float = 0.1,
-                 seed: int = 0):
+                 seed: int = 0, selection: str = DEFAULT_SELECTION):
         super().__init__(n_images=n_images, nr_samples=nr_samples,
-                         noise_magnitude=noise_magnitude, seed=seed)
+                         noise_magnitude=noise_magnitude, seed=seed, selection=selection)
 
     def score_batch(self, model, randomised, method, x, targets, seed) -> dict:
         p = self.params

@@ -35,10 +35,11 @@ import torch
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 from xai_bench.contracts.metric import metric
-from xai_bench.contracts.parameters import boolean, integer, number
+from xai_bench.contracts.parameters import boolean, integer, number, one_of
 from xai_bench.metrics.base import MetricResult, SampleMetric
 from xai_bench.metrics.common import (
-    ImageSelection, attribute, image_batches, image_records, select_confident,
+    DEFAULT_SELECTION, SELECTION_RULES, ImageSelection, attribute, image_batches,
+    image_records, select_confident,
 )
 
 __all__ = ["Infidelity", "MaxSensitivity", "ImageNoise", "infidelity_scores",
@@ -170,7 +171,8 @@ class _PerImage(SampleMetric):
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> _Images:
         return _Images(select_confident(model, dataset, self.params["n_images"], device=device,
-                                         batch_size=batch_size), self._seed(seed))
+                                         batch_size=batch_size,
+                                         selection=self.params["selection"]), self._seed(seed))
 
     def score_batch(self, model, method, x, targets, seed, batch_size) -> torch.Tensor:
         raise NotImplementedError
@@ -209,13 +211,14 @@ class Infidelity(_PerImage):
                    "(lower: more faithful)")
     PARAMETER_CHECKS = {"n_images": integer(1), "n_perturb_samples": integer(1),
                         "noise_std": number(above=0), "normalize": boolean(),
-                        "seed": integer()}
+                        "seed": integer(), "selection": one_of(*SELECTION_RULES)}
 
     def __init__(self, n_images: int = 250, n_perturb_samples: int = 10,
-                 noise_std: float = 0.003, normalize: bool = True, seed: int = 0):
+                 noise_std: float = 0.003, normalize: bool = True, seed: int = 0,
+                 selection: str = DEFAULT_SELECTION):
         super().__init__(n_images=n_images, n_perturb_samples=n_perturb_samples,
                          noise_std=noise_std,
-                         normalize=normalize, seed=seed)
+                         normalize=normalize, seed=seed, selection=selection)
 
     def score_batch(self, model, method, x, targets, seed, batch_size):
         maps = attribute(method, model, x, targets)
@@ -239,13 +242,14 @@ class MaxSensitivity(_PerImage):
     description = ("max-sensitivity (Yeh et al. 2019, captum): largest relative change of the "
                    "map under uniform input noise (lower: more robust)")
     PARAMETER_CHECKS = {"n_images": integer(1), "n_perturb_samples": integer(1),
-                        "perturb_radius": number(above=0), "seed": integer()}
+                        "perturb_radius": number(above=0), "seed": integer(),
+                        "selection": one_of(*SELECTION_RULES)}
 
     def __init__(self, n_images: int = 32, n_perturb_samples: int = 10,
-                 perturb_radius: float = 0.02, seed: int = 0):
+                 perturb_radius: float = 0.02, seed: int = 0, selection: str = DEFAULT_SELECTION):
         super().__init__(n_images=n_images, n_perturb_samples=n_perturb_samples,
                          perturb_radius=perturb_radius,
-                         seed=seed)
+                         seed=seed, selection=selection)
 
     def score_batch(self, model, method, x, targets, seed, batch_size):
         p = self.params

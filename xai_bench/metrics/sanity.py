@@ -13,8 +13,12 @@
   the map of the true class and that of a random other class of the same image. Class-agnostic
   methods give exactly 1.
 
-Both select images by :func:`~xai_bench.metrics.common.select_confident`. The rank helpers
-:func:`average_ranks` and :func:`spearman` are vectorised over rows (float64, average ties).
+Both select images by :func:`~xai_bench.metrics.random_weights.sanity_images` (parameter
+``selection``: per class in turn, or overall): the most confidently and correctly classified
+test images of a trained model; on a model the run initialised with random weights
+(``--untrained``) the most confident in their true class, correct or not (the rule and why are
+in that function). The rank helpers :func:`average_ranks` and :func:`spearman` are vectorised
+over rows (float64, average ties).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import torch
 
 from xai_bench.contracts.model import has_attention, model_name
 from xai_bench.contracts.metric import metric
-from xai_bench.contracts.parameters import integer, or_none
+from xai_bench.contracts.parameters import integer, one_of, or_none
 from xai_bench.metrics.base import (
     MetricNotApplicable, MetricResult, SampleMetric,
 )
-from xai_bench.metrics.common import ImageSelection, attribute, select_confident
+from xai_bench.metrics.common import DEFAULT_SELECTION, SELECTION_RULES, ImageSelection, \
+    attribute
+from xai_bench.metrics.random_weights import sanity_images, selected_from
 from xai_bench.compute.modes import eval_mode
 from xai_bench.compute.seeding import content_seed, cpu_generator, derive_seed
 
@@ -227,6 +233,7 @@ class RandomisationPlan:
     stages; fractions: cumulative share of the model's parameter entries randomised."""
 
     selection: ImageSelection
+    selected_from: str             # the records' column of that name (selected_from())
     stages: list
     stage_parameters: list
     evaluated: list
@@ -247,26 +254,27 @@ class ParameterRandomisation(SampleMetric):
 
     name = "parameter_randomisation"
     PARAMETER_CHECKS = {"n_images": integer(1), "max_stages": or_none(integer(1)),
-                        "seed": integer()}
+                        "seed": integer(), "selection": one_of(*SELECTION_RULES)}
     category = "sanity"
     higher_is_better = False
     description = ("cascading parameter randomisation (head, then blocks last to first): "
                    "Spearman correlation of |map| with the trained model's (lower: more "
                    "model-sensitive)")
 
-    def __init__(self, n_images: int = 8, max_stages: int | None = 3, seed: int = 0):
+    def __init__(self, n_images: int = 8, max_stages: int | None = 3, seed: int = 0,
+                 selection: str = DEFAULT_SELECTION):
         if max_stages is not None and int(max_stages) < 1:
             raise ValueError(f"max_stages must be >= 1 or None, got {max_stages}")
         super().__init__(n_images=_check_n_images(n_images),
                          max_stages=None if max_stages is None else int(max_stages),
-                         seed=int(seed))
+                         seed=int(seed), selection=selection)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> RandomisationPlan:
         seed = self._seed(seed)
         require_parameters(model)
-        selection = select_confident(model, dataset, self.params["n_images"], device=device,
-                                     batch_size=batch_size)
+        selection = sanity_images(model, dataset, self.params["n_images"], device=device,
+                                  batch_size=batch_size, selection=self.params["selection"])
         stages = randomisation_stages(model, model.encode(selection.images[:1].to(device)))
         if not stages:
             raise MetricNotApplicable(f"model '{model_name(model)}' has no randomisable stage")
@@ -275,7 +283,8 @@ class ParameterRandomisation(SampleMetric):
         for _, names in stages:
             done += sum(sizes[n] for n in names)
             fractions.append(done / total)
-        return RandomisationPlan(selection=selection, stages=[n for n, _ in stages],
+        return RandomisationPlan(selection=selection, selected_from=selected_from(model),
+                                 stages=[n for n, _ in stages],
                                  stage_parameters=[list(ps) for _, ps in stages],
                                  evaluated=evaluated_stages(len(stages),
                                                             self.params["max_stages"]),
@@ -318,6 +327,7 @@ class ParameterRandomisation(SampleMetric):
                                     stage_index=s, rho_signed=float(rho_signed[s][i]),
                                     randomised_fraction=float(prepared.fractions[s]),
                                     source_index=idx, explained="true class",
+                                    selected_from=prepared.selected_from,
                                     statistic="spearman_abs"))
         by_stage = {prepared.stages[s]: float(rho_abs[s].mean()) for s in prepared.evaluated}
         values = torch.stack([rho_abs[s] for s in prepared.evaluated])
@@ -336,6 +346,7 @@ class RandomTargets:
     selection: ImageSelection
     random_targets: torch.Tensor
     seed: int
+    selected_from: str = ""        # the records' column of that name (selected_from())
 
     def __len__(self) -> int:
         return len(self.selection)
@@ -357,26 +368,29 @@ class RandomTarget(SampleMetric):
     random other class."""
 
     name = "random_target"
-    PARAMETER_CHECKS = {"n_images": integer(1), "seed": integer()}
+    PARAMETER_CHECKS = {"n_images": integer(1), "seed": integer(),
+                        "selection": one_of(*SELECTION_RULES)}
     category = "sanity"
     higher_is_better = False
     description = ("random-target check: Spearman correlation of |map| for the true class and "
                    "a random other class (lower: more class-sensitive; class-agnostic: 1)")
 
-    def __init__(self, n_images: int = 250, seed: int = 0):
-        super().__init__(n_images=_check_n_images(n_images), seed=int(seed))
+    def __init__(self, n_images: int = 250, seed: int = 0, selection: str = DEFAULT_SELECTION):
+        super().__init__(n_images=_check_n_images(n_images), seed=int(seed),
+                         selection=selection)
 
     def prepare(self, model, dataset, *, device="cpu", batch_size: int = 32,
                 seed=None) -> RandomTargets:
         seed = self._seed(seed)
         if int(model.num_classes) < 2:
             raise MetricNotApplicable(f"model '{model_name(model)}' has fewer than 2 classes")
-        selection = select_confident(model, dataset, self.params["n_images"], device=device,
-                                     batch_size=batch_size)
+        selection = sanity_images(model, dataset, self.params["n_images"], device=device,
+                                  batch_size=batch_size, selection=self.params["selection"])
         others = [random_other_class(img, int(y), model.num_classes, seed)
                   for img, y in zip(selection.images, selection.labels)]
         return RandomTargets(selection=selection,
-                             random_targets=torch.tensor(others, dtype=torch.long), seed=seed)
+                             random_targets=torch.tensor(others, dtype=torch.long), seed=seed,
+                             selected_from=selected_from(model))
 
     def evaluate_part(self, model, method, prepared: RandomTargets, start: int, stop: int, *,
                       device="cpu", batch_size: int = 32) -> dict:
@@ -403,7 +417,8 @@ class RandomTarget(SampleMetric):
         rho_abs, rho_signed = part["rho_abs"], part["rho_signed"]
         records = [dict(sample_id=f"img{int(idx):05d}", target=int(y), random_target=int(r),
                         value=float(a), rho_signed=float(s), source_index=int(idx),
-                        explained="true class vs random class", statistic="spearman_abs")
+                        explained="true class vs random class",
+                        selected_from=prepared.selected_from, statistic="spearman_abs")
                    for idx, y, r, a, s in zip(sel.indices, sel.labels, prepared.random_targets,
                                               rho_abs, rho_signed)]
         summary = dict(mean=float(rho_abs.mean()), mean_signed=float(rho_signed.mean()),

@@ -6,7 +6,8 @@ timm:vit_small_patch16_224 ...``) builds the timm model — random weights by de
 what the methods need (see :mod:`xai_bench.models.base`):
 
 - ``image_size`` / ``token_grid`` from the patch embedding, ``num_classes``, ``in_channels=3``;
-- ``encode``: the mean/std normalisation of the model's timm ``pretrained_cfg``;
+- ``encode``: the mean/std normalisation of the model's timm ``pretrained_cfg`` (or the
+  ``mean``/``std`` given);
 - ``blocks`` (the timm blocks), whose ``attn`` modules record, inside
   :meth:`TimmViT.record_attention`, the post-softmax attention actually applied to the values:
   fused attention (``scaled_dot_product_attention``) is switched off
@@ -21,9 +22,14 @@ what the methods need (see :mod:`xai_bench.models.base`):
 
 Builder keyword arguments go to ``timm.create_model`` (e.g. ``img_size=64, depth=2,
 num_classes=10``); ``image_size`` is accepted as an alias of timm's ``img_size``. ``config``
-holds them (not ``pretrained``), so ``xai-bench train`` checkpoints rebuild the model; use
-:func:`xai_bench.loading.save_timm_checkpoint` to turn pretrained timm weights into a
-checkpoint for ``xai-bench run --checkpoint timm:NAME=PATH``.
+holds them (not ``pretrained``), so ``xai-bench train`` checkpoints rebuild the model;
+``mean``/``std`` set the normalisation. A plain timm state dict loads by name
+(``get_model("timm:NAME", checkpoint=PATH)``, ``xai-bench run --checkpoint timm:NAME=PATH``:
+:func:`arguments_from_state_dict` reads ``num_classes``, ``patch_size`` and ``img_size`` from
+it, :meth:`TimmViT.adapt_state_dict` maps its keys); :func:`xai_bench.loading.
+save_timm_checkpoint` turns pretrained timm weights into an xai-bench checkpoint. With a local
+weights file (``pretrained_cfg_overlay=dict(file=PATH)``) the file's classifier is kept
+(timm would drop it whenever ``num_classes`` differs from the tag's 1000).
 
 Supported: timm ``VisionTransformer`` and subclasses (``vit_*``, ``deit_*`` ...) with token or
 average pooling and standard attention blocks; other timm models (CNNs, attention-pool heads,
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import warnings
 from typing import Iterator
 
 import torch
@@ -105,7 +112,70 @@ def resolve_timm_model(name: str):
     build.__name__ = f"{PREFIX}:{name}"
     build.__qualname__ = build.__name__
     build.__doc__ = f"timm '{name}' wrapped by xai_bench.models.timm_adapter.TimmViT."
+    # what get_model reads: the arguments it may check before building, and those a plain
+    # state dict of this architecture fixes (xai_bench.loading)
+    build.accepted_arguments = lambda: accepted_arguments(name)
+    build.arguments_from_state_dict = lambda state: arguments_from_state_dict(name, state)
     return build
+
+
+def _default_net(name: str):
+    """The timm model ``name`` with its defaults on torch's meta device (nothing allocated,
+    the random state untouched)."""
+    timm = import_timm()
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return timm.create_model(name)
+
+
+def accepted_arguments(name: str) -> list:
+    """The keyword arguments ``timm:<name>`` takes: :class:`TimmViT`'s own, those of
+    ``timm.create_model`` and those of the architecture's class (following ``**kwargs`` to
+    its bases)."""
+    import inspect
+
+    timm = import_timm()
+    out = ["pretrained", "image_size", "mean", "std"]
+    callables = [timm.create_model] + [vars(k)["__init__"] for k in
+                                       type(_default_net(name)).__mro__
+                                       if "__init__" in vars(k) and k is not object]
+    for fn in callables:
+        params = list(inspect.signature(fn).parameters.values())
+        out += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in ("self", "model_name") and p.name not in out]
+        if fn is not timm.create_model and not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return out
+
+
+def _timm_keys(state: dict) -> dict:
+    """A state dict with the keys of the timm model (without :class:`TimmViT`'s ``model.``)."""
+    if state and all(k.startswith("model.") or k in ("mean", "std") for k in state):
+        return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+def arguments_from_state_dict(name: str, state: dict) -> dict:
+    """What a plain state dict of ``timm:<name>`` fixes unambiguously: ``num_classes`` (the
+    rows of ``head.weight``), ``patch_size`` (the patch embedding's kernel) and ``img_size``
+    (the position embedding's square token grid times the patch size). The architecture
+    (``depth``, ``embed_dim``, ``num_heads``) comes from the caller: the number of heads
+    leaves no trace in the shapes, so guessing the rest would invite a silently wrong model."""
+    state = _timm_keys(state)
+    out: dict = {}
+    head = state.get("head.weight")
+    if isinstance(head, torch.Tensor) and head.dim() == 2:
+        out["num_classes"] = int(head.shape[0])
+    pos, proj = state.get("pos_embed"), state.get("patch_embed.proj.weight")
+    if isinstance(pos, torch.Tensor) and isinstance(proj, torch.Tensor) and pos.dim() == 3 \
+            and proj.dim() == 4 and proj.shape[-1] == proj.shape[-2]:
+        net = _default_net(name)
+        prefix = 0 if getattr(net, "no_embed_class", False) else int(net.num_prefix_tokens)
+        tokens = int(pos.shape[1]) - prefix
+        grid = int(round(tokens ** 0.5))
+        if tokens > 0 and grid * grid == tokens and not getattr(net, "dynamic_img_size", False):
+            out["img_size"] = grid * int(proj.shape[-1])
+            out["patch_size"] = int(proj.shape[-1])
+    return out
 
 
 class TimmViT(ExplainableViT):
@@ -120,7 +190,8 @@ class TimmViT(ExplainableViT):
     in_channels = 3
     encoding = "normalised"
 
-    def __init__(self, model_name: str, pretrained: bool = False, image_size=None, **kwargs):
+    def __init__(self, model_name: str, pretrained: bool = False, image_size=None, mean=None,
+                 std=None, **kwargs):
         super().__init__()
         timm = import_timm()
         from timm.models.vision_transformer import VisionTransformer
@@ -131,8 +202,12 @@ class TimmViT(ExplainableViT):
                                  f"{kwargs['img_size']!r} disagree; pass one of them")
             kwargs["img_size"] = tuple(image_size) if isinstance(image_size, list) \
                 else image_size
+        if pretrained:
+            kwargs = _fit_file_head(kwargs)
+        given = {"mean": mean, "std": std}
         self.config = {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in kwargs.items() if k not in _WEIGHT_ARGS}
+                       for k, v in {**kwargs, **given}.items()
+                       if k not in _WEIGHT_ARGS and not (k in given and v is None)}
         self.timm_name = model_name
         self.pretrained = bool(pretrained)
         net = _create(timm, model_name, pretrained, kwargs)
@@ -147,13 +222,28 @@ class TimmViT(ExplainableViT):
 
         self.name = f"{PREFIX}:{model_name}"
         self.num_classes = int(net.num_classes)
+        self.weights_source = "timm" if self.pretrained else "random"
         self.image_size = tuple(int(s) for s in net.patch_embed.img_size)
         self.token_grid = tuple(int(s) for s in net.patch_embed.grid_size)
         self.num_prefix_tokens = int(net.num_prefix_tokens)
         self.pooling = _SUPPORTED_POOLING[net.global_pool]
         cfg = dict(getattr(net, "pretrained_cfg", None) or {})
-        mean = tuple(float(v) for v in cfg.get("mean") or IMAGENET_DEFAULT_MEAN)
-        std = tuple(float(v) for v in cfg.get("std") or IMAGENET_DEFAULT_STD)
+        #: whether pretrained weights came without their classifier (num_classes differs from
+        #: theirs: timm's convention for fine-tuning gives a new, random head)
+        self.new_head = self.pretrained and cfg.get("num_classes") is not None and \
+            int(cfg["num_classes"]) != self.num_classes
+        if self.new_head:
+            warnings.warn(f"timm model '{model_name}': num_classes={self.num_classes} differs "
+                          f"from the {cfg['num_classes']} classes of its pretrained weights, "
+                          f"so its classifier is new and random (timm's fine-tuning "
+                          f"convention); train it, or leave num_classes out to keep the "
+                          f"weights' classifier", stacklevel=2)
+        # the model's normalisation: given, else that of its timm pretrained_cfg
+        mean = tuple(float(v) for v in (mean or cfg.get("mean") or IMAGENET_DEFAULT_MEAN))
+        std = tuple(float(v) for v in (std or cfg.get("std") or IMAGENET_DEFAULT_STD))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"timm model '{model_name}': mean and std need 3 values each "
+                             f"(std > 0), got mean={mean}, std={std}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         #: timm's own evaluation preprocessing of the weights (input size, interpolation,
@@ -168,6 +258,14 @@ class TimmViT(ExplainableViT):
     @property
     def blocks(self) -> nn.Sequential:
         return self.model.blocks
+
+    def adapt_state_dict(self, state: dict) -> dict:
+        """A plain timm state dict (keys of the timm model) as this wrapper's: keys under
+        ``model.``, and the wrapper's own normalisation buffers where the file has none."""
+        out = {f"model.{k}": v for k, v in _timm_keys(state).items()}
+        for key in ("mean", "std"):
+            out[key] = state.get(key, getattr(self, key))
+        return out
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
@@ -220,7 +318,18 @@ class TimmViT(ExplainableViT):
 def _create(timm, model_name: str, pretrained: bool, kwargs: dict):
     try:
         return timm.create_model(model_name, pretrained=pretrained, **kwargs)
-    except (TypeError, AssertionError) as e:  # an argument the architecture does not take
+    except TypeError as e:  # an argument the architecture does not take
+        key = next((k for k in kwargs if f"unexpected keyword argument '{k}'" in str(e)), None)
+        if key is not None:
+            from xai_bench.contracts.model_args import ModelArgumentError, \
+                unknown_argument_message
+
+            raise ModelArgumentError(unknown_argument_message(
+                f"{PREFIX}:{model_name}", key, accepted_arguments(model_name))) from None
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise ValueError(f"bad argument for timm model '{model_name}' ({given}): "
+                         f"{_describe(e)}") from None
+    except AssertionError as e:  # arguments that do not fit together
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise ValueError(f"bad argument for timm model '{model_name}' ({given}): "
                          f"{_describe(e)}") from None
@@ -233,6 +342,32 @@ def _create(timm, model_name: str, pretrained: bool, kwargs: dict):
             f"cache (HF_HUB_OFFLINE=1 then uses it without network), or pass "
             f"pretrained_cfg_overlay=dict(file=PATH) with a local weights file, or use "
             f"pretrained=False (random weights)") from None
+
+
+def _fit_file_head(kwargs: dict) -> dict:
+    """``kwargs`` for timm pretrained weights from a local file
+    (``pretrained_cfg_overlay=dict(file=PATH)``): the file's classifier is kept. timm drops
+    the classifier of pretrained weights whenever ``num_classes`` differs from the
+    ``num_classes`` of the model's pretrained config (1000 for ImageNet tags), whatever the file
+    holds; so the overlay says how many classes the file's head has, and ``num_classes``
+    defaults to it. A file that cannot be read is left to timm (its one-line error)."""
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    file = overlay.get("file") if isinstance(overlay, dict) else None
+    if not file:
+        return kwargs
+    from xai_bench.storage.state_dicts import plain_state_dict, read_any_weights
+
+    try:
+        state = _timm_keys(plain_state_dict(read_any_weights(file, ""), file))
+    except CheckpointError:
+        return kwargs
+    head = state.get("head.weight")
+    if not isinstance(head, torch.Tensor) or head.dim() != 2:
+        return kwargs
+    classes = int(head.shape[0])
+    out = {**kwargs, "pretrained_cfg_overlay": {**overlay, "num_classes": classes}}
+    out.setdefault("num_classes", classes)
+    return out
 
 
 def _check_supported(net, model_name: str) -> None:

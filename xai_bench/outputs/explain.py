@@ -1,86 +1,158 @@
-"""Explanation images: contribution maps on a blue-white-red map and B-cos colour images.
+"""What ``xai-bench explain`` shows: every chosen method's map of a model's images, computed
+through the same method entries as ``xai-bench run`` (:func:`xai_bench.run.resolve.resolve_methods`:
+a class is constructed, a plain ``@xai_bench.method`` function bound to its parameters, both
+checked by the method contract), so that any installed method — built-in or plugin, class or
+function — is drawn, and one that does not apply to the model is left out with its reason.
 
-- maps are clamped to ``[-v, v]`` with ``v`` the 99.9th percentile of ``|map|`` (each map
-  normalised independently, as in the paper);
-- B-cos colour images (Böhle et al.): per pixel ``rgb = W[:3] / (W[:3] + W[3:])`` after
-  clamping the 6-channel weights ``W`` at 0, opacity from ``‖W‖`` scaled by its 99.5th
-  percentile, shown only where the contribution is positive.
-
-Each map's title is its method's declared label (with "†" when class-agnostic), from the
-:class:`~xai_bench.outputs.presentation.Presentation` given (by default the methods' own
-declarations).
+The figure itself is :mod:`xai_bench.outputs.explain_figure`.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from xai_bench.compute.bcos_colour import bcos_colour_image, dynamic_weights, has_colour_image
+from xai_bench.contracts.cards import Cards
+from xai_bench.contracts.method import method_card
+from xai_bench.contracts.model import CAPABILITY_MEMBERS, capabilities, model_attr, model_name
+from xai_bench.errors import NotApplicable, one_line
+from xai_bench.outputs.explain_figure import draw_explanation, symmetric_limit
+from xai_bench.outputs.presentation import Presentation
 
-from xai_bench.compute.bcos_colour import (  # noqa: E402
-    bcos_colour_image, dynamic_weights, has_colour_image,
-)
-from xai_bench.contracts.cards import Cards  # noqa: E402
-from xai_bench.contracts.method import method_card  # noqa: E402
-from xai_bench.outputs.presentation import AGNOSTIC_NOTE, Presentation  # noqa: E402
+__all__ = ["Explanation", "explain_batch", "explanation_figure", "inapplicable_reason",
+           "symmetric_limit", "weights_description", "load_images"]
 
-
-def symmetric_limit(attribution: torch.Tensor, percentile: float = 99.9) -> float:
-    v = float(np.percentile(attribution.abs().flatten().cpu().numpy(), percentile))
-    return v if v > 0 else 1.0
+#: the seed every method's maps are computed with, so that a stochastic method (SmoothGrad,
+#: RISE, LIME) draws the same figure each time
+EXPLAIN_SEED = 0
 
 
-def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor, methods: list,
+@dataclass
+class Explanation:
+    """The maps of one batch of images, and what could not be drawn, with the reasons."""
+
+    images: torch.Tensor                   # (B, 3, H, W) in [0, 1], on the CPU
+    predicted: torch.Tensor                # (B,) the model's classes
+    targets: torch.Tensor                  # (B,) the explained classes
+    labels: torch.Tensor | None = None     # (B,) the true classes, where known
+    maps: dict = field(default_factory=dict)      # method name -> (B, H, W) float, CPU
+    skipped: list = field(default_factory=list)   # [(method, reason)]: does not apply
+    failed: list = field(default_factory=list)    # [(method, reason)]: raised or not loaded
+    colour: list | None = None             # B-cos colour images (H, W, 4), or None
+    presentation: Presentation = field(default_factory=Presentation)
+
+    @property
+    def methods(self) -> list:
+        """The drawn methods, in the order of the figure."""
+        return list(self.maps)
+
+
+def inapplicable_reason(method, model) -> str:
+    """Why ``method`` (a CheckedMethod) does not apply to ``model``, in one line."""
+    have = capabilities(model)
+    missing = [c for c in method.card.requires if c not in have]
+    family = model_attr(model, "family")
+    who = f"{family} model '{model_name(model)}'"
+    if missing:
+        needs = " and ".join(missing) + (" capabilities" if len(missing) > 1 else " capability")
+        has = f"it has {', '.join(have)}" if have else \
+            f"it has none of {', '.join(CAPABILITY_MEMBERS)}"
+        return f"needs the {needs}, which {who} does not have ({has})"
+    return f"its applies_to() refuses {who}"
+
+
+def explain_batch(model, images: torch.Tensor, entries: list, targets: torch.Tensor | None = None,
+                  labels: torch.Tensor | None = None, device: str = "cpu",
+                  log=None) -> Explanation:
+    """Every method entry's maps of ``images`` (RGB in [0, 1]) for ``targets`` (default: the
+    model's predictions). ``entries`` are :class:`~xai_bench.run.resolve.MethodEntry` s: one
+    that failed to load, raises, or breaks the method contract is listed in ``failed`` with
+    its one-line reason; one that does not apply, in ``skipped``. The model is used in eval
+    mode on ``device``; ``log(message)``, if given, hears each method's time as it ends
+    (the slow ones take minutes on a CPU)."""
+    model = model.eval().to(device)
+    x = model.encode(images.to(device))
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    targets = predicted.clone() if targets is None else targets.to(device)
+    presentation = Presentation(Cards({"methods": {
+        e.name: method_card(e.method, e.name).as_dict() for e in entries if e.method is not None}}))
+    result = Explanation(images.cpu(), predicted.cpu(), targets.cpu(),
+                         None if labels is None else labels.cpu(), presentation=presentation)
+    maps = {}
+    for entry in entries:
+        if entry.error is not None:
+            result.failed.append((entry.name, entry.error))
+            continue
+        method = entry.method
+        if not method.applies_to(model):
+            result.skipped.append((entry.name, inapplicable_reason(method, model)))
+            continue
+        torch.manual_seed(EXPLAIN_SEED)
+        start = time.perf_counter()
+        try:
+            maps[entry.name] = method(model, x, targets).float().cpu()
+            if log is not None:
+                log(f"{entry.name}: {time.perf_counter() - start:.1f} s")
+        except NotApplicable as e:  # a method that finds out only when it runs
+            result.skipped.append((entry.name, one_line(e)))
+        except Exception as e:  # noqa: BLE001 - one method's failure leaves the others drawn
+            result.failed.append((entry.name, f"{type(e).__name__}: {one_line(e)}"))
+    result.maps = {name: maps[name] for name in presentation.order_methods(maps)}
+    if has_colour_image(model):
+        weights = dynamic_weights(model, x, targets).detach().cpu()
+        result.colour = [bcos_colour_image(w, xi) for w, xi in zip(weights, x.detach().cpu())]
+    return result
+
+
+def weights_description(model, checkpoint=None, default_info: dict | None = None) -> str:
+    """Where the model's weights come from, in a few words: the checkpoint's file name (never
+    its directory: a title is no place for a machine's paths), whether it was shipped with
+    xai-bench or trained and cached on first use, and what it was trained on."""
+    info = getattr(model, "checkpoint_info", None) or {}
+    if checkpoint is not None:
+        source = f"weights: {Path(checkpoint).name}"
+    elif default_info is not None:
+        how = "shipped with xai-bench" if default_info.get("shipped") else \
+            "trained on first use, cached"
+        source = f"weights: {Path(default_info['checkpoint']).name} ({how})"
+    else:
+        source = "weights: as given"
+    trained = []
+    if info.get("dataset"):
+        trained.append(f"trained on {info['dataset']}")
+    accuracy = (info.get("metrics") or {}).get("test_accuracy")
+    if accuracy is None and default_info is not None:
+        accuracy = default_info.get("test_accuracy")
+    if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+        trained.append(f"test accuracy {100 * accuracy:.1f} %")
+    return source + (f"; {', '.join(trained)}" if trained else "")
+
+
+def explanation_figure(model, images: torch.Tensor, targets: torch.Tensor | None, methods: list,
                        class_names=None, out: Path | None = None, titles=None,
-                       presentation: Presentation | None = None):
-    """One row per image: the input, (B-cos) the colour image of W(x), then every applicable
-    method's map, titled by its declared label. Returns the figure (saved to ``out`` if
-    given)."""
-    x = model.encode(images)
-    applicable = [m for m in methods if m.applies_to(model)]
-    if presentation is None:  # what the methods themselves declare
-        cards = {m.name: method_card(m).as_dict() for m in applicable}
-        presentation = Presentation(Cards({"methods": cards}))
-    maps = {m.name: m(model, x, targets).cpu() for m in applicable}
-    show_colour = has_colour_image(model)
-    weights = dynamic_weights(model, x, targets).cpu() if show_colour else None
-    cols = 1 + int(show_colour) + len(applicable)
-    fig, axes = plt.subplots(len(images), cols, figsize=(1.9 * cols, 2.0 * len(images)),
-                             squeeze=False)
-    for i in range(len(images)):
-        label = class_names[int(targets[i])] if class_names else str(int(targets[i]))
-        row = axes[i]
-        row[0].imshow(images[i].permute(1, 2, 0).cpu().clamp(0, 1).numpy())
-        row[0].set_title((titles[i] + "\n" if titles else "") + f"explained: {label}",
-                         fontsize=7)
-        col = 1
-        if show_colour:
-            row[col].imshow(np.zeros((*images.shape[-2:], 3)))
-            row[col].imshow(bcos_colour_image(weights[i], x[i].detach().cpu()))
-            row[col].set_title("W(x) colour", fontsize=7)
-            col += 1
-        for name, m in maps.items():
-            v = symmetric_limit(m[i])
-            row[col].imshow(m[i].numpy(), cmap="bwr", vmin=-v, vmax=v)
-            row[col].set_title(presentation.method_label(name), fontsize=7)
-            col += 1
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if any(presentation.is_class_agnostic(name) for name in maps):
-        fig.suptitle(AGNOSTIC_NOTE, fontsize=7)  # what the "†" of a title means
-    fig.tight_layout()
-    if out is not None:
-        from xai_bench.storage import atomic_io
+                       labels: torch.Tensor | None = None, heading: str | None = None):
+    """Compute and draw: ``methods`` are method objects or entries (any callable
+    ``method(model, x, targets)``: checked by the method contract). Returns ``(figure,
+    explanation)``; the figure is saved to ``out`` (and closed) if given."""
+    from xai_bench.contracts.method import check_method
+    from xai_bench.run.resolve import MethodEntry
 
-        atomic_io.write_figure(out, fig, dpi=150)
-        plt.close(fig)
-    return fig
+    entries = []
+    for m in methods:
+        if not isinstance(m, MethodEntry):
+            checked = check_method(m)
+            m = MethodEntry(checked.name, checked)
+        entries.append(m)
+    explanation = explain_batch(model, images, entries, targets, labels)
+    heading = heading or model_name(model)
+    fig = draw_explanation(explanation, class_names=class_names, titles=titles, heading=heading,
+                           out=out)
+    return fig, explanation
 
 
 def load_images(paths, size) -> torch.Tensor:

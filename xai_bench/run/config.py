@@ -19,6 +19,7 @@ import json
 import shlex
 from dataclasses import MISSING, dataclass, field, fields
 
+from xai_bench.contracts.model_args import normalise_model_params
 from xai_bench.errors import ConfigError
 from xai_bench.storage.identity import digest
 from xai_bench.training.defaults import DEFAULT_DATASET, DEFAULT_MODELS
@@ -133,6 +134,13 @@ class RunConfig:
                           help="2x2 grids for the grid pointing game (paper: 250)")
     n_images: int = option("--n-images", default=24, kind="int", minimum=1,
                            help="images for the perturbation metrics (paper: 250)")
+    #: which correctly classified images the image-selecting metrics explain
+    #: (xai_bench.metrics.common.select_confident); a metric parameter, so part of their cells
+    selection: str = option("--selection", default="stratified", kind="choice",
+                            choices=("stratified", "global"),
+                            help="images the perturbation and sanity metrics explain: the "
+                            "most confident of each class in turn (stratified) or overall "
+                            "(global)")
     batch_size: int = option("--batch-size", default=32, kind="int", minimum=1,
                              help="explained images per method call and chunk of perturbed "
                              "forwards / 8")
@@ -150,6 +158,13 @@ class RunConfig:
         "--metric-arg", factory=dict, kind="dotted", metavar="METRIC.KEY=VALUE",
         example="grid_pointing_game.confidence_threshold=0",
         help="metric parameter, e.g. grid_pointing_game.confidence_threshold=0")
+    #: constructor arguments of the models (xai_bench.contracts.model_args): part of each
+    #: model's cell identity; "*" for every model of the run
+    model_params: dict = option(
+        "--model-arg", factory=dict, kind="dotted", metavar="MODEL.KEY=VALUE",
+        example="timm:vit_tiny_patch16_224.img_size=32",
+        help="constructor argument of a model, e.g. timm:vit_tiny_patch16_224.num_classes=4; "
+        "*.KEY=VALUE for every model of the run (a model's own value wins)")
     #: the statistics only (not the cells): a result computed once serves every threshold
     min_effect: str | None = option(
         "--min-effect", default=None, metavar="VALUE",
@@ -157,8 +172,12 @@ class RunConfig:
         "standardised size (0.2sd), or METRIC=VALUE, comma-separated; smaller significant "
         "differences count as ties (one rank group)")
     untrained: bool = option("--untrained", default=False, kind="flag",
-                             help="allow models without checkpoints (random weights: sanity "
-                             "checks only)")
+                             help="give models without a checkpoint seeded random weights. Meant "
+                             "for --metric sanity: parameter_randomisation, random_target and "
+                             "smooth_mprt then explain the images the model is most confident "
+                             "about, correct or not; efficient_mprt is not run (it needs trained "
+                             "weights); every other metric uses only correctly classified "
+                             "images, which random weights rarely give")
     train_epochs: int | None = option("--epochs", default=None, kind="int", minimum=1,
                                       help="epochs when a default model must be trained first")
     #: forward-only work (perturbed copies, the selection pass, ViT-CX's masked forwards) in
@@ -210,6 +229,9 @@ class RunConfig:
                 "method_params": self.method_params,
                 **({"replicates": self.replicates} if self.replicates != 1 else {}),
                 **({"metric_params": self.metric_params} if self.metric_params else {}),
+                **({"model_params": normalise_model_params(self.model_params)}
+                   if self.model_params else {}),
+                **({"selection": self.selection} if self.selection != "stratified" else {}),
                 **self.forward_spec()}
 
     def forward_spec(self) -> dict:

@@ -220,8 +220,8 @@ class Executor:
         """``(prepared, error, seconds)`` of one metric on one model (method-independent)."""
         t = time.time()
         try:
-            prepared = metric.metric.prepare(scope.model,
-                                             self.test_split(scope.card["image_size"]),
+            split = self.test_split(scope.card["image_size"], scope.name)
+            prepared = metric.metric.prepare(scope.model, split,
                                              device=self.device, batch_size=self.batch_size,
                                              seed=self.seed)
             return prepared, None, time.time() - t
@@ -351,6 +351,15 @@ class Executor:
 
 
 # ------------------------------------------------------------------------ model info cells
+def _mark_weights(model, info: dict) -> None:
+    """Mark a model the run drew at random (``--untrained``): the sanity metrics choose their
+    images by the rule for random weights (:mod:`xai_bench.metrics.random_weights`)."""
+    if info.get("untrained"):
+        from xai_bench.metrics.random_weights import mark_random_weights
+
+        mark_random_weights(model)
+
+
 def model_ready(executor: Executor, models, spec, info_ident, pending, key: str):
     """``ModelScope`` of a model with its info cell ``key`` (card, test accuracy)
     committed, or None when the model breaks its contract (then its ``pending`` cells are
@@ -364,7 +373,8 @@ def model_ready(executor: Executor, models, spec, info_ident, pending, key: str)
     if info_ident is None:
         if entry is not None and "error" in entry.get("info", {}):
             return None
-        model, _ = models.load(spec)
+        model, info = models.load(spec)
+        _mark_weights(model, info)
         return ModelScope(model, name, check_model(model, name))
     if not pending and entry is not None and entry["identity"] == info_ident:
         executor.cells[key] = entry
@@ -372,6 +382,7 @@ def model_ready(executor: Executor, models, spec, info_ident, pending, key: str)
     try:
         model, info = models.load(spec)
         card = check_model(model, name)
+        _mark_weights(model, info)
     except ContractError as e:  # every cell of this model is an error
         executor.commit_errors(name, pending, str(e))
         executor.cells[key] = store.write(key, {"identity": info_ident,
@@ -386,7 +397,7 @@ def model_ready(executor: Executor, models, spec, info_ident, pending, key: str)
         t = time.time()
         recorded = models.recorded_accuracy(spec, info)
         if recorded is None:
-            accuracy = predict(model, executor.test_split(card["image_size"]),
+            accuracy = predict(model, executor.test_split(card["image_size"], name),
                                device=executor.device,
                                batch_size=executor.batch_size).accuracy
         summary = {**info, **card, "test_accuracy": accuracy if recorded is None else recorded,

@@ -1,8 +1,9 @@
 """Cell identities and why a stored cell is not reused.
 
 A cell's **identity** is everything that determines its numbers: the model (checkpoint
-SHA-256, or the weights' digest for a model object, or the seed of an untrained one, and the
-source of its code), the method and the metric (registered name, implementing class,
+SHA-256 — an xai-bench checkpoint or a plain state dict alike —, or the weights' digest for a
+model object, or the seed of an untrained one, its ``--model-arg`` constructor arguments where
+given, and the source of its code), the method and the metric (registered name, implementing class,
 parameters *after defaults*, the source digest of their xai-bench modules or, for plugins,
 their distribution and version and module file), the data set, and the run (seed, batch size,
 device type, forward options, the versions of xai-bench, Python and torch and the source of the
@@ -95,6 +96,9 @@ def describe(diff, model, method, metric) -> str:
         return f"checkpoint of {model} changed (sha256 {_short(old)} → {_short(new)})"
     if head == "model" and leaf == "weights":
         return f"weights of {model} changed"
+    if head == "model" and len(path) > 1 and path[1] == "args":
+        key = ".".join(map(str, path[2:])) or "all"
+        return f"model {model} arguments changed ({key} {_short(old)} → {_short(new)})"
     if len(path) > 1 and path[1] == "code":
         if leaf == "version":
             return f"{who} version changed {change}"

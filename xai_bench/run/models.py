@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from xai_bench.compute.seeding import derive_seed
+from xai_bench.contracts.model_args import model_params_for
 from xai_bench.contracts.parameters import entry_parameters
 from xai_bench.errors import ContractError
 from xai_bench.loading import get_model
@@ -178,20 +179,24 @@ def check_weights(config, specs, checkpoints) -> None:
                            f"train {spec.name} --dataset {data} --out PATH`) or --untrained")
 
 
-def declared_num_classes(spec) -> int | None:
+def declared_num_classes(spec, args: dict | None = None) -> int | None:
     """A model's class count known before its weights exist: an object's ``num_classes``,
-    the ``num_classes`` default of a registered model's builder, or the ``num_classes`` of
-    the model built on the meta device (no memory, no random numbers drawn; any size builds
-    in milliseconds). None: not known (a builder that cannot build on the meta device)."""
+    its ``num_classes`` model argument (``args``), the ``num_classes`` default of a registered
+    model's builder, or the ``num_classes`` of the model built on the meta device (no memory,
+    no random numbers drawn; any size builds in milliseconds). None: not known (a builder
+    that cannot build on the meta device)."""
+    args = dict(args or {})
     if spec.obj is not None:
         n = getattr(spec.obj, "num_classes", None)
+    elif "num_classes" in args:
+        n = args["num_classes"]
     else:
         builder = MODELS.get(spec.name)
-        n = entry_parameters(builder, "model").get("num_classes")
+        n = None if args else entry_parameters(builder, "model").get("num_classes")
         if n is None:
             try:
-                with torch.device("meta"):
-                    n = getattr(builder(), "num_classes", None)
+                with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                    n = getattr(builder(**args), "num_classes", None)
             except Exception:  # noqa: BLE001 - only a probe; the loaded model is checked too
                 n = None
     return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
@@ -239,6 +244,12 @@ class RunModels:
         self.progress, self.log = progress, log
         self._loaded: dict = {}
 
+    def args(self, spec) -> dict:
+        """The constructor arguments of ``spec``'s model (``--model-arg``; none for objects)."""
+        if spec.obj is not None:
+            return {}
+        return model_params_for(self.config.model_params, spec.name)
+
     def source(self, spec) -> str | None:
         """:func:`weights_source` of ``spec`` in this run."""
         return weights_source(spec.name, self.config.dataset,
@@ -251,11 +262,11 @@ class RunModels:
         ``untrained``, seeded random weights; on the run's device."""
         if spec.label in self._loaded:
             return self._loaded[spec.label]
-        cfg, name, source = self.config, spec.name, self.source(spec)
+        cfg, name, source, args = self.config, spec.name, self.source(spec), self.args(spec)
         if source == "object":
             model, info = spec.obj, {"checkpoint": None, "object": type(spec.obj).__qualname__}
         elif source == "checkpoint":
-            model = get_model(name, checkpoint=self.checkpoints[spec.label])
+            model = get_model(name, checkpoint=self.checkpoints[spec.label], **args)
             info = {"checkpoint": str(self.checkpoints[spec.label]),
                     **(getattr(model, "checkpoint_info", None) or {}).get("metrics", {})}
         elif source == "default":
@@ -264,17 +275,19 @@ class RunModels:
 
             model, info = training.cached_default_model(
                 name, DEFAULT_DATASET, epochs=cfg.train_epochs, progress=self.progress,
-                log=self.log, device=self.device, replicate=spec.replicate)
+                log=self.log, device=self.device, replicate=spec.replicate, **args)
         else:
             # seeded, so that a resumed run explains the same random model
             parts = (cfg.seed, "model", name) + ((spec.replicate,) if spec.replicate else ())
             torch.manual_seed(derive_seed(*parts))
-            model, info = MODELS.get(name)(), {"checkpoint": None, "untrained": True}
+            model, info = get_model(name, **args), {"checkpoint": None, "untrained": True}
         if source != "object":  # objects are probed in resolution, before any work
             check_logit_count(model, spec.label)
         info = {k: v for k, v in info.items() if k != "history"}
         info.update(checkpoint_facts(model, info.get("checkpoint")))
         info["replicate"] = spec.replicate
+        if args:
+            info["model_args"] = args
         try:
             model.name = name
         except (AttributeError, TypeError):
@@ -294,6 +307,9 @@ class RunModels:
         ident = {"name": spec.name, "code": code_identity(MODELS.get(spec.name))}
         if spec.replicate:
             ident["replicate"] = spec.replicate
+        args = self.args(spec)
+        if args:  # only when given: the cells of a run without --model-arg keep their identity
+            ident["args"] = args
         if source == "checkpoint":
             ident["checkpoint_sha256"] = file_sha256(self.checkpoints[spec.label])
         elif source == "untrained":

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 import torch
 
 from xai_bench.contracts.method import check_method
+from xai_bench.contracts.model_args import (
+    ALL_MODELS, ModelArgumentError, builder_arguments, check_model_params_targets,
+    model_params_for, normalise_model_params, unknown_argument_message,
+)
 from xai_bench.contracts.metric import check_metric, is_metric_function
 from xai_bench.contracts.parameters import build_entry, entry_parameters, resolve_parameters
 from xai_bench.errors import ConfigError, XaiBenchError, one_line
 from xai_bench.loading import get_model
-from xai_bench.registry import METHODS, METRICS, RegistryError
+from xai_bench.registry import METHODS, METRICS, MODELS, RegistryError
 from xai_bench.run.config import RunError, label_of
 from xai_bench.run.dataset import check_split_content, class_count
 from xai_bench.run.models import (
@@ -35,7 +39,7 @@ __all__ = ["MethodEntry", "MetricEntry", "Resolution", "resolve_run", "resolve_d
            "check_run_name", "METRIC_RUN_OPTIONS"]
 
 #: options the runner passes to metric constructors that take them
-METRIC_RUN_OPTIONS = ("n_grids", "n_images", "seed")
+METRIC_RUN_OPTIONS = ("n_grids", "n_images", "seed", "selection")
 
 
 @dataclass
@@ -118,6 +122,7 @@ def _resolve(cfg, check_dataset) -> Resolution:
     if cfg.replicates > 1 and any(obj is not None for _, obj in models):
         raise RunError("--replicates needs models given by name (objects are one replicate "
                        "each); pass the copies as separate models instead")
+    check_model_params(cfg, models)
     checkpoints = resolve_checkpoints(cfg, model_names)
     specs = [ModelSpec(replicate_label(name, r), name, obj, r)
              for name, obj in models for r in range(cfg.replicates)]
@@ -127,13 +132,16 @@ def _resolve(cfg, check_dataset) -> Resolution:
     for label, path in checkpoints.items():
         # a corrupt, foreign or wrong-architecture checkpoint fails now, before any work
         # (CheckpointError, one line); the model is loaded again when its cells run
-        model = get_model(label.partition("@")[0], checkpoint=path)
+        name = label.partition("@")[0]
+        model = get_model(name, checkpoint=path, **model_params_for(cfg.model_params, name))
         check_classes_fit(label, getattr(model, "num_classes", None), data_classes, data_name)
         check_logit_count(model, label)
         del model
     for spec in specs:  # a default model's data set is its own: nothing to check
         if spec.label not in checkpoints and (spec.obj is not None or cfg.untrained):
-            check_classes_fit(spec.label, declared_num_classes(spec), data_classes, data_name)
+            args = {} if spec.obj is not None else model_params_for(cfg.model_params, spec.name)
+            check_classes_fit(spec.label, declared_num_classes(spec, args), data_classes,
+                              data_name)
         if spec.obj is not None:
             check_logit_count(spec.obj, spec.label)
     methods = resolve_methods(cfg)
@@ -141,6 +149,25 @@ def _resolve(cfg, check_dataset) -> Resolution:
     check_min_effect(cfg.min_effect, [m.name for m in metrics])
     check_weights(cfg, specs, checkpoints)
     return Resolution(device, specs, checkpoints, methods, metrics)
+
+
+def check_model_params(cfg, models: list) -> None:
+    """Every ``--model-arg`` names a model of the run given by name (or ``*``), and each
+    model takes the arguments it gets (one line naming the argument and the ones it takes,
+    before any work)."""
+    params = normalise_model_params(cfg.model_params)
+    if not params:
+        return
+    names = [name for name, obj in models if obj is None]
+    check_model_params_targets(params, names)
+    for name in names:
+        known = None
+        for owner in (ALL_MODELS, name):
+            for key in params.get(owner, {}):
+                known = builder_arguments(MODELS.get(name)) if known is None else known
+                if known is not None and key not in known:
+                    raise ModelArgumentError(unknown_argument_message(
+                        name, key, known, f"--model-arg {owner}.{key}"))
 
 
 def check_min_effect(spec, metric_names: list) -> None:
@@ -264,7 +291,8 @@ def resolve_metric_entries(cfg) -> list:
             if is_metric_function(item):
                 from xai_bench.metrics.function import FunctionMetric
 
-                metric = FunctionMetric(item, name, n_images=cfg.n_images)
+                metric = FunctionMetric(item, name, n_images=cfg.n_images,
+                                        selection=cfg.selection)
             params = dict(getattr(metric, "params", {}) or {})
             code = item
         checked = check_metric(metric, name)

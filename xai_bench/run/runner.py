@@ -35,6 +35,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from xai_bench.analysis.sample_size import SMALL_SAMPLE_N
 from xai_bench.errors import Interrupted
 from xai_bench.run.config import RunConfig, RunError
 from xai_bench.run.dataset import RunDataset
@@ -70,7 +71,8 @@ class Runner:
         self.config = config
         self.progress, self.log = progress, log
         self.plots, self.report = plots, report
-        self.data = RunDataset(config.dataset)
+        # a lambda, so that a rank other than 0 stays quiet once self.log is replaced
+        self.data = RunDataset(config.dataset, log=lambda *a: self.log(*a))
         resolved = resolve_run(config, self.data.test_split)
         self.model_specs, self.checkpoints = resolved.model_specs, resolved.checkpoints
         self.methods, self.metrics = resolved.methods, resolved.metrics
@@ -108,6 +110,8 @@ class Runner:
         self._cells: dict = {}
         self._total = self._reused = 0
         self._held: list = []
+        #: (model, metric, what) -> (used, requested) of the computed cells that used fewer
+        self._shortfalls: dict = {}
 
     # ---- data and models -----------------------------------------------------------------
     def dataset(self, image_size=None):
@@ -235,7 +239,7 @@ class Runner:
                 # earlier, killed invocation left after committing the cell they made up
                 self.parts.remove_parts(list(self._cells))
                 self.parts.remove_folder_if_empty()
-            self._log_shortfalls(plan)
+            self._note_shortfalls(plan)
         finally:
             bar.close()
 
@@ -263,18 +267,32 @@ class Runner:
                                    f"compute it")
                 self._cells[cell.key] = entry
 
-    def _log_shortfalls(self, plan):
-        """One line per (model, metric) whose computed cells used fewer samples than asked."""
+    def _note_shortfalls(self, plan):
+        """Note the (model, metric) pairs whose computed cells used fewer samples than asked;
+        :meth:`finish` says so, one line each, once it knows which estimates are small
+        samples."""
+        self._shortfalls = {}
         for model in plan.models:
-            found: dict = {}
             for cell in model.pending:
                 for what, pair in (self._cells.get(cell.key, {}).get("notes") or {}).items():
-                    found[(cell.metric.name, what)] = tuple(pair)
-            for (metric_name, what), (n, requested) in found.items():
-                self.log(f"{metric_name} on {model.spec.name}: {n} of the {requested} "
-                         f"requested {what} could be used (the test set has too few correctly "
-                         f"classified images that pass the selection; see the records' "
-                         f"selection columns)")
+                    self._shortfalls[(model.spec.name, cell.metric.name, what)] = tuple(pair)
+
+    def _say_shortfalls(self, summary):
+        """One line per (model, metric) whose computed cells used fewer samples than asked,
+        saying whether its estimates are flagged as small samples
+        (:mod:`xai_bench.analysis.sample_size`)."""
+        from xai_bench.analysis.sample_size import small_samples
+
+        small = small_samples(summary)
+        smallest = small.groupby(["model", "metric"])["n"].min().to_dict() if len(small) else {}
+        for (model, metric_name, what), (n, requested) in self._shortfalls.items():
+            flag = smallest.get((model, metric_name))
+            note = "" if flag is None else \
+                f"; estimates from n = {flag} samples (below {SMALL_SAMPLE_N}) are flagged as " \
+                f"small samples in the summary and the report"
+            self.log(f"{metric_name} on {model}: {n} of the {requested} requested {what} could "
+                     f"be used (the test set has too few correctly classified images that pass "
+                     f"the selection; see the records' selection columns){note}")
 
     # ---- finishing -----------------------------------------------------------------------
     def finish(self, wall_s: float) -> dict:
@@ -296,6 +314,7 @@ class Runner:
 
             self.meta = run_meta(self, collected)
         self.tables = analyse_run(collected, info, self.config.seed, self.config.min_effect)
+        self._say_shortfalls(self.tables["summary"])
         if self.run_dir is not None:
             write_tables(self.run_dir, collected, info, self.tables)
             self.outputs = write_figures(self.run_dir, plots=self.plots, report=self.report)

@@ -31,7 +31,8 @@ from xai_bench.errors import XaiBenchError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "REQUIRED_KEYS", "CheckpointError", "read_weights_file",
            "forbidden_global", "MAX_PARAMETERS", "check_model_size",
-           "load_checkpoint", "check_checkpoint", "checkpoint_info", "restore_model"]
+           "load_checkpoint", "check_checkpoint", "checkpoint_info", "restore_model",
+           "key_problems", "head_hint", "strict_load"]
 
 FORMAT = "xai-bench-checkpoint"
 FORMAT_VERSION = 1
@@ -83,8 +84,10 @@ def _read_error(path: Path, error: Exception) -> CheckpointError:
     found = forbidden_global(text)
     if found is not None:
         return CheckpointError(f"checkpoint {path} holds pickled Python objects ({found}), not "
-                               f"an xai-bench checkpoint (only weights-only files are loaded); "
-                               f"write it with `xai-bench train` or `save_checkpoint`")
+                               f"an xai-bench checkpoint or a state dict (only weights-only "
+                               f"files are loaded); save torch.save(model.state_dict(), PATH) "
+                               f"instead, or write a checkpoint with `xai-bench train` or "
+                               f"`save_checkpoint`")
     return CheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}): the "
                            f"file is truncated, corrupted or not a torch file; retrain it or "
                            f"copy it again")
@@ -119,7 +122,10 @@ def check_checkpoint(data, path) -> dict:
     :class:`CheckpointError`."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xai-bench checkpoint (no '{FORMAT}' format "
-                              f"marker); pass a file written by `xai-bench train`")
+                              f"marker): pass a file written by `xai-bench train`, or load a "
+                              f"plain state dict (.pt, .pth, .safetensors) by model name with "
+                              f"get_model(NAME, checkpoint=PATH) or xai-bench run --checkpoint "
+                              f"NAME=PATH (timm weights: also save_timm_checkpoint)")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version!r}; this "
@@ -158,21 +164,11 @@ def restore_model(path, builder, name: str | None = None, *, data: dict | None =
         raise CheckpointError(f"checkpoint {path}: cannot build model '{stored}' from its "
                               f"stored arguments{' and overrides' if overrides else ''}: "
                               f"{' '.join(str(e).split())}") from None
-    try:
-        result = model.load_state_dict(data["state_dict"], strict=False)
-    except RuntimeError as e:  # shape mismatches
-        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
-        detail = "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "")
-        raise CheckpointError(f"checkpoint {path} does not fit model '{stored}': "
-                              f"{detail or ' '.join(str(e).split())[:300]}") from None
-    problems = [f"missing {k}" for k in result.missing_keys] + \
-        [f"unexpected {k}" for k in result.unexpected_keys]
-    if problems:
-        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise CheckpointError(f"checkpoint {path} does not fit model '{stored}': "
-                              f"{', '.join(problems[:5])}{more}; it was saved from another "
-                              f"version of the model: retrain it")
+    strict_load(model, data["state_dict"], f"checkpoint {path}", stored,
+                f"the arguments {', '.join(overrides)} change the model's shapes: drop them"
+                if overrides else "it was saved from another version of the model: retrain it")
     model.name = stored
+    model.weights_source = "checkpoint"
     model.checkpoint_info = {k: v for k, v in data.items() if k != "state_dict"}
     model.checkpoint_info["path"] = str(path)
     return model.eval()
@@ -217,3 +213,57 @@ def check_model_size(path, stored: str, builder, kwargs: dict, state_dict: dict)
                               f"{_count(size)} parameters but its weights hold {_count(held)}; "
                               f"the configuration does not describe the weights (damaged or "
                               f"edited): retrain the model or copy the file again")
+
+
+#: how many keys of each kind an error names
+_SHOWN = 3
+
+
+def _listed(keys: list) -> str:
+    more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
+    return ", ".join(keys[:_SHOWN]) + more
+
+
+def key_problems(model_state: dict, state_dict: dict) -> tuple[list, list, list]:
+    """``(missing, unexpected, mis-shaped)`` keys of ``state_dict`` against a model's own
+    state dict; a size-mismatched key reads ``key (file shape) vs (model shape)``."""
+    missing = [k for k in model_state if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_state]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} in the file vs {tuple(model_state[k].shape)}"
+              for k in model_state if k in state_dict
+              and isinstance(state_dict[k], torch.Tensor)
+              and tuple(state_dict[k].shape) != tuple(model_state[k].shape)]
+    return missing, unexpected, shapes
+
+
+def head_hint(model_state: dict, state_dict: dict) -> str:
+    """``num_classes=N`` when the classifier (a key with ``head``, ``classifier`` or ``fc``
+    in its name, ending in ``weight``) is the only thing of another size, else ''."""
+    for key, value in state_dict.items():
+        own = model_state.get(key)
+        if own is None or not isinstance(value, torch.Tensor) or own.shape == value.shape:
+            continue
+        if key.endswith("weight") and any(w in key for w in ("head", "classifier", "fc")) \
+                and value.dim() == 2:
+            return f"num_classes={value.shape[0]}"
+    return ""
+
+
+def strict_load(model, state_dict: dict, source: str, name: str, fix: str) -> None:
+    """Load ``state_dict`` into ``model`` strictly; else one :class:`CheckpointError` line:
+    ``{source} does not fit model '{name}': 2 missing keys: ...; 1 size mismatch key: ...;
+    {fix}`` (with ``num_classes=N`` named when only the classifier differs)."""
+    own = model.state_dict()
+    missing, unexpected, shapes = key_problems(own, state_dict)
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected),
+                        ("size mismatch", shapes)):
+        if keys:
+            problems.append(f"{len(keys)} {label} key{'s' if len(keys) > 1 else ''}: "
+                            f"{_listed(keys)}")
+    if problems:
+        hint = head_hint(own, state_dict)
+        hint = f"; the classifier has another size: pass {hint}" if hint else ""
+        raise CheckpointError(f"{source} does not fit model '{name}': {'; '.join(problems)}"
+                              f"{hint}; {fix}")
+    model.load_state_dict(state_dict, strict=True)
