@@ -47,7 +47,8 @@ from xai_bench.contracts.cards import Cards
 from xai_bench.errors import ConfigError
 
 __all__ = ["Claim", "KINDS", "CLAIM_COLUMNS", "PAPER_CLAIMS", "load_claims", "parse_claims",
-           "registered_baselines", "run_baselines", "twin_of", "evaluate_claims"]
+           "registered_baselines", "run_baselines", "twin_of", "pairs_in_run",
+           "evaluate_claims"]
 
 CLAIM_COLUMNS = ["claim", "text", "model", "twin", "metric", "replicate", "outcome",
                  "estimate", "ci_low", "ci_high", "detail"]
@@ -66,6 +67,16 @@ def twin_of(model: str, pairs=None):
     if pairs and model in pairs:
         return pairs[model]
     return model[len("bcos_"):] if model.startswith("bcos_") else None
+
+
+def pairs_in_run(models, pairs=None) -> list:
+    """The (B-cos model, conventional twin) pairs of which both are among ``models``, in the
+    models' order (``pairs`` as for :func:`twin_of`). The paper's claims compare a B-cos
+    model with its twin: a run without such a pair cannot speak to them, so the summaries
+    show no claims then (:func:`evaluate_claims` still returns its inconclusive rows)."""
+    present = [str(m) for m in dict.fromkeys(models)]
+    found = [(m, twin_of(m, pairs)) for m in present]
+    return [(m, t) for m, t in found if t is not None and t != m and t in present]
 
 
 def _selected(claim: Claim, models: list, pairs) -> list:

@@ -46,9 +46,11 @@ def plot(results, out):
               help="HTML file to write (default: RUN_DIR/report.html)")
 @friendly_errors
 def report(run_dir, out):
-    """One self-contained HTML page of a run: the claims and the best methods first, every
-    metric's table with intervals and its figure, the models, example maps, curves, sanity
-    checks and the provenance. Opens offline (no network request).
+    """One self-contained HTML page of a run: the best method per metric and model first,
+    the paper's claims when a B-cos model and its twin are both in the run, every metric's
+    table with intervals and its figure, the models, example maps, curves, sanity checks and
+    the provenance; long parts collapsed (click to open; printing opens all). Opens offline
+    (no network request).
 
     \b
     Example:

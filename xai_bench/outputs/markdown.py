@@ -11,6 +11,7 @@ import pandas as pd
 
 from xai_bench.analysis.tables import analyse, run_min_effect, run_seed
 from xai_bench.outputs.summary import Cell, Section, Summary, Table, build_summary
+from xai_bench.outputs.summary.caveats import SMALL_SAMPLE_N
 
 __all__ = ["summary_markdown", "render_markdown"]
 
@@ -65,6 +66,9 @@ def render_markdown(summary: Summary) -> str:
     lines = ["# xai-bench summary", "", "; ".join(summary.facts) + ".", ""]
     if summary.computed:
         lines += [summary.computed_note, ""]
+    if summary.small:  # before any number, so that no one reads them without it
+        lines += [f"**Small samples** (n below {SMALL_SAMPLE_N}: intervals and tests are "
+                  f"unreliable):", ""] + [f"- {note}" for note in summary.small] + [""]
     for section in summary.sections:
         lines += _section(section)
     lines.append("Records: " + (", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))

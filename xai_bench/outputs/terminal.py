@@ -2,7 +2,9 @@
 (:mod:`xai_bench.outputs.summary`), so it says what summary.md and the report say.
 
 - :func:`compact_summary` (the default): per metric and model one line with the best (or
-  highest-mean) method's mean and 95 % interval and the verdict; then the claims' outcomes.
+  highest-mean) method's mean and 95 % interval, its n and the verdict; then the small
+  samples (n below :data:`~xai_bench.analysis.sample_size.SMALL_SAMPLE_N`) and, when the run
+  has a B-cos model and its twin, the claims' outcomes.
   Replicate 0 (the first one present).
 - :func:`full_summary` (``--verbose``): every method's mean and interval, per metric, one
   column per model, then the same verdicts.
@@ -14,10 +16,13 @@ Both take the statistics tables of a run (:func:`xai_bench.analysis.statistics.a
 from __future__ import annotations
 
 from xai_bench.outputs.summary import Summary, base_claims, build_summary
+from xai_bench.outputs.summary.caveats import SMALL_SAMPLE_N, is_small
 
 __all__ = ["compact_summary", "full_summary", "render_compact", "render_full"]
 
 EMPTY = "(no ok records)"
+#: after an n below SMALL_SAMPLE_N (the lines under the table say why)
+SMALL_MARK = " (small)"
 
 
 def _claims_line(summary: Summary) -> list:
@@ -32,17 +37,28 @@ def _arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
+def _small_lines(summary: Summary) -> list:
+    """The small samples, one line per (model, metric), under one heading."""
+    if not summary.small:
+        return []
+    return [f"small samples (n below {SMALL_SAMPLE_N}):"] + [f"  {n}" for n in summary.small]
+
+
+def _n(v) -> str:
+    return "" if v.n is None else f"{v.n}{SMALL_MARK if is_small(v.n) else ''}"
+
+
 def render_compact(summary: Summary) -> str:
     rows = [(f"{v.metric} {_arrow(v.higher_is_better)}", v.model,
-             v.interval.text if v.interval else "", v.text) for v in summary.verdicts]
+             v.interval.text if v.interval else "", _n(v), v.text) for v in summary.verdicts]
     if not rows:
         return EMPTY
-    header = ("metric", "model", "best mean [95% CI]", "verdict")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(3)]
-    lines = ["  ".join(f"{h:{w}s}" for h, w in zip(header, widths)) + "  " + header[3]]
+    header = ("metric", "model", "best mean [95% CI]", "n", "verdict")
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+    lines = ["  ".join(f"{h:{w}s}" for h, w in zip(header, widths)) + "  " + header[4]]
     for r in rows:
-        lines.append("  ".join(f"{c:{w}s}" for c, w in zip(r, widths)) + "  " + r[3])
-    return "\n".join(lines + _claims_line(summary))
+        lines.append("  ".join(f"{c:{w}s}" for c, w in zip(r, widths)) + "  " + r[4])
+    return "\n".join(lines + _small_lines(summary) + _claims_line(summary))
 
 
 def render_full(summary: Summary) -> str:
@@ -61,7 +77,7 @@ def render_full(summary: Summary) -> str:
         lines += [f"{row[0]:{width}s}" + "".join(f"{c:>{col}s}" for c in row[1:])
                   for row in cells]
         lines += [f"  best on {v.model}: {v.text}" for v in section.verdicts]
-    return "\n".join(lines + [""] + _claims_line(summary))
+    return "\n".join(lines + [""] + _small_lines(summary) + _claims_line(summary))
 
 
 def compact_summary(tables: dict, info: dict | None = None, records=None) -> str:

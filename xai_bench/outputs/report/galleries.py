@@ -1,13 +1,17 @@
 """The report's per-sample galleries: for each (model, method) of a metric that kept them
 (``gallery_*`` arrays in examples.npz; the grid pointing game does), the samples it scored
-best and worst on, composed as one PNG with :mod:`xai_bench.outputs.canvas`."""
+best and worst on, composed as one PNG with :mod:`xai_bench.outputs.canvas`. One gallery per
+metric is drawn open; the others (and every baseline's) are one line each, opened by a
+click or for printing."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from xai_bench.outputs import canvas
-from xai_bench.outputs.report.html import DASH, data_uri, esc, figure_html, slug
+from xai_bench.outputs.report.html import (
+    DASH, collapsed, data_uri, esc, figure_html, slug,
+)
 
 __all__ = ["galleries_html", "gallery_samples", "GALLERY_REQUIRED", "GALLERY_SIDE"]
 
@@ -112,7 +116,10 @@ def _gallery_png(title: str, samples: list, classes: list) -> bytes:
     return image.png()
 
 
-def _one(title: str, ident: str, arrays: dict, classes: list) -> str:
+def _one(title: str, ident: str, arrays: dict, classes: list, *, shown: bool,
+         baseline: bool) -> str:
+    """One gallery: drawn open when ``shown``, else behind its one-line summary (the scores
+    as text), closed until clicked or printed."""
     missing = [k for k in GALLERY_REQUIRED if k not in arrays]
     samples, why = (None, f"it lacks {', '.join(missing)}") if missing else \
         gallery_samples(arrays)
@@ -129,14 +136,21 @@ def _one(title: str, ident: str, arrays: dict, classes: list) -> str:
     worst = listing([s for s in samples if not s["best"]])
     uri = data_uri(_gallery_png(title, samples, classes))
     # the scores also as text: searchable, readable by screen readers and in the DOM
-    return (f'<div class="gallery" id="{ident}">'
-            + figure_html(uri, f"gallery of {title}: best {best}; worst {worst}",
-                          f" — best: {best}; worst: {worst}", cls="thumbs", lead=title)
-            + "</div>")
+    caption = f" — best: {best}; worst: {worst}" + (" (a baseline)" if baseline else "")
+    if shown:
+        return (f'<div class="gallery" id="{ident}">'
+                + figure_html(uri, f"gallery of {title}: best {best}; worst {worst}", caption,
+                              cls="thumbs", lead=title) + "</div>")
+    return (f'<div class="gallery closed" id="{ident}">'
+            + collapsed(f"<strong>{esc(title)}</strong>{esc(caption)}",
+                        figure_html(uri, f"gallery of {title}: best {best}; worst {worst}",
+                                    cls="thumbs"), summary_html=True) + "</div>")
 
 
 def galleries_html(run) -> str:
-    """Every gallery of ``run`` (a :class:`~.reading.ReportRun`), per metric."""
+    """Every gallery of ``run`` (a :class:`~.reading.ReportRun`), per metric: the first
+    gallery of a method that is not a baseline drawn, every other one (baselines included:
+    their maps are constant or random) behind its one-line summary."""
     cells = {key: ex for key, ex in run.examples.items()
              if any(k.startswith("gallery_") for k in ex)}
     head = '<h3 id="galleries">Best and worst samples per method</h3>'
@@ -159,8 +173,10 @@ def galleries_html(run) -> str:
             f"(worst). Per sample: the image (the explained cell of a 2×2 grid outlined in "
             f"yellow), the map (blue negative, red positive, each on its own symmetric scale) "
             f"and, on B-cos models, the colour image of the dynamic linear weights W(x) for "
-            f"the explained class. Titles: the score and the explained class.</p>")
-        parts.append('<div class="galleries">')  # side by side where the screen is wide
+            f"the explained class. Titles: the score and the explained class. The first "
+            f"gallery is drawn; click a line to open another.</p>")
+        parts.append('<div class="galleries">')
+        drawn = False
         for model in labels:
             methods = run.presentation.order_methods(
                 me for mo, me, mt in cells if mo == model and mt == metric)
@@ -168,6 +184,10 @@ def galleries_html(run) -> str:
                 title = f"{model} · {method}"
                 ident = "gallery-" + "-".join(slug(x) for x in (
                     (model, method) if len(metrics) == 1 else (model, method, metric)))
-                parts.append(_one(title, ident, cells[model, method, metric], run.classes))
+                baseline = run.presentation.is_baseline(method)
+                shown = not drawn and not baseline
+                drawn = drawn or shown
+                parts.append(_one(title, ident, cells[model, method, metric], run.classes,
+                                  shown=shown, baseline=baseline))
         parts.append("</div>")
     return "\n".join(parts)

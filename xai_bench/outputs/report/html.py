@@ -13,7 +13,7 @@ import numpy as np
 from xai_bench.outputs.summary import Cell, Section, Table
 
 __all__ = ["esc", "slug", "DASH", "html_table", "model_table", "section_body", "data_uri",
-           "figure_html", "fmt_number", "kv_table", "paragraphs"]
+           "figure_html", "fmt_number", "kv_table", "paragraphs", "collapsed"]
 
 DASH = "—"
 
@@ -83,6 +83,15 @@ def section_body(section: Section | None, fallback: str = "") -> str:
             + "</ul>")
     parts.append(paragraphs(section.notes))
     return "".join(p for p in parts if p)
+
+
+def collapsed(summary: str, body: str, cls: str = "", *, summary_html: bool = False) -> str:
+    """``body`` behind a one-line ``summary``, closed on load: a click opens it, and the
+    page's script opens every one before printing (:mod:`.style`). ``summary_html``: the
+    summary is already HTML."""
+    attr = f' class="{cls}"' if cls else ""
+    head = summary if summary_html else esc(summary)
+    return f"<details{attr}><summary>{head}</summary>{body}</details>"
 
 
 def data_uri(png: bytes) -> str:

@@ -8,7 +8,8 @@ from xai_bench.outputs.report.html import esc
 from xai_bench.outputs.report.provenance import provenance_html
 from xai_bench.outputs.report.reading import ReportRun, run_figures
 from xai_bench.outputs.report.sections import (
-    answer_html, examples_html, later_html, metrics_html, models_html, nav_html, title_html,
+    answer_html, claims_html, examples_html, later_html, metrics_html, models_html, nav_html,
+    title_html,
 )
 from xai_bench.outputs.report.style import CSS, JS
 from xai_bench.storage import atomic_io
@@ -28,7 +29,7 @@ def report_html(run_dir, figures=None, *, inputs=None) -> str:
     run = ReportRun(run_dir, inputs)
     figures = run_figures(run, figures)
     name = run.config.get("name") or run.dir.name
-    body = [title_html(run), nav_html(run), "<main>", answer_html(run),
+    body = [title_html(run), nav_html(run), "<main>", answer_html(run), claims_html(run),
             metrics_html(run, figures), models_html(run), examples_html(run, figures),
             later_html(run, figures), provenance_html(run), "</main>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

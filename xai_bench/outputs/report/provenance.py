@@ -1,6 +1,7 @@
 """The report's provenance section: the command that reproduces the run, versions, seeds,
 parameters, per-cell timings and every cell that was skipped or ended in an error, with its
-message."""
+message. The long parts (versions, parameters, per-cell timings, the skipped cells) are
+collapsed; errors stay in view."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 
 import pandas as pd
 
-from xai_bench.outputs.report.html import DASH, esc, fmt_number, html_table, kv_table
+from xai_bench.outputs.report.html import (
+    DASH, collapsed, esc, fmt_number, html_table, kv_table,
+)
 from xai_bench.run.config import reproduce_command
 
 __all__ = ["provenance_html", "timing_rows", "not_scored_rows"]
@@ -60,16 +63,20 @@ def provenance_html(run) -> str:
     parts += [f'<p class="note">Note: {esc(caveat)}.</p>' for caveat in caveats]
     prov = info.get("provenance") or {}
     parts.append("<h3>Versions, device, time</h3>")
-    parts.append(kv_table(prov) if prov else "<p>run.json records no provenance.</p>")
+    parts.append(collapsed(f"{len(prov)} entries: versions, device, git commit, time",
+                           kv_table(prov)) if prov
+                 else "<p>run.json records no provenance.</p>")
     parts.append("<h3>Seeds and parameters</h3>")
-    parts.append(kv_table(info.get("seeds") or {"seed": run.summary.seed}))
+    seeds = kv_table(info.get("seeds") or {"seed": run.summary.seed})
     params = [[kind, name, json.dumps(p, default=str, sort_keys=True)]
               for kind, key in (("method", "method_params"), ("metric", "metric_params"))
               for name, p in (info.get(key) or {}).items()]
     if params:
-        parts.append("<p>Parameters after defaults, as the cells used them:</p>")
-        parts.append(html_table(["kind", "name", "parameters"], params, sortable=False,
-                                cls="kv"))
+        seeds += ("<p>Parameters after defaults, as the cells used them:</p>"
+                  + html_table(["kind", "name", "parameters"], params, sortable=False,
+                               cls="kv"))
+    parts.append(collapsed(f"the seeds and the parameters of {len(params)} methods and "
+                           f"metrics", seeds))
     if info.get("plugins"):
         parts.append("<p>Plugins and methods defined outside xai-bench:</p>")
         parts.append(kv_table(info["plugins"], header=("name", "from")))
@@ -83,18 +90,27 @@ def provenance_html(run) -> str:
         parts.append("<p>" + "; ".join(totals) + ".</p>")
     rows = timing_rows(run)
     if rows:
-        parts.append("<p>Per cell (click a column head to sort): the time of the method and "
-                     "metric, and the time the metric spent preparing its samples.</p>")
-        parts.append(html_table(["model", "method", "metric", "time (s)", "prepare (s)"],
-                                rows, cls="timings"))
+        parts.append(collapsed(
+            f"Per cell: {len(rows)} cells (click a column head to sort)",
+            "<p>The time of the method and metric, and the time the metric spent preparing "
+            "its samples.</p>" + html_table(["model", "method", "metric", "time (s)",
+                                              "prepare (s)"], rows, cls="timings"),
+            cls="timings"))
     parts.append('<h3 id="not-scored">Not scored: skipped and errored cells</h3>')
     rows = not_scored_rows(run.records)
     if rows:
+        head = ["model", "method", "metric", "status", "replicate", "records", "message"]
+        errors = [r for r in rows if r[3] == "error"]
+        others = [r for r in rows if r[3] != "error"]
         parts.append("<p>Skipped: the method does not apply to the model (or the metric to the "
                      "data); error: the method or metric raised or broke its contract. The "
                      "message is the one recorded in records.csv.</p>")
-        parts.append(html_table(["model", "method", "metric", "status", "replicate",
-                                 "records", "message"], rows, cls="notscored"))
+        if errors:  # a fault to fix: in view
+            parts.append(html_table(head, errors, cls="notscored errors"))
+        if others:  # expected by construction (does not apply): one click away
+            parts.append(collapsed(f"{len(others)} skipped cells (does not apply)",
+                                   html_table(head, others, cls="notscored"),
+                                   cls="skipped"))
     else:
         parts.append("<p>Every cell was scored.</p>")
     parts.append("</section>")

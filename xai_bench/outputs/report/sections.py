@@ -9,20 +9,21 @@ import json
 from pathlib import Path
 
 from xai_bench.outputs.plots import AGREEMENT, CURVES, FIG6
+from xai_bench.outputs.report.answer import NOT_SCORED, SMALL_MARK, answer_html, claims_html
 from xai_bench.outputs.report.galleries import galleries_html
 from xai_bench.outputs.report.html import (
-    DASH, esc, figure_html, fmt_number, html_table, paragraphs, section_body, slug,
+    DASH, collapsed, esc, figure_html, fmt_number, html_table, model_table, paragraphs,
+    section_body, slug,
 )
 from xai_bench.outputs.summary import Section
 
-__all__ = ["title_html", "nav_html", "answer_html", "metrics_html", "models_html",
-           "examples_html", "later_html", "NAV"]
+__all__ = ["title_html", "nav_html", "answer_html", "claims_html", "metrics_html",
+           "models_html", "examples_html", "later_html", "NAV"]
 
-NAV = [("answer", "The answer"), ("metrics", "Metrics"), ("models", "Models"),
-       ("examples", "Examples"), ("curves", "Perturbation curves"),
+NAV = [("answer", "Best methods"), ("claims", "The paper's claims"), ("metrics", "Metrics"),
+       ("models", "Models"), ("examples", "Examples"), ("curves", "Perturbation curves"),
        ("sanity", "Sanity checks"), ("agreement", "Metric agreement"),
        ("replicates", "Replicates"), ("provenance", "Provenance")]
-NOT_SCORED = ' (see <a href="#not-scored">not scored</a>)'
 
 
 def _plural(n: int, word: str) -> str:
@@ -52,48 +53,10 @@ def title_html(run) -> str:
 
 
 def nav_html(run) -> str:
-    items = [(a, t) for a, t in NAV if a != "replicates" or run.summary.section("replicates")]
+    optional = ("replicates", "claims")  # only where the run has them
+    items = [(a, t) for a, t in NAV if a not in optional or run.summary.section(a)]
     return ("<nav><ol>" + "".join(f'<li><a href="#{a}">{esc(t)}</a></li>' for a, t in items)
             + "</ol></nav>")
-
-
-def _best_rows(run) -> list:
-    """One row per verdict, model-major: the method (marked when it only has the highest
-    mean of a tie), its interval, n, rank group and the verdict."""
-    order = {m: i for i, m in enumerate(run.models)}
-    morder = {m: i for i, m in enumerate(run.metrics)}
-    rows = []
-    for v in sorted(run.summary.verdicts, key=lambda v: (order.get(v.model, len(order)),
-                                                         morder.get(v.metric, len(morder)))):
-        shown = run.presentation.method_label(v.best) + (" (tie)" if v.kind == "tie" else "")
-        rows.append([v.model, f"{v.metric} {'↑' if v.higher_is_better else '↓'}", shown,
-                     v.interval.text if v.interval else DASH,
-                     DASH if v.n is None else str(v.n), v.group or DASH, v.text])
-    return rows
-
-
-def answer_html(run) -> str:
-    parts = ['<section id="answer"><h2>The answer</h2>']
-    if run.summary.computed:
-        parts.append(paragraphs([run.summary.computed_note], cls="note"))
-    parts.append("<h3>The paper's claims</h3>")
-    parts.append(section_body(run.summary.section("claims"), "No claims were evaluated."))
-    parts.append("<h3>Best method per model and metric</h3>")
-    rows = _best_rows(run)
-    if rows:
-        base = run.summary.base
-        parts.append("<p>From best.csv" + (f" (replicate {base})" if base else "")
-                     + ": a method is named best only when it is significantly ahead of the "
-                       "runner-up (paired test, Holm-corrected); otherwise the methods that "
-                       "tie with the best mean are listed. ↑ / ↓: higher / lower is better; "
-                       "group: the method's rank group (a = the best group).</p>")
-        parts.append(html_table(["model", "metric", "best method", "mean [95 % CI]", "n",
-                                 "group", "verdict"], rows, cls="answer"))
-    else:
-        parts.append("<p>No scored results: every cell was skipped or ended in an error"
-                     + NOT_SCORED + ".</p>")
-    parts.append("</section>")
-    return "\n".join(parts)
 
 
 def _what(section: Section) -> str:
@@ -105,6 +68,26 @@ def _what(section: Section) -> str:
     if label and label != section.metric:
         sentence += f" In the figures: {label}."
     return sentence
+
+
+def _metric_table(section: Section) -> str:
+    """A metric's table of means and its verdicts, collapsed: the answer is at the top of
+    the page and in Fig. 6; the numbers of every method stay one click away."""
+    table = section.tables[0] if section.tables else None
+    body = section_body(Section(id=section.id, title=section.title, intro=section.intro,
+                                tables=section.tables, verdicts=section.verdicts))
+    size = f"{len(table.rows)} methods × {len(table.columns) - 1} " \
+           f"model{'s' * (len(table.columns) != 2)}" if table is not None else ""
+    return collapsed(f"Table: every method's mean [95 % CI] and rank group ({size})", body)
+
+
+def _metric_notes(section: Section) -> str:
+    """A metric's notes; its small samples as a visible warning next to its numbers."""
+    small = [n for n in section.notes if "intervals and tests are unreliable" in n]
+    other = [n for n in section.notes if n not in small]
+    warn = ('<div class="warn" role="note">' + "".join(
+        f"<p>{SMALL_MARK} {esc(n)}</p>" for n in small) + "</div>") if small else ""
+    return warn + paragraphs(other)
 
 
 def metrics_html(run, figures: dict) -> str:
@@ -121,7 +104,8 @@ def metrics_html(run, figures: dict) -> str:
                         if section.category else "") + "</h3>")
         parts.append(f'<p class="what">{esc(_what(section))}</p>')
         if section.scored:
-            parts.append(section_body(section))
+            parts.append(_metric_notes(section))
+            parts.append(_metric_table(section))
         else:
             parts.append("<p>No scored results: every cell of this metric was skipped or ended "
                          "in an error" + NOT_SCORED + ".</p>")
@@ -183,6 +167,12 @@ def models_html(run) -> str:
                              "trained on", "shipped", "checkpoint", "checkpoint sha256"],
                             rows, cls="models"))
     parts += [f'<p class="note">{esc(note)}</p>' for note in notes] + details
+    classes = run.summary.section("classes")
+    if classes is not None:
+        parts.append(f'<h3 id="classes">{esc(classes.title)}</h3>')
+        parts.append(paragraphs(classes.intro))
+        parts += [model_table(t, cls="classes") for t in classes.tables]
+        parts.append(paragraphs(classes.notes, cls="note"))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -207,16 +197,30 @@ def examples_html(run, figures: dict) -> str:
 def later_html(run, figures: dict) -> str:
     summary = run.summary
     parts = ['<section id="curves"><h2>Perturbation curves</h2>']
-    if CURVES in figures:
-        parts.append(figure_html(figures[CURVES], "pixel perturbation curves"))
+    if CURVES in figures:  # what the perturbation metrics' numbers above summarise
+        parts.append(collapsed("Figure: the mean perturbation curves of every method, per "
+                               "model and metric",
+                               figure_html(figures[CURVES], "pixel perturbation curves")))
     parts.append("</section>")
     parts.append('<section id="sanity"><h2>Sanity checks</h2>')
-    parts.append(section_body(summary.section("sanity"), "No sanity checks."))
+    sanity = summary.section("sanity")
+    if sanity is not None and sanity.tables:  # the same numbers as their metrics' tables
+        parts.append(paragraphs(sanity.intro))
+        parts.append(collapsed("Table: the sanity metrics side by side, per model",
+                               "".join(model_table(t) for t in sanity.tables)
+                               + paragraphs(sanity.notes)))
+    else:
+        parts.append(section_body(sanity, "No sanity checks."))
     parts.append("</section>")
     parts.append('<section id="agreement"><h2>Metric agreement</h2>')
-    parts.append(section_body(summary.section("agreement"), "No metric agreement."))
+    agreement = summary.section("agreement")
     if AGREEMENT in figures:
         parts.append(figure_html(figures[AGREEMENT], "metric agreement"))
+    if agreement is not None and agreement.tables:
+        parts.append(collapsed("Table: Kendall's τ of every pair of metrics, per model",
+                               section_body(agreement)))
+    else:
+        parts.append(section_body(agreement, "No metric agreement."))
     from xai_bench.outputs.report.meta_section import meta_html
 
     parts.append(meta_html(run.dir))  # "" without meta.csv (xai-bench run --meta)

@@ -1,6 +1,6 @@
 """The report's inline style sheet and script: the page loads nothing from anywhere, so both
 are written into it. The script sorts a table by its clicked column head and opens every
-``<details>`` for printing."""
+``<details>`` (the collapsed parts of the page) for printing, closing them again after."""
 
 __all__ = ["CSS", "JS"]
 
@@ -60,6 +60,23 @@ figure.thumbs img { image-rendering: pixelated; }
 figcaption { font-size: .85rem; color: var(--muted); margin-top: .2rem; }
 details { margin: .3rem 0; }
 details pre { max-height: 22rem; overflow: auto; }
+details > summary { cursor: pointer; color: #0b57a4; padding: .15rem 0; }
+details > summary:hover { text-decoration: underline; }
+details[open] > summary { margin-bottom: .3rem; }
+.gallery.closed { flex-basis: 100%; }
+.gallery.closed details { margin: 0; }
+.gallery.closed summary { color: var(--ink); font-size: .84rem; line-height: 1.3;
+                          padding: .05rem 0; }
+table.answer td:nth-child(1), table.answer td:nth-child(2), table.answer td:nth-child(4),
+table.answer td:nth-child(5) { white-space: nowrap; }
+table.answer td:nth-child(3) { min-width: 14rem; }
+section.metric h3 { margin-top: 1rem; }
+.gallery.closed details[open] summary { color: var(--muted); }
+.warn { background: var(--inc); color: var(--inc-ink); border-left: 4px solid #c99a00;
+        padding: .35rem .8rem; margin: .4rem 0 .9rem; max-width: 62rem; font-size: .92rem; }
+.warn p, .warn ul { margin: .2rem 0; }
+.warn ul { padding-left: 1.2rem; }
+td.small { background: var(--inc) !important; color: var(--inc-ink); font-weight: 600; }
 @media print {
   body { max-width: none; padding: 0; font-size: 10pt; }
   nav, table.sortable th::after { display: none; }
@@ -68,7 +85,9 @@ details pre { max-height: 22rem; overflow: auto; }
   h2 { break-after: avoid; page-break-after: avoid; }
   figure, tr { break-inside: avoid; page-break-inside: avoid; }
   a { color: inherit; text-decoration: none; }
-  td.outcome, td.best, .grp { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  td.outcome, td.best, td.small, .grp, .warn { -webkit-print-color-adjust: exact;
+                                               print-color-adjust: exact; }
+  details > summary { color: inherit; }
 }
 """
 
@@ -101,8 +120,16 @@ JS = """
       });
     });
   });
+  // print shows everything: open every closed <details>, and close them again afterwards
+  var opened = [];
   window.addEventListener("beforeprint", function () {
-    document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+    document.querySelectorAll("details:not([open])").forEach(function (d) {
+      d.open = true; opened.push(d);
+    });
+  });
+  window.addEventListener("afterprint", function () {
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
   });
 })();
 """

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from xai_bench.analysis.claims import pairs_in_run
 from xai_bench.analysis.tables import run_seed
 from xai_bench.outputs.presentation import AGNOSTIC_NOTE, Presentation
+from xai_bench.outputs.summary.caveats import classes_section, small_notes
 from xai_bench.outputs.summary.metrics import finite, metric_section
 from xai_bench.outputs.summary.model import Section, Summary
 from xai_bench.outputs.summary.sections import (
@@ -89,9 +91,19 @@ def build_summary(tables: dict, records: pd.DataFrame | None = None, info: dict 
                                           for m in set(methods)) else ""
     if agnostic:
         group.notes.append(agnostic)
+    small = small_notes(summary)
+    for sub in group.subsections:  # each metric's own small samples, next to its numbers
+        sub.notes += small_notes(summary[summary["metric"].astype(str) == sub.metric]) \
+            if len(summary) else []
+    classes = classes_section(records, info, presentation, base)
+    sections += [classes] if classes is not None else []
     sections.append(group)
     claims = claims_of(tables.get("claims"), summary)
-    sections.append(claims_section(claims))
+    pairs = _pairs(models, claims)
+    if pairs:  # the paper's claims compare a B-cos model with its twin: only then
+        sections.append(claims_section(claims))
+    else:
+        claims = []
     sections.append(agreement_section(tables.get("agreement"), models, base, presentation))
     sections.append(sanity_section(summary, records, models, base, presentation))
     optional = [replicates_section(tables.get("stability"), base, presentation),
@@ -101,7 +113,17 @@ def build_summary(tables: dict, records: pd.DataFrame | None = None, info: dict 
     verdicts = [v for s in group.subsections for v in s.verdicts]
     return Summary(facts=_facts(info, seed), seed=seed, computed=_computed(tables),
                    base=base, models=models, metrics=metrics, sections=sections,
-                   verdicts=verdicts, claims=claims, counts=counts)
+                   verdicts=verdicts, claims=claims, counts=counts, small=small,
+                   pairs=pairs)
+
+
+def _pairs(models: list, claims: list) -> list:
+    """The (B-cos model, twin) pairs in the run: by the naming rule, and those a claim was
+    evaluated on (claims.csv records the twin, also one given by ``pairs``)."""
+    found = pairs_in_run(models)
+    found += [(c.model, c.twin) for c in claims
+              if c.model in models and c.twin in models and c.twin != c.model]
+    return list(dict.fromkeys(found))
 
 
 def base_claims(summary: Summary) -> list:

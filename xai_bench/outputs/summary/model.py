@@ -189,6 +189,11 @@ class Summary:
     verdicts: list
     claims: list
     counts: dict
+    #: one line per (model, metric) whose estimates rest on fewer samples than
+    #: :data:`xai_bench.analysis.sample_size.SMALL_SAMPLE_N`
+    small: list = field(default_factory=list)
+    #: the (B-cos model, twin) pairs in the run: the claims are shown only when there is one
+    pairs: list = field(default_factory=list)
 
     @property
     def computed_note(self) -> str:
