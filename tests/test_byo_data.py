@@ -227,6 +227,9 @@ def test_a_resized_image_folder_is_stated_once_per_size(tmp_path):
                        f"timm:tiny; shorter side resized, centre crop; the first image is "
                        f"48×48)")
     assert "64×64" in said[1] and "other" in said[1]
+    data.test_split((48, 48), "native")  # the images' own size: no "resized"
+    assert said[2] == (f"imagefolder:{root}: images used at 48×48 (the input size of native; "
+                       f"the first image has it)")
     quiet = []
     RunDataset("shapes", log=quiet.append).test_split((32, 32), "m")
     assert quiet == []

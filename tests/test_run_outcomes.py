@@ -48,6 +48,20 @@ def test_no_ok_cell_exits_1_with_the_reasons_on_the_terminal(tmp_path):
     assert "test accuracy 0.0000 (random weights: --untrained)" in result.output
 
 
+def test_a_metric_of_a_group_that_cannot_apply_is_a_note_not_a_failure(tmp_path):
+    """The localisation category's metrics are skipped (no correct image), the named
+    random_target has results: the run says why and exits 0; no result at all exits 1."""
+    result, _ = _run(tmp_path / "a", "--metric", "localisation,random_target", "--n-images", "3",
+                     "--n-grids", "1")
+    assert result.exit_code == 0, result.output
+    notes = [s for s in result.output.splitlines() if s.startswith("not applicable here")]
+    assert any("vit_nano · grid_pointing_game" in s for s in notes), result.output
+    assert "no result for" not in result.output
+    nothing, _ = _run(tmp_path / "b", "--metric", "localisation", "--n-images", "3",
+                      "--n-grids", "1")
+    assert nothing.exit_code == 1 and "no result for 2 (model, metric)" in nothing.output
+
+
 def test_untrained_sanity_metrics_explain_images_regardless_of_correctness(tmp_path):
     result, records = _run(tmp_path, "--metric", "parameter_randomisation,random_target",
                            "--n-images", "4")

@@ -47,9 +47,11 @@ class Results:
     def problems(self) -> list:
         """Why some (model, metric) pairs have no result: one line per reason (what
         `xai-bench run` prints before exiting 1); empty when every pair has one."""
-        from xai_bench.run.outcomes import problem_lines, problems
+        from xai_bench.run.outcomes import problem_lines, problems, unrequested
 
-        return problem_lines(problems(self.records), limit=None)
+        named = (self.info or {}).get("config", {}).get("metrics")
+        return problem_lines(unrequested(problems(self.records), self.records, named)[0],
+                             limit=None)
 
     @property
     def summary(self):

@@ -128,7 +128,7 @@ def _say_results(results, quiet, verbose):
     """The models' accuracies, the summary, the paths written, then what the run could not
     answer; exit :data:`~xai_bench.cli.common.EXIT_INCOMPLETE` when a record is an error or a
     (model, metric) has no ok cell (every file is written by then)."""
-    from xai_bench.run.outcomes import expected_gaps, problem_lines, problems
+    from xai_bench.run.outcomes import expected_gaps, problem_lines, problems, unrequested
 
     info = results.info
     say = (lambda *a, **k: None) if quiet else click.echo
@@ -149,7 +149,11 @@ def _say_results(results, quiet, verbose):
     for line in problem_lines(expected_gaps(results.records)):
         say(f"not run on random weights: {line}")
     failed = False
-    missing = problems(results.records)
+    missing, notes = unrequested(problems(results.records), results.records,
+                                 info["config"].get("metrics"))
+    for line in problem_lines(notes):
+        say(f"not applicable here (a metric of a group; name it in --metric to require it): "
+            f"{line}")
     if missing:
         click.echo(f"no result for {_pairs(missing)} (model, metric) pair(s):", err=True)
         for line in problem_lines(missing):

@@ -57,6 +57,8 @@ def resize_note(spec: str, split, size: tuple, model=None) -> str | None:
     how = (f"shorter side to {resize}, centre crop" if resize != height
            else "shorter side resized, centre crop")
     native = _native_size(split)
+    if native == (height, width) and resize == height:  # nothing to resize, as far as seen
+        return f"{spec}: images used at {height}×{width} ({whose}; the first image has it)"
     seen = f"; the first image is {native[0]}×{native[1]}" if native else ""
     return f"{spec}: images resized to {height}×{width} ({whose}; {how}{seen})"
 

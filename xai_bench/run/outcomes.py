@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["Gap", "gaps", "problems", "expected_gaps", "problem_lines", "gap_line",
-           "MAX_LINES"]
+__all__ = ["Gap", "gaps", "problems", "expected_gaps", "unrequested", "problem_lines",
+           "gap_line", "MAX_LINES"]
 
 #: at most this many reason lines on the terminal (the rest: "… and N more")
 MAX_LINES = 20
@@ -100,6 +100,20 @@ def gaps(records: pd.DataFrame) -> list[Gap]:
 def problems(records: pd.DataFrame) -> list[Gap]:
     """The gaps that make ``xai-bench run`` exit 1 (all but the :attr:`Gap.expected`)."""
     return [g for g in gaps(records) if not g.expected]
+
+
+def unrequested(found: list[Gap], records: pd.DataFrame, named) -> tuple[list, list]:
+    """``(problems, notes)`` of ``found``: a gap that only *skips* metrics the run took from a
+    group, category or glob (``named``: the ``--metric`` values as given) is a note — e.g.
+    the default group's ``mask_localisation`` on an image folder without masks — as long as
+    some pair of the run has a result; every other gap is a problem (exit 1). A run without
+    any result is always a problem, however its metrics were chosen."""
+    named = {part.strip() for n in (named or ()) for part in str(n).split(",")}
+    answered = records is not None and len(records) > 0 and \
+        bool((records["status"].astype(str) == "ok").any())
+    notes = [g for g in found if answered and g.status == "skipped"
+             and not any(metric in named for _, metric in g.pairs)]
+    return [g for g in found if g not in notes], notes
 
 
 def expected_gaps(records: pd.DataFrame) -> list[Gap]:
