@@ -207,3 +207,18 @@ def tiny_bcos_batch():
     images = torch.rand(3, 3, *model.image_size, generator=torch.Generator().manual_seed(1))
     return model, model.encode(images), torch.tensor([0, 3, 7])
 
+
+
+def headless_browser() -> str:
+    """The path of a headless Chromium for the report tests; skip without one, except where
+    CI installs it (``XAI_BENCH_REQUIRE_BROWSER``): a skip there is a fault."""
+    import os
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    reason = "no headless Chromium (install Debian's chromium package) to render the report"
+    if os.environ.get("XAI_BENCH_REQUIRE_BROWSER"):
+        pytest.fail(reason + "; XAI_BENCH_REQUIRE_BROWSER is set")
+    pytest.skip(reason)

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import xai_bench
+
+from conftest import headless_browser
 from xai_bench.storage import atomic_io
 from xai_bench.data import SyntheticShapes
 from xai_bench.storage.identity import file_sha256
@@ -380,16 +382,6 @@ def test_a_metric_of_a_new_category_gets_its_section_from_its_declaration(synthe
 
 # ------------------------------------------------------------------------------ browser
 
-def _browser():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    reason = "no headless Chromium (install Debian's chromium package) to render the report"
-    if os.environ.get("XAI_BENCH_REQUIRE_BROWSER"):  # CI installs it: a skip there is a fault
-        pytest.fail(reason + "; XAI_BENCH_REQUIRE_BROWSER is set")
-    pytest.skip(reason)
-
-
 def _chromium(browser, tmp_path, *args):
     """Chromium headless with its own profile (a shared one can block a second instance);
     stderr is noise (D-Bus, GPU) and ignored unless it fails."""
@@ -404,7 +396,7 @@ def _chromium(browser, tmp_path, *args):
 def test_a_headless_browser_renders_the_report(report, tmp_path):
     from PIL import Image
 
-    browser = _browser()
+    browser = headless_browser()
     path, _ = report
     png = tmp_path / "report.png"
     _chromium(browser, tmp_path, "--window-size=1280,2400", f"--screenshot={png}",
@@ -428,7 +420,7 @@ def test_a_headless_browser_renders_the_report(report, tmp_path):
 def test_clicking_a_column_head_sorts_the_table(report, tmp_path):
     """The inline script sorts by the clicked column: by the number a cell starts with,
     cells without one ("—") last."""
-    browser = _browser()
+    browser = headless_browser()
     _, page = report
     click = ("<script>document.querySelector('#metric-pixel_perturbation table.sortable "
              "thead th:nth-child(3)').click();</script></body>")

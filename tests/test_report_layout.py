@@ -6,13 +6,12 @@ small samples and the classes of the explained images are stated."""
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import pandas as pd
 import pytest
+from conftest import headless_browser
 
 import xai_bench
 from xai_bench.data import SyntheticShapes
@@ -114,16 +113,6 @@ def test_class_counts_read_the_label_column_when_the_records_have_it():
 
 # ------------------------------------------------------------------------------ browser
 
-def _browser():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    reason = "no headless Chromium (install Debian's chromium package) to render the report"
-    if os.environ.get("XAI_BENCH_REQUIRE_BROWSER"):  # CI installs it: a skip there is a fault
-        pytest.fail(reason + "; XAI_BENCH_REQUIRE_BROWSER is set")
-    pytest.skip(reason)
-
-
 #: run in the page after load: the state of the collapsed parts on load, after a click on
 #: one summary, after the print handler and after printing; written into the DOM as JSON
 PROBE = """<script>
@@ -164,7 +153,7 @@ window.addEventListener("load", function () {
 
 def test_collapsed_parts_are_closed_on_load_and_open_on_click_and_for_print(run_dir,
                                                                           tmp_path):
-    browser = _browser()
+    browser = headless_browser()
     page = write_report(run_dir).read_text(encoding="utf-8")
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", PROBE), encoding="utf-8")
