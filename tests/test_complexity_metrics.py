@@ -85,7 +85,8 @@ def test_registered_with_their_cards():
     s, c = FunctionMetric(sparseness), FunctionMetric(complexity)
     assert (s.category, s.higher_is_better, s.chance) == ("complexity", True, 0.0)
     assert (c.category, c.higher_is_better) == ("complexity", False)
-    assert s.params == dict(n_images=250, normalise=True, absolute=True)
+    assert s.params == dict(n_images=250, normalise=True, absolute=True,
+                         selection="stratified")
 
 
 def test_bad_parameters_are_one_line_errors():

@@ -251,6 +251,6 @@ def test_registration_and_parameters():
         ("gae", "attention", False, ("attention",))
     with pytest.raises(ConfigError, match="include_identity"):
         xai_bench.get_method("gae", include_identity="yes")
-    with pytest.raises(TypeError, match="start_layer"):  # the reference has none
+    with pytest.raises(ConfigError, match="unknown parameter 'start_layer'"):  # none in the reference
         xai_bench.get_method("gae", start_layer=1)
     assert not method.applies_to(torch.nn.Linear(2, 2))

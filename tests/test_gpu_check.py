@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 TINY = ["--device", "cpu", "--dataset", "shapes:n=300", "--n-grids", "2", "--n-images", "2",
         "--sizes", "nano", "--batch-sizes", "2", "--repeats", "1",
         "--throughput-models", "bcos_vit_nano", "--throughput-batch", "4",
-        "--throughput-repeats", "1", "--methods", "rollout,ixg"]
+        "--throughput-repeats", "1", "--methods", "rollout,ixg",
+        "--metrics", "default"]  # the quick suite's metrics (the script's default: all of them)
 
 
 @pytest.fixture(scope="module")

@@ -454,7 +454,7 @@ def test_lrp_relevance_is_conserved():
         torch.testing.assert_close(xai_bench.get_method("plrp", rules=rules)(model, x, t),
                                    expected)
     assert xai_bench.get_method("plrp").params == {"rules": "lrp"}
-    with pytest.raises(ValueError, match="unknown LRP rules"):
+    with pytest.raises(ValueError, match="'rules' of method 'plrp' must be one of"):
         xai_bench.get_method("plrp", rules="z")
 
 

@@ -55,7 +55,8 @@ def test_registered_with_their_cards():
     assert (s.category, s.higher_is_better, s.second_model, s.reexplains) == \
         ("sanity", False, True, True)
     assert e.params == dict(n_images=32, n_bins=100, seed=0, selection="stratified")
-    assert s.params == dict(n_images=8, nr_samples=50, noise_magnitude=0.1, seed=0)
+    assert s.params == dict(n_images=8, nr_samples=50, noise_magnitude=0.1, seed=0,
+                         selection="stratified")
 
 
 # ---- the randomised model -------------------------------------------------------------------

@@ -78,8 +78,9 @@ def test_registered_with_their_cards():
     assert (inf.category, inf.higher_is_better) == ("faithfulness", False)
     assert (sens.category, sens.higher_is_better, sens.reexplains) == ("robustness", False, True)
     assert inf.params == dict(n_images=250, n_perturb_samples=10, noise_std=0.003,
-                              normalize=True, seed=0)
-    assert sens.params == dict(n_images=32, n_perturb_samples=10, perturb_radius=0.02, seed=0)
+                              normalize=True, seed=0, selection="stratified")
+    assert sens.params == dict(n_images=32, n_perturb_samples=10, perturb_radius=0.02, seed=0,
+                            selection="stratified")
 
 
 # ---- infidelity -----------------------------------------------------------------------------

@@ -287,6 +287,17 @@ def _builder(family: str, size: str, layers: int, name: str):
         model.name = name
         return model
 
+    def accepted_arguments():  # read by get_model's argument check (build takes **kwargs)
+        import inspect
+
+        own = [q for q in inspect.signature(build_paper_model).parameters
+               if q not in ("family", "size", "layers", "kwargs")]
+        cls = BcosViT if family == "bcos" else ViT
+        blocked = _STEM_KEYS + ("tokeniser", "image_size", "patch_size")
+        return own + [q for q in inspect.signature(cls).parameters
+                      if q not in own and q not in blocked and q not in ("self", "kwargs")]
+
+    build.accepted_arguments = accepted_arguments
     d = SIZES[size]
     build.__name__ = name
     build.__doc__ = (f"{paper_name(family, size, layers)} (paper): {BACKBONE_NAMES[family]} "
