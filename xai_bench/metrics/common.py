@@ -170,8 +170,8 @@ class ImageSelection:
 
 
 def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size: int = 32,
-                     with_masks: bool = False, selection: str = DEFAULT_SELECTION
-                     ) -> ImageSelection:
+                     with_masks: bool = False, selection: str = DEFAULT_SELECTION,
+                     correct_only: bool = True) -> ImageSelection:
     """The ``n_images`` test images a metric explains. All test images are ranked by the
     model's confidence in the *true* class (as a float64 log-confidence, so that saturated
     sigmoids still rank by their logits) and only the correctly classified ones (argmax =
@@ -179,7 +179,8 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
     default) the most confident image of each class in turn, so that 24 images over 10
     classes cover every class that has a correct image; ``global`` the most confident
     overall, whatever their classes. Ties go to the lower dataset index. Fewer are returned
-    when fewer are correct."""
+    when fewer are correct. ``correct_only=False`` ranks every test image, correct or not
+    (the sanity checks on random weights: :mod:`xai_bench.metrics.random_weights`)."""
     check_choice("selection", selection, SELECTION_RULES)
     if with_masks and not has_masks(dataset):
         raise MetricNotApplicable(
@@ -188,7 +189,8 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
             f"or a masks attribute)")
     found = predictions(model, dataset, device=device, batch_size=batch_size)
     log_conf = found.log_confidence
-    order = selection_order(log_conf, found.correct, found.labels, selection)
+    eligible = found.correct if correct_only else torch.ones_like(found.correct, dtype=torch.bool)
+    order = selection_order(log_conf, eligible, found.labels, selection)
     if order.numel() == 0:
         raise MetricNotApplicable(f"model '{model_name(model)}' classifies no test image "
                                   f"correctly; nothing to explain")
@@ -201,7 +203,8 @@ def select_confident(model, dataset, n_images: int, *, device="cpu", batch_size:
                         f"{tuple(images.shape[-2:])}; give each mask its image's size")
     return ImageSelection(indices=chosen, labels=y, images=images,
                           confidences=log_conf[chosen].exp(),
-                          masks=masks, n_requested=int(n_images), n_correct=int(order.numel()),
+                          masks=masks, n_requested=int(n_images),
+                          n_correct=int(found.correct.sum()),
                           n_total=len(dataset), confidence=confidence_name(model),
                           selection=selection)
 

@@ -10,15 +10,9 @@ reused under the other rule.
 
 from __future__ import annotations
 
-import torch
-
 from xai_bench.contracts.model import model_name
-from xai_bench.data.loader import load_batch
 from xai_bench.metrics.base import MetricNotApplicable
-from xai_bench.metrics.common import (
-    DEFAULT_SELECTION, ImageSelection, confidence_name, predictions, select_confident,
-    selection_order,
-)
+from xai_bench.metrics.common import DEFAULT_SELECTION, ImageSelection, select_confident
 
 __all__ = ["RANDOM_WEIGHTS", "TRAINED_WEIGHTS_ONLY", "mark_random_weights",
            "has_random_weights", "require_trained_weights", "selected_from", "sanity_images"]
@@ -78,16 +72,5 @@ def sanity_images(model, dataset, n_images: int, *, device="cpu", batch_size: in
     re-randomised copy) or across classes (the true class against another one): a method that
     explains the model gives different maps whatever its weights are, one that ignores the
     model gives the same. Ties by dataset index, as for trained models."""
-    if not has_random_weights(model):
-        return select_confident(model, dataset, n_images, device=device, batch_size=batch_size,
-                                selection=selection)
-    found = predictions(model, dataset, device=device, batch_size=batch_size)
-    every = torch.ones_like(found.correct, dtype=torch.bool)
-    order = selection_order(found.log_confidence, every, found.labels, selection)
-    chosen = order[: int(n_images)]
-    images, labels = load_batch(dataset, chosen)
-    return ImageSelection(indices=chosen, labels=labels, images=images,
-                          confidences=found.log_confidence[chosen].exp(), masks=None,
-                          n_requested=int(n_images), n_correct=int(found.correct.sum()),
-                          n_total=len(dataset), confidence=confidence_name(model),
-                          selection=selection)
+    return select_confident(model, dataset, n_images, device=device, batch_size=batch_size,
+                            selection=selection, correct_only=not has_random_weights(model))

@@ -108,7 +108,9 @@ def unrequested(found: list[Gap], records: pd.DataFrame, named) -> tuple[list, l
     the default group's ``mask_localisation`` on an image folder without masks — as long as
     some pair of the run has a result; every other gap is a problem (exit 1). A run without
     any result is always a problem, however its metrics were chosen."""
-    named = {part.strip() for n in (named or ()) for part in str(n).split(",")}
+    from xai_bench.run.names import split_names
+
+    named = {str(n) for n in split_names(list(named or ()))}
     answered = records is not None and len(records) > 0 and \
         bool((records["status"].astype(str) == "ok").any())
     notes = [g for g in found if answered and g.status == "skipped"
