@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +57,7 @@ from bench_args import (  # noqa: E402
     OneLineParser, at_least, check_output_dir, check_output_path, check_run_options,
     one_line_errors,
 )
+from replication_page import absolute_paths, write_page  # noqa: E402, F401
 
 PAIR = ("bcos_vit_nano", "vit_nano")
 POSITIONS = ("multiplicative", "additive", "embedding", "none")
@@ -108,6 +108,7 @@ def train_one(name, spec, recipe, path: Path, *, replicate: int, model_kwargs=No
                 images_per_s=trained.metrics["images_per_s"], epochs=trained.metrics["epochs"],
                 train_images=trained.metrics["train_images"])
     meta_path.write_text(json.dumps(meta, indent=1))
+    meta = dict(meta, trained_now=True)
     log(f"  test accuracy {meta['test_accuracy']:.4f} in {meta['train_time_s'] / 60:.1f} min "
         f"({meta['images_per_s']:.0f} images/s)")
     return meta
@@ -121,16 +122,18 @@ def recipe_for(name: str, kind: str, replicate: int, epochs=None):
 # ------------------------------------------------------------------------------ ablation
 
 def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grids: int,
-             threshold: float, epochs=None, limit_train=None) -> pd.DataFrame:
-    """Accuracy and inherent grid pointing game of the B-cos model per positional prior."""
+             threshold: float, epochs=None, limit_train=None) -> tuple[pd.DataFrame, list]:
+    """Accuracy and inherent grid pointing game of the B-cos model per positional prior:
+    the table (one row per prior and replicate) and the per-model results (``correct`` per
+    test image, ``scores`` per grid cell) the paired differences need."""
     shapes = spec.split(":")[0] in ("shapes", "synthetic")
     splits = (get_dataset(spec, "train"), get_dataset(spec, "test"))
-    rows = []
+    rows, per_model = [], []
     metric = xai_bench.get_metric("grid_pointing_game", n_grids=n_grids,
                                   confidence_threshold=threshold)
     inherent = xai_bench.get_method("inherent")
-    for position in POSITIONS:
-        for r in range(replicates):
+    for r in range(replicates):  # replicate-major: an interrupted study has whole replicates
+        for position in POSITIONS:
             if shapes:
                 recipe = get_recipe("bcos-quick")
                 recipe = recipe.replace(seed=recipe.seed + r, epochs=epochs)
@@ -146,9 +149,10 @@ def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grid
             correct = found.correct.double().numpy()
             acc, acc_lo, acc_hi = bootstrap_interval(correct, seed=r)
             row = dict(data=tag, position=position, replicate=r, n_test=len(correct),
-                       confidence_threshold=threshold,
+                       confidence_threshold=threshold, epochs=meta["epochs"],
                        accuracy=acc, accuracy_low=acc_lo, accuracy_high=acc_hi,
                        train_time_s=meta["train_time_s"])
+            scores = np.array([])
             try:
                 prepared = metric.prepare(model, splits[1])
                 scores = np.array([rec["value"] for rec in
@@ -159,30 +163,15 @@ def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grid
             except MetricNotApplicable as e:
                 row.update(n_cells=0, note=str(e))
             rows.append(row)
+            per_model.append(dict(position=position, replicate=r, correct=correct,
+                                  scores=scores))
             log(f"  {tag} {position}@{r}: accuracy {format_interval(acc, acc_lo, acc_hi)}, "
                 f"localisation "
                 f"{format_interval(row.get('localisation', float('nan')), row.get('localisation_low', float('nan')), row.get('localisation_high', float('nan')))}")  # noqa: E501
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), per_model
 
 
 # ------------------------------------------------------------------------------ the report
-
-def _md_table(frame: pd.DataFrame) -> list:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-             "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return lines
-
-
-def _demote(markdown: str) -> list:
-    """A run's summary.md with every heading one level down (it sits under our own ##)."""
-    out = []
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            line = "#" + line
-        out.append(line)
-    return out
-
 
 def _git_sha() -> str:
     try:
@@ -212,85 +201,46 @@ def shareable_command(argv: list) -> list:
     return [one(a) for a in argv]
 
 
-def write_report(docs: Path, args, pair_meta: list, results, ablations: list,
+def _placeholders(args) -> dict:
+    """Every path of this machine the page could mention, with what the page writes instead."""
+    out = {}
+    prefix, _, rest = args.data.partition(":")
+    if rest:
+        out[rest] = "PATH"
+        out[str(Path(rest).resolve())] = "PATH"
+    for path, name in ((args.out, "OUT"), (str(ROOT), ".")):
+        out[str(Path(path).resolve())] = name
+    return out
+
+
+def shareable_data(spec: str) -> str:
+    """The data set as the page writes it: ``cifar10:PATH`` for ``cifar10:/any/where``."""
+    prefix, sep, rest = spec.partition(":")
+    return f"{prefix}:PATH" if sep and rest else spec
+
+
+def write_report(docs: Path, args, pair_meta: list, results, meta_frame, ablations: list,
                  wall: dict) -> None:
-    figures = docs.parent / docs.stem
+    argv = list(args.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--data":
+            argv[i + 1] = shareable_data(argv[i + 1])
+    commands = ["python benchmarks/replicate.py " + shlex.join(shareable_command(argv))]
     title = ("The positional-prior ablation" if args.ablation_only
              else f"The study replicated on {args.data_label}")
-    lines = [f"# {title}", "",
-             "Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
-             f"git `{_git_sha()}`, torch {torch.__version__}, {platform.processor() or platform.machine()}, "  # noqa: E501
-             f"device `{args.device}`, {time.strftime('%Y-%m-%d')}.", "",
-             "Command:", "", "```bash", "python benchmarks/replicate.py " + shlex.join(shareable_command(args.argv)),
-             "```", ""]
-    if args.note:
-        lines += [f"Note: {args.note}", ""]
-    if pair_meta:
-        lines += ["## The models", ""]
-        frame = pd.DataFrame([dict(model=m["wanted"]["model"], replicate=m["replicate"],
-                                   recipe=f"{family(m['wanted']['model'])}-cifar10-{args.recipe}",
-                                   epochs=m["epochs"], train_images=m["train_images"],
-                                   test_accuracy=f"{m['test_accuracy']:.4f}",
-                                   train_minutes=f"{m['train_time_s'] / 60:.1f}",
-                                   images_per_s=f"{m['images_per_s']:.0f}")
-                              for m in pair_meta])
-        lines += _md_table(frame) + [""]
-    if results is not None:
-        claims = results.tables.get("claims")
-        if claims is not None and len(claims):
-            lines += ["## The paper's claims on these models", "",
-                      "Each claim as xai-bench tests it (docs/statistics.md), next to what the "
-                      "paper reports on ImageNet.", ""]
-            rows = []
-            for c in claims.to_dict("records"):
-                rows.append(dict(claim=c["claim"], model=c["model"], replicate=c["replicate"],
-                                 outcome=c["outcome"],
-                                 estimate=format_interval(c["estimate"], c["ci_low"],
-                                                          c["ci_high"]),
-                                 paper=PAPER_SAYS.get(str(c["claim"]), ""),
-                                 detail=str(c["detail"]).replace("|", "/")))
-            lines += _md_table(pd.DataFrame(rows)) + [""]
-        summary_md = Path(results.run_dir) / "plots" / "summary.md"
-        if summary_md.exists():
-            lines += ["## Every result with its interval", "",
-                      f"The run's own summary (`{summary_md.relative_to(Path(args.out).parent) if summary_md.is_relative_to(Path(args.out).parent) else summary_md}`).", ""]  # noqa: E501
-            lines += _demote(summary_md.read_text()) + [""]
-        pngs = sorted((Path(results.run_dir) / "plots").glob("*.png"))
-        if pngs:
-            figures.mkdir(parents=True, exist_ok=True)
-            lines += ["## Figures", ""]
-            for png in pngs:
-                shutil.copy2(png, figures / png.name)
-                lines += [f"![{png.stem}]({figures.name}/{png.name})", ""]
-    for frame in ablations:
-        if frame is None or not len(frame):
-            continue
-        data = frame["data"].iloc[0]
-        lines += [f"## Positional prior ablation on {data}", "",
-                  "B-cos ViT nano with each positional prior; test accuracy and the grid "
-                  "pointing game of the inherent explanation, each with a 95% bootstrap "
-                  "interval (over test images / grid cells), per replicate.", ""]
-        rows = []
-        for r in frame.to_dict("records"):
-            loc = format_interval(r["localisation"], r["localisation_low"],
-                                  r["localisation_high"]) \
-                if r.get("n_cells", 0) else f"not scored ({r.get('note', '')})"
-            rows.append(dict(position=r["position"], replicate=r["replicate"],
-                             accuracy=format_interval(r["accuracy"], r["accuracy_low"],
-                                                      r["accuracy_high"]),
-                             localisation=loc, cells=r.get("n_cells", 0),
-                             train_minutes=f"{r['train_time_s'] / 60:.1f}"))
-        lines += _md_table(pd.DataFrame(rows)) + [""]
-    lines += ["## Wall time", ""] + [f"- {k}: {v / 60:.1f} min" for k, v in wall.items()] + [""]
-    lines += ["## On a GPU", "",
-              "The paper-scale version of this study (the longer recipe, 3 replicates, 250 grids "
-              "and 250 images):", "", "```bash",
-              "python benchmarks/replicate.py --data cifar10 --recipe gpu --device cuda "
-              "--replicates 3 --n-grids 250 --n-images 250 --ablation --ablation-data "
-              "shapes,cifar10", "```", ""]
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text("\n".join(lines))
-    log(f"wrote {docs}")
+    provenance = ("Written by `benchmarks/replicate.py` (do not edit by hand; rerun it). "
+                  f"git `{_git_sha()}`, torch {torch.__version__}, "
+                  f"{platform.processor() or platform.machine()}, device `{args.device}`, "
+                  f"{args.threads or torch.get_num_threads()} thread(s) per process, "
+                  f"{time.strftime('%Y-%m-%d')}.")
+    threads = args.train_note or ""
+    from xai_bench.run.meta import meta_summary
+
+    write_page(Path(docs), title=title, provenance=provenance, commands=commands,
+               note=args.note, pair_meta=pair_meta, recipe_kind=args.recipe, threads=threads,
+               results=results, replicates=args.replicates, paper_says=PAPER_SAYS,
+               meta_summary=meta_summary(meta_frame) if meta_frame is not None else None,
+               ablations=ablations, wall=wall, placeholders=_placeholders(args), log=log)
 
 
 # ------------------------------------------------------------------------------ main
@@ -322,8 +272,17 @@ def parse(argv):
     p.add_argument("--ablation-epochs", type=at_least(1), default=None)
     p.add_argument("--ablation-limit-train", type=at_least(1), default=None)
     p.add_argument("--ablation-grids", type=at_least(1), default=60)
+    p.add_argument("--meta", action="store_true", help="also meta-evaluate the metrics "
+                   "(resilience and reactivity, docs/meta_evaluation.md) on replicate 0 with "
+                   "--meta-methods and --meta-images: costly, about 13x its cells")
+    p.add_argument("--meta-methods", default="paper,random")
+    p.add_argument("--meta-images", type=at_least(1), default=8)
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="torch threads of this process (default: torch's)")
     p.add_argument("--note", default="", help="a paragraph for the page, e.g. what else "
                    "shared the machine while the models trained")
+    p.add_argument("--train-note", default="", help="how the models were trained (threads, "
+                   "what ran beside them), for the page's models section")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(argv)
@@ -356,55 +315,89 @@ def check_arguments(args) -> None:
     check_output_path(args.docs, "--docs")
 
 
+def train_pair(args, out: Path) -> tuple[list, dict]:
+    """Every replicate of the pair, replicate by replicate (an interrupted study keeps whole
+    replicates), each with its test predictions for the accuracy interval."""
+    splits = (get_dataset(args.data, "train"), get_dataset(args.data, "test"))
+    pair_meta, checkpoints = [], {}
+    for r in range(args.replicates):
+        for name in PAIR:
+            path = out / "checkpoints" / f"{name}-cifar10-{args.recipe}@{r}.pt"
+            meta = train_one(name, args.data, recipe_for(name, args.recipe, r, args.epochs),
+                             path, replicate=r, device=args.device,
+                             limit_train=args.limit_train, splits=splits)
+            model = xai_bench.get_model(name, checkpoint=str(path)).eval()
+            meta = dict(meta, correct=predict(model, splits[1], device=args.device)
+                        .correct.double().cpu().numpy())
+            pair_meta.append(meta)
+            checkpoints[f"{name}@{r}"] = str(path)
+    return pair_meta, checkpoints
+
+
+def run_protocol(args, out: Path, checkpoints: dict):
+    """Every method × metric on every replicate (cells cached: a rerun redoes what changed)."""
+    from xai_bench.outputs.plots import plot_run
+
+    results = xai_bench.evaluate(models=list(PAIR), methods=args.methods, metrics=args.metrics,
+                                 dataset=args.data, out=out, checkpoints=checkpoints,
+                                 replicates=args.replicates, n_grids=args.n_grids,
+                                 n_images=args.n_images, metric_params=_metric_params(args),
+                                 device=args.device, name="protocol",
+                                 progress=not args.quiet, log=log)
+    plot_run(results.run_dir)  # figures and summary.md, as `xai-bench run` writes them
+    return results
+
+
+def run_meta(args, out: Path, checkpoints: dict):
+    """The meta-evaluation on replicate 0 (its own run directory): the frame of meta.csv."""
+    first = {k: v for k, v in checkpoints.items() if k.endswith("@0")}
+    results = xai_bench.evaluate(models=list(PAIR), methods=args.meta_methods,
+                                 metrics=args.metrics, dataset=args.data, out=out,
+                                 checkpoints=first, replicates=1, n_grids=args.meta_images,
+                                 n_images=args.meta_images, metric_params=_metric_params(args),
+                                 device=args.device, name="meta", meta=True, plots=False,
+                                 report=False, progress=not args.quiet, log=log)
+    from xai_bench.run.meta import META_FILE
+
+    return pd.read_csv(Path(results.run_dir) / META_FILE)
+
+
 @one_line_errors
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     check_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    wall, pair_meta, results, ablations = {}, [], None, []
+    wall, pair_meta, results, meta_frame, ablations = {}, [], None, None, []
     if not args.ablation_only:
         t = time.perf_counter()
-        splits = (get_dataset(args.data, "train"), get_dataset(args.data, "test"))
-        checkpoints = {}
-        for name in PAIR:
-            for r in range(args.replicates):
-                path = out / "checkpoints" / f"{name}-cifar10-{args.recipe}@{r}.pt"
-                pair_meta.append(train_one(name, args.data, recipe_for(name, args.recipe, r,
-                                                                        args.epochs),
-                                           path, replicate=r, device=args.device,
-                                           limit_train=args.limit_train, splits=splits))
-                checkpoints[f"{name}@{r}"] = str(path)
-        wall["training the pair"] = time.perf_counter() - t
+        pair_meta, checkpoints = train_pair(args, out)
+        wall["training the pair (0 when every checkpoint was reused)"] = sum(
+            m["train_time_s"] for m in pair_meta if m.get("trained_now"))
         t = time.perf_counter()
-        results = xai_bench.evaluate(models=list(PAIR), methods=args.methods,
-                                     metrics=args.metrics, dataset=args.data, out=out,
-                                     checkpoints=checkpoints, replicates=args.replicates,
-                                     n_grids=args.n_grids, n_images=args.n_images,
-                                     metric_params=_metric_params(args),
-                                     device=args.device, name="protocol",
-                                     progress=not args.quiet, log=log)
-        from xai_bench.outputs.plots import plot_run
-
-        plot_run(results.run_dir)  # figures and summary.md, as `xai-bench run` writes them
+        results = run_protocol(args, out, checkpoints)
         wall["the protocol (every method x metric)"] = time.perf_counter() - t
-        for label, m in results.info["models"].items():
-            log(f"{label}: test accuracy {m.get('test_accuracy', float('nan')):.4f}")
+        if args.meta:
+            t = time.perf_counter()
+            meta_frame = run_meta(args, out, checkpoints)
+            wall["the meta-evaluation"] = time.perf_counter() - t
     if args.ablation or args.ablation_only:
         for spec in [s.strip() for s in args.ablation_data.split(",") if s.strip()]:
             spec = args.data if spec == "cifar10" else spec
             t = time.perf_counter()
-            ablations.append(ablation(spec, args.recipe,
-                                      args.ablation_replicates or args.replicates, out,
-                                      device=args.device, n_grids=args.ablation_grids,
-                                      threshold=args.confidence_threshold,
-                                      epochs=args.ablation_epochs,
-                                      limit_train=args.ablation_limit_train))
-            ablations[-1].to_csv(out / f"ablation-{ablations[-1]['data'].iloc[0]}.csv",
-                                 index=False)
-            wall[f"positional ablation on {ablations[-1]['data'].iloc[0]}"] = \
+            frame, per_model = ablation(spec, args.recipe,
+                                        args.ablation_replicates or args.replicates, out,
+                                        device=args.device, n_grids=args.ablation_grids,
+                                        threshold=args.confidence_threshold,
+                                        epochs=args.ablation_epochs,
+                                        limit_train=args.ablation_limit_train)
+            ablations.append((frame, per_model))
+            frame.to_csv(out / f"ablation-{frame['data'].iloc[0]}.csv", index=False)
+            wall[f"positional ablation on {frame['data'].iloc[0]} (training and evaluation)"] = \
                 time.perf_counter() - t
-    write_report(Path(args.docs), args, pair_meta, results, ablations, wall)
+    write_report(Path(args.docs), args, pair_meta, results, meta_frame, ablations, wall)
     return 0
 
 

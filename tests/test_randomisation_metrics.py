@@ -178,6 +178,43 @@ def test_harness_known_answer_batched_and_parts(setup, name, params, model_free,
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_efficient_mprt_leaves_out_constant_maps_and_skips_a_constant_method(setup):
+    """A constant trained map has entropy 0 and no relative rise: its images are left out
+    (before, they were NaN values in 'ok' records, and the run failed reading them back), and
+    a method whose maps are all constant (the uniform baseline) does not apply."""
+    from xai_bench.metrics.base import MetricNotApplicable
+
+    model = setup[0]
+    data = SelfLabelled(model, 8, seed=2)
+    metric = xai_bench.get_metric("efficient_mprt", n_images=6)
+    prepared = metric.prepare(model, data, batch_size=4, seed=0)
+    with pytest.raises(MetricNotApplicable, match="constant"):
+        metric.evaluate(model, xai_bench.get_method("uniform"), prepared, batch_size=4)
+    ixg = xai_bench.get_method("ixg")
+    every = metric.evaluate(model, ixg, prepared, batch_size=4)
+
+    def flat_on_odd(m, x, targets):  # ixg, but a constant map on every second image
+        maps = ixg(m, x, targets).clone()
+        maps[1::2] = 1.0
+        return maps
+
+    kept = metric.evaluate(model, flat_on_odd, prepared, batch_size=6)
+    assert [r["sample_id"] for r in kept.records] == [r["sample_id"] for r in every.records][::2]
+    assert np.isfinite([r["value"] for r in kept.records]).all()
+    assert kept.summary["n_undefined"] == 3
+    assert kept.summary["mean"] == pytest.approx(np.mean([r["value"] for r in kept.records]))
+
+
+def test_a_run_with_the_uniform_baseline_records_efficient_mprt_as_skipped(tmp_path):
+    results = xai_bench.evaluate(models=["bcos_vit_nano"], methods="ixg,uniform",
+                                 metrics="efficient_mprt", dataset="shapes", n_images=4,
+                                 out=tmp_path, device="cpu", plots=False, report=False)
+    rows = results.records.set_index("method")
+    assert rows.loc["uniform", "status"] == "skipped"
+    assert "constant" in rows.loc["uniform", "message"]
+    assert (results.records[results.records["method"] == "ixg"]["status"] == "ok").all()
+
+
 # ---- bad parameters -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, key, value", [

@@ -3,8 +3,10 @@ CIFAR-10-like ImageFolder written here (the shapes data as JPEGs: no download, n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -62,40 +64,70 @@ def _script():
     return load_benchmark("replicate")
 
 
-def test_replicate_script_trains_runs_ablates_and_writes_the_report(fake_cifar, tmp_path,
-                                                                    capsys, one_thread):
+def test_replicate_script_replicates_ablates_resumes_and_writes_a_page_without_paths(
+        fake_cifar, tmp_path, capsys, one_thread, monkeypatch):
     script = _script()
     docs = tmp_path / "docs" / "replication.md"
-    argv = ["--data", fake_cifar, "--epochs", "1", "--limit-train", "96", "--n-grids", "2",
-            "--n-images", "2", "--methods", "inherent,rollout,random",
+    argv = ["--data", fake_cifar, "--epochs", "1", "--limit-train", "64", "--replicates", "2",
+            "--n-grids", "2", "--n-images", "2", "--methods", "inherent,ixg,random",
             "--metrics", "grid_pointing_game,pixel_perturbation", "--confidence-threshold",
             "0", "--out", str(tmp_path / "out"), "--docs", str(docs), "--ablation",
             "--ablation-data", "cifar10", "--ablation-epochs", "1", "--ablation-limit-train",
             "32", "--ablation-grids", "2", "--quiet"]
+    # interrupted after the first replicate's pair: the study stops there ...
+    trained, real = [], script.train_and_save
+
+    def stop_after_two(*args, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(script, "train_and_save", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(argv)
+    assert trained == ["bcos_vit_nano", "vit_nano"] and not docs.exists()
+    monkeypatch.setattr(script, "train_and_save", real)
+    capsys.readouterr()
+    # ... and a rerun continues from the finished checkpoints
     assert script.main(argv) == 0
+    log = capsys.readouterr().out
+    assert log.count("reusing ") == 2 and log.count("training ") == 2 + 8
     text = docs.read_text()
-    for heading in ("## The models", "## Every result with its interval",
-                    "## Positional prior ablation on cifar10-cpu", "## Wall time",
-                    "## On a GPU"):
+    for heading in ("## The models", "## The paper's claims, replicate by replicate",
+                    "## Which method leads each metric, and how often",
+                    "## Which metrics tell the methods from random",
+                    "## Positional prior ablation on cifar10-cpu",
+                    "### Each prior against the multiplicative prior",
+                    "## Every result with its interval", "## Wall time"):
         assert heading in text, heading
     assert "bcos-cifar10-cpu" in text and "conventional-cifar10-cpu" in text
+    assert "of 2 |" in text  # holds in k of 2 replicates
     for position in script.POSITIONS:
-        assert f"| {position} |" in text
+        assert f"| {position} | 0 |" in text and f"| {position} | 1 |" in text
+    assert "**The paper's preference for the multiplicative prior on CIFAR-10:**" in text
+    # the page names no path of this machine: the data set is written as cifar10:PATH
+    assert "--data cifar10:PATH " in text
+    assert str(tmp_path) not in text and not script.absolute_paths(text)
     checkpoints = sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("*.pt"))
-    assert "bcos_vit_nano-cifar10-cpu@0.pt" in checkpoints and len(checkpoints) == 6
+    assert "bcos_vit_nano-cifar10-cpu@1.pt" in checkpoints and len(checkpoints) == 4 + 8
     meta = xai_bench.storage.checkpoint.load_checkpoint(tmp_path / "out" / "checkpoints" /
-                                                "vit_nano-cifar10-cpu@0.pt")
+                                                "vit_nano-cifar10-cpu@1.pt")
     assert meta["recipe"]["augmentation"] == "crop-flip" and meta["recipe"]["epochs"] == 1
+    assert meta["recipe"]["seed"] == get_recipe("conventional-cifar10-cpu").seed + 1
     ablated = xai_bench.get_model("bcos_vit_nano", checkpoint=str(
-        tmp_path / "out" / "checkpoints" / "ablation-cifar10-cpu-none@0.pt"))
+        tmp_path / "out" / "checkpoints" / "ablation-cifar10-cpu-none@1.pt"))
     assert ablated.config["position"] == "none"
-    records = (tmp_path / "out" / "protocol" / "records.csv").read_text()
-    assert "grid_pointing_game" in records and "pixel_perturbation" in records
-    capsys.readouterr()
+    records = pd.read_csv(tmp_path / "out" / "protocol" / "records.csv")
+    assert set(records["metric"]) == {"grid_pointing_game", "pixel_perturbation"}
+    assert set(records["replicate"]) == {0, 1}
+    import shutil; shutil.copy(docs, "/tmp/i26_page.md")  # DEBUG
     # a rerun reuses every checkpoint and every cell
     assert script.main(argv) == 0
     log = capsys.readouterr().out
-    assert "training " not in log and log.count("reusing ") == 6
+    assert "training " not in log and log.count("reusing ") == 4 + 8
+    done, total = map(int, re.search(r"\((\d+)/(\d+) cells already done\)", log).groups())
+    assert done == total > 0
 
 
 def test_the_recorded_command_carries_no_path_of_this_machine():
@@ -106,3 +138,13 @@ def test_the_recorded_command_carries_no_path_of_this_machine():
     assert replicate.shareable_command(argv) == [
         "--data", "cifar10:cifar10-jpeg.tar.gz", "--out", "out", "--docs",
         "docs/replication.md", "--note", "a note", "--seed", "0"]
+    assert replicate.shareable_data("cifar10:/srv/data/cifar10-jpeg.tar.gz") == "cifar10:PATH"
+    assert replicate.shareable_data("cifar10") == "cifar10"
+
+
+def test_absolute_paths_are_found_and_relative_ones_are_not():
+    page = load_benchmark("replication_page")
+    assert page.absolute_paths("data set cifar10:/srv/data/x.tar.gz\nok") == [
+        "data set cifar10:/srv/data/x.tar.gz"]
+    assert page.absolute_paths("run in `/home/me/xai`") and page.absolute_paths("C:\\Users")
+    assert not page.absolute_paths("![a](replication/a.png) 10 images/s, 1/4, out/protocol")

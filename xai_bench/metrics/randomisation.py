@@ -169,9 +169,28 @@ class EfficientMPRT(_Randomised):
         n_bins = self.params["n_bins"]
         trained = discrete_entropy(attribute(method, model, x, targets), n_bins)
         random = discrete_entropy(attribute(method, randomised, x, targets), n_bins)
-        # a constant trained map has entropy 0: the rise is undefined (inf or nan, as Quantus)
+        # a constant trained map has entropy 0: the rise is undefined (Quantus gives inf or
+        # nan); reduce() leaves such images out
         return {"scores": (random - trained) / trained, "entropy_trained": trained,
                 "entropy_randomised": random}
+
+    def reduce(self, model, prepared: RandomisedModel, part: dict, *,
+               device="cpu") -> MetricResult:
+        """As every randomisation metric, without the images whose trained map is constant
+        (entropy 0: no relative rise is defined; counted in ``summary["n_undefined"]``). When
+        every map is constant (the ``uniform`` baseline), the cell does not apply."""
+        defined = torch.isfinite(part["scores"])
+        if not bool(defined.any()):
+            raise MetricNotApplicable(
+                "every map is constant on the selected images (entropy 0), so eMPRT's relative "
+                "rise in entropy is undefined; a constant map has no structure to lose")
+        result = super().reduce(model, prepared, part, device=device)
+        if bool(defined.all()):
+            return result
+        result.records = [r for r, ok in zip(result.records, defined.tolist()) if ok]
+        result.summary["mean"] = float(part["scores"][defined].mean())
+        result.summary["n_undefined"] = int((~defined).sum())
+        return result
 
 
 def smoothed_maps(method, models, x, targets, *, nr_samples: int, noise_magnitude: float,

@@ -39,16 +39,18 @@ def error_line(error: Exception) -> str:
 
 
 def attempt(compute):
-    """``(value, None)``, or ``(None, one-line error)`` when ``compute()`` fails the cell:
-    an interrupt and the harness's own errors (other than a broken contract) propagate."""
+    """``(value, None, None)``, or ``(None, one-line error, status)`` when ``compute()`` fails
+    the cell: status ``"skipped"`` when the metric does not apply to what it was given
+    (:class:`NotApplicable`, e.g. eMPRT on constant maps), else ``"error"``. An interrupt and
+    the harness's own errors (other than a broken contract) propagate."""
     try:
-        return compute(), None
+        return compute(), None, None
     except (KeyboardInterrupt, XaiBenchError) as e:
         if not isinstance(e, ContractError):
             raise
-        return None, error_line(e)
+        return None, error_line(e), "error"
     except Exception as e:
-        return None, error_line(e)
+        return None, error_line(e), "skipped" if isinstance(e, NotApplicable) else "error"
 
 
 def failed_records(model: str, method: str, metric, status: str, message: str) -> list:
@@ -274,9 +276,9 @@ class Executor:
     def _scored(model_name, method, metric, compute):
         """``(records, curves, examples, notes)`` of the cell whose :class:`MetricResult`
         ``compute()`` returns (an error cell if it fails)."""
-        result, error = attempt(compute)
+        result, error, status = attempt(compute)
         if error is not None:
-            return failed_records(model_name, method.name, metric, "error", error), [], {}, {}
+            return failed_records(model_name, method.name, metric, status, error), [], {}, {}
         base = dict(model=model_name, method=method.name, metric=metric.name,
                     category=metric.metric.category,
                     higher_is_better=metric.metric.higher_is_better)
@@ -301,7 +303,7 @@ class Executor:
             arrays, error = {}, None
             if start < stop:  # fewer samples than requested leave the last parts empty
                 torch.manual_seed(derive_seed(self.seed, cell.key, part))
-                values, error = attempt(lambda: cell.metric.metric.evaluate_part(
+                values, error, _ = attempt(lambda: cell.metric.metric.evaluate_part(
                     scope.model, method.method, found, start, stop, device=self.device,
                     batch_size=size))
                 error = scope.check_weights(method.name) or error

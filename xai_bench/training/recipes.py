@@ -117,9 +117,9 @@ RECIPES = {
     # the conventional one at ~480: six and sixteen epochs; light crop-flip augmentation, a short
     # warm-up and a cosine decay; the mosaics keep half-size objects recognisable for the
     # grid pointing game, as on shapes). "gpu": the longer recipe (RandAugment, 200 epochs).
-    "bcos-cifar10-cpu": Recipe(epochs=6, batch_size=128, lr=2e-3, warmup_epochs=0.5,
+    "bcos-cifar10-cpu": Recipe(epochs=12, batch_size=128, lr=2e-3, warmup_epochs=0.5,
                                augmentation="crop-flip", mosaic=0.25),
-    "conventional-cifar10-cpu": Recipe(epochs=16, batch_size=128, lr=2e-3, optimizer="adamw",
+    "conventional-cifar10-cpu": Recipe(epochs=12, batch_size=128, lr=2e-3, optimizer="adamw",
                                        weight_decay=0.05, loss="ce", warmup_epochs=0.5,
                                        augmentation="crop-flip", mosaic=0.25,
                                        label_smoothing=0.1),
