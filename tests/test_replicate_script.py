@@ -121,7 +121,6 @@ def test_replicate_script_replicates_ablates_resumes_and_writes_a_page_without_p
     records = pd.read_csv(tmp_path / "out" / "protocol" / "records.csv")
     assert set(records["metric"]) == {"grid_pointing_game", "pixel_perturbation"}
     assert set(records["replicate"]) == {0, 1}
-    import shutil; shutil.copy(docs, "/tmp/i26_page.md")  # DEBUG
     # a rerun reuses every checkpoint and every cell
     assert script.main(argv) == 0
     log = capsys.readouterr().out
