@@ -1,25 +1,35 @@
 """The paper's study replicated on real images (CIFAR-10), and the positional-prior ablation.
 
-    python benchmarks/replicate.py --data cifar10:PATH/cifar10-jpeg.tar.gz --replicates 1
+    python benchmarks/replicate.py --data cifar10:PATH --replicates 3 --methods all \\
+        --metrics grid_pointing_game,pixel_perturbation,deletion,insertion,random_target,\\
+    sparseness,complexity,infidelity,efficient_mprt --n-grids 8 --n-images 8 \\
+        --method-arg rise.n_masks=500 --ablation --ablation-data cifar10 \\
+        --ablation-replicates 2 --ablation-epochs 2          # docs/replication.md, 2 CPU cores
     python benchmarks/replicate.py --data cifar10 --recipe gpu --device cuda --replicates 3 \\
         --n-grids 250 --n-images 250                      # the paper's protocol on a GPU
     python benchmarks/replicate.py --ablation-only --ablation-data shapes --replicates 2
 
-Steps (each result is cached on disk, so a rerun only redoes what changed):
+Steps (each result is cached on disk, so a rerun, or a run after an interruption, redoes only
+what is missing or changed):
 
 1. **Train** the small pair (``bcos_vit_nano``, ``vit_nano``) on the training split with the
-   ``<family>-cifar10-<recipe>`` recipes (:mod:`xai_bench.training.recipes`), one checkpoint per
-   replicate (recipe seed + replicate index) under ``OUT/checkpoints/``.
-2. **Run the protocol**: every method × every metric (grid pointing game, pixel-perturbation
-   ABC, deletion/insertion, sanity checks, …) through :func:`xai_bench.evaluate`, with the
-   checkpoints per replicate; intervals, paired tests, claims and figures as in any run.
+   ``<family>-cifar10-<recipe>`` recipes (:mod:`xai_bench.training.recipes`; the CPU recipes
+   give both families the same 12 epochs), replicate by replicate (seed = the recipe's seed +
+   the replicate index) under ``OUT/checkpoints/``. A checkpoint is reused only when its
+   metadata records the same model, data, recipe and training-set size.
+2. **Run the protocol**: every method × every metric through :func:`xai_bench.evaluate` on
+   every replicate (cells cached in ``OUT/protocol``); ``--meta`` adds the meta-evaluation of
+   the metrics on replicate 0.
 3. **Ablate the positional prior** (``--ablation``): the B-cos model with
    ``position=multiplicative|additive|embedding|none``, per replicate, on ``--ablation-data``
    (``shapes`` and/or the CIFAR-10 spec); test accuracy and the grid pointing game of the
-   inherent explanation, each with a 95% bootstrap interval.
-4. **Write** ``--docs`` (default ``docs/replication.md``) with the accuracies and training
-   times, the claims next to the paper's statements, the run's tables with intervals, the
-   figures (copied next to it, in ``<docs stem>/``), the ablation and the exact commands.
+   inherent explanation with 95% bootstrap intervals, and each prior's paired difference
+   from the multiplicative prior (benchmarks/replication_tables.py).
+4. **Write** ``--docs`` (default ``docs/replication.md``, benchmarks/replication_page.py): the
+   models per replicate, each claim per replicate and how often it holds, which method leads
+   each metric how often, which metrics tell the methods from random, the ablation, the run's
+   tables, the figures (copied into ``<docs stem>/``) and the command, with the data set
+   written as ``cifar10:PATH`` and no path of this machine.
 
 The paper's statements the claims are compared with are those of the holistic B-cos ViT paper
 (Böhle et al. 2023) on ImageNet: B-cos ViTs' inherent explanations localise best and best by a
@@ -260,6 +270,9 @@ def parse(argv):
                    "(the reference's 0.5; 0 keeps every correct image)")
     p.add_argument("--methods", default="all")
     p.add_argument("--metrics", default="all")
+    p.add_argument("--method-arg", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method's parameter for the protocol, e.g. rise.n_masks=500 "
+                   "(repeatable)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/replication")
     p.add_argument("--docs", default=str(ROOT / "docs" / "replication.md"))
@@ -272,6 +285,10 @@ def parse(argv):
     p.add_argument("--ablation-epochs", type=at_least(1), default=None)
     p.add_argument("--ablation-limit-train", type=at_least(1), default=None)
     p.add_argument("--ablation-grids", type=at_least(1), default=60)
+    p.add_argument("--ablation-confidence-threshold", type=float, default=None,
+                   help="the ablation's grid pointing game threshold (default: "
+                   "--confidence-threshold; a short ablation budget gives less confident "
+                   "models)")
     p.add_argument("--meta", action="store_true", help="also meta-evaluate the metrics "
                    "(resilience and reactivity, docs/meta_evaluation.md) on replicate 0 with "
                    "--meta-methods and --meta-images: costly, about 13x its cells")
@@ -286,6 +303,13 @@ def parse(argv):
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(argv)
+    from xai_bench.cli.common import dotted_params
+
+    try:
+        args.method_params = dotted_params(args.method_arg, "--method-arg", "METHOD",
+                                           "rise.n_masks=500")
+    except Exception as e:  # click's UsageError: the parser's one-line error, exit 2
+        p.error(str(getattr(e, "message", e)))
     args.data_label = "CIFAR-10" if args.data.split(":")[0] == "cifar10" else args.data
     return args
 
@@ -307,6 +331,7 @@ def check_arguments(args) -> None:
         check_run_options(models=list(PAIR), methods=args.methods, metrics=args.metrics,
                           dataset=args.data, n_grids=args.n_grids, n_images=args.n_images,
                           replicates=args.replicates, device=args.device,
+                          method_params=args.method_params,
                           metric_params=_metric_params(args))
     if args.ablation or args.ablation_only:
         for spec in [s.strip() for s in args.ablation_data.split(",") if s.strip()]:
@@ -342,7 +367,8 @@ def run_protocol(args, out: Path, checkpoints: dict):
                                  dataset=args.data, out=out, checkpoints=checkpoints,
                                  replicates=args.replicates, n_grids=args.n_grids,
                                  n_images=args.n_images, metric_params=_metric_params(args),
-                                 device=args.device, name="protocol",
+                                 method_params=args.method_params, device=args.device,
+                                 name="protocol",
                                  progress=not args.quiet, log=log)
     plot_run(results.run_dir)  # figures and summary.md, as `xai-bench run` writes them
     return results
@@ -355,7 +381,8 @@ def run_meta(args, out: Path, checkpoints: dict):
                                  metrics=args.metrics, dataset=args.data, out=out,
                                  checkpoints=first, replicates=1, n_grids=args.meta_images,
                                  n_images=args.meta_images, metric_params=_metric_params(args),
-                                 device=args.device, name="meta", meta=True, plots=False,
+                                 method_params=args.method_params, device=args.device,
+                                 name="meta", meta=True, plots=False,
                                  report=False, progress=not args.quiet, log=log)
     from xai_bench.run.meta import META_FILE
 
@@ -390,7 +417,9 @@ def main(argv=None) -> int:
             frame, per_model = ablation(spec, args.recipe,
                                         args.ablation_replicates or args.replicates, out,
                                         device=args.device, n_grids=args.ablation_grids,
-                                        threshold=args.confidence_threshold,
+                                        threshold=args.confidence_threshold
+                                        if args.ablation_confidence_threshold is None
+                                        else args.ablation_confidence_threshold,
                                         epochs=args.ablation_epochs,
                                         limit_train=args.ablation_limit_train)
             ablations.append((frame, per_model))

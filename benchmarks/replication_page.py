@@ -139,9 +139,11 @@ def _ablation_section(frame: pd.DataFrame, per_model: list, replicates: int) -> 
     epochs = ", ".join(str(e) for e in sorted(set(frame["epochs"]))) \
         if "epochs" in frame else "?"
     lines = [f"## Positional prior ablation on {data}", "",
-             f"The B-cos ViT nano with each positional prior ({epochs} epochs per model), per "
-             "replicate: test accuracy and the grid pointing game of the inherent explanation, "
-             "each with a 95 % bootstrap interval (over test images / grid cells).", ""]
+             f"The B-cos ViT nano with each positional prior ({epochs} epoch(s) per model), "
+             "per replicate: test accuracy and the grid pointing game of the inherent "
+             "explanation (images enter a grid when classified correctly with confidence "
+             f"≥ {frame['confidence_threshold'].iloc[0]:g}), each with a 95 % bootstrap "
+             "interval (over test images / grid cells).", ""]
     rows = []
     for r in frame.to_dict("records"):
         loc = format_interval(r["localisation"], r["localisation_low"],
