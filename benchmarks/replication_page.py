@@ -223,6 +223,10 @@ def write_page(docs: Path, *, title: str, provenance: str, commands: list, note:
     if leaked:
         raise ValueError(f"the page would carry a path of this machine: {leaked[0][:200]!r}; "
                          f"add it to the placeholders")
+    if figures.is_dir():  # figures of an earlier page must not outlive it
+        for old in figures.glob("*.png"):
+            if old.name not in {png.name for png in copies}:
+                old.unlink()
     if copies:
         figures.mkdir(parents=True, exist_ok=True)
         for png in copies:
