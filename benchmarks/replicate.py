@@ -131,6 +131,47 @@ def recipe_for(name: str, kind: str, replicate: int, epochs=None):
 
 # ------------------------------------------------------------------------------ ablation
 
+def evaluated(path: Path, spec: str, settings: dict, compute) -> dict:
+    """``compute()`` (a JSON-able dict) for the checkpoint ``path``, cached beside it in
+    ``PATH.eval.json`` and reused only for the same checkpoint bytes, data set, settings and
+    xai_bench version (a rerun after an interruption does not evaluate a model twice)."""
+    from xai_bench.storage.identity import file_sha256
+    from xai_bench.version import VERSION
+
+    identity = dict(checkpoint=file_sha256(path), dataset=spec, settings=settings,
+                    xai_bench=VERSION)
+    cache = path.with_suffix(".eval.json")
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("identity") == identity:
+            return stored["result"]
+    result = compute()
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(identity=identity, result=result)))
+    tmp.replace(cache)
+    return result
+
+
+def _test_predictions(name: str, path: Path, test_set) -> dict:
+    model = xai_bench.get_model(name, checkpoint=str(path)).eval()
+    return dict(correct=predict(model, test_set, device="cpu").correct.int().tolist())
+
+
+def _ablation_scores(path: Path, test_set, metric, method) -> dict:
+    """Per test image: correct or not; per grid cell: the inherent grid pointing game."""
+    model = xai_bench.get_model("bcos_vit_nano", checkpoint=str(path)).eval()
+    out = dict(correct=predict(model, test_set, device="cpu").correct.int().tolist(),
+               scores=[], note="")
+    try:
+        prepared = metric.prepare(model, test_set)
+        out["scores"] = [rec["value"] for rec in
+                         metric.evaluate(model, method, prepared).records]
+    except MetricNotApplicable as e:
+        out["note"] = str(e)
+    return out
+
+
+
 def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grids: int,
              threshold: float, epochs=None, limit_train=None) -> tuple[pd.DataFrame, list]:
     """Accuracy and inherent grid pointing game of the B-cos model per positional prior:
@@ -154,24 +195,20 @@ def ablation(spec: str, kind: str, replicates: int, out: Path, *, device, n_grid
             meta = train_one("bcos_vit_nano", spec, recipe, path, replicate=r,
                              model_kwargs={"position": position}, device=device,
                              limit_train=limit_train, splits=splits)
-            model = xai_bench.get_model("bcos_vit_nano", checkpoint=str(path)).eval()
-            found = predict(model, splits[1], device="cpu")
-            correct = found.correct.double().numpy()
+            found = evaluated(path, spec, dict(n_grids=n_grids, threshold=threshold),
+                              lambda: _ablation_scores(path, splits[1], metric, inherent))
+            correct, scores = np.asarray(found["correct"], float), np.asarray(found["scores"])
             acc, acc_lo, acc_hi = bootstrap_interval(correct, seed=r)
             row = dict(data=tag, position=position, replicate=r, n_test=len(correct),
                        confidence_threshold=threshold, epochs=meta["epochs"],
                        accuracy=acc, accuracy_low=acc_lo, accuracy_high=acc_hi,
                        train_time_s=meta["train_time_s"])
-            scores = np.array([])
-            try:
-                prepared = metric.prepare(model, splits[1])
-                scores = np.array([rec["value"] for rec in
-                                   metric.evaluate(model, inherent, prepared).records])
+            if len(scores):
                 loc, lo, hi = bootstrap_interval(scores, seed=r)
                 row.update(n_cells=len(scores), localisation=loc, localisation_low=lo,
                            localisation_high=hi)
-            except MetricNotApplicable as e:
-                row.update(n_cells=0, note=str(e))
+            else:
+                row.update(n_cells=0, note=found["note"])
             rows.append(row)
             per_model.append(dict(position=position, replicate=r, correct=correct,
                                   scores=scores))
@@ -351,9 +388,9 @@ def train_pair(args, out: Path) -> tuple[list, dict]:
             meta = train_one(name, args.data, recipe_for(name, args.recipe, r, args.epochs),
                              path, replicate=r, device=args.device,
                              limit_train=args.limit_train, splits=splits)
-            model = xai_bench.get_model(name, checkpoint=str(path)).eval()
-            meta = dict(meta, correct=predict(model, splits[1], device=args.device)
-                        .correct.double().cpu().numpy())
+            found = evaluated(path, args.data, {},
+                              lambda: _test_predictions(name, path, splits[1]))
+            meta = dict(meta, correct=np.asarray(found["correct"], float))
             pair_meta.append(meta)
             checkpoints[f"{name}@{r}"] = str(path)
     return pair_meta, checkpoints

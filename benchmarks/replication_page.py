@@ -55,12 +55,13 @@ def recipe_accuracy(pair_meta: list, recipe_kind: str) -> pd.DataFrame:
                        key=lambda m: m["replicate"])
         acc = np.array([m["test_accuracy"] for m in metas])
         family = "bcos" if name.startswith("bcos_") else "conventional"
+        minutes = np.mean([m["train_time_s"] for m in metas]) / 60
         rows.append({"recipe": f"{family}-cifar10-{recipe_kind}", "model": name,
                      "epochs": metas[0]["epochs"], "replicates": len(metas),
                      "test accuracy per replicate": ", ".join(f"{a:.1%}" for a in acc),
                      "mean test accuracy": f"{acc.mean():.1%}",
                      "range": f"{acc.min():.1%}–{acc.max():.1%}",
-                     "mean train minutes": f"{np.mean([m['train_time_s'] for m in metas]) / 60:.1f}"})  # noqa: E501
+                     "mean train minutes": f"{minutes:.1f}"})
     return pd.DataFrame(rows)
 
 
@@ -164,7 +165,8 @@ def _ablation_section(frame: pd.DataFrame, per_model: list, replicates: int) -> 
             accuracy_p=f"{d['accuracy_p']:.2g}",
             localisation_diff=format_interval(d["localisation_diff"], d["localisation_low"],
                                               d["localisation_high"]),
-            localisation_p=f"{d['localisation_p']:.2g}", localisation_d=f"{d['localisation_d']:.2f}")
+            localisation_p=f"{d['localisation_p']:.2g}",
+            localisation_d=f"{d['localisation_d']:.2f}")
             for d in diffs.to_dict("records")])
         counts, sentence = tables.ablation_verdict(diffs, replicates)
         lines += ["### Each prior against the multiplicative prior", "",
