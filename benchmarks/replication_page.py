@@ -110,7 +110,8 @@ def _leaders_section(results, replicates: int) -> list:
             "method most often first, in how many replicates its lead is significant, and "
             "the size of the lead: best − runner-up in the metric's units (median over the "
             "replicates, [min, max]) and the paired effect size d_z (the difference over the "
-            "standard deviation of the per-sample differences). The baselines (random, "
+            "standard deviation of the per-sample differences), both signed so that positive "
+            "is better (for a lower-is-better metric the difference is negated). The baselines (random, "
             "uniform, centre) compete: a baseline in the lead means the metric cannot tell "
             "the methods from it.", ""] + md_table(frame)
 

@@ -56,7 +56,8 @@ def leaders(best: pd.DataFrame, summary: pd.DataFrame, replicates: int) -> pd.Da
     """Per model family and metric: the leading method of each replicate (``tie`` when the
     runner-up is not significantly worse), how often each leader led, and the lead's size:
     the median over replicates of best − runner-up with its range, and of the paired effect
-    size ``d_z``. The baselines compete too: a baseline in the lead says the metric cannot
+    size ``d_z``, both signed so that positive means better (a lower-is-better metric's
+    difference is negated). The baselines compete too: a baseline in the lead says the metric cannot
     tell the methods from it."""
     if best is None or not len(best):
         return pd.DataFrame()
@@ -70,8 +71,12 @@ def leaders(best: pd.DataFrame, summary: pd.DataFrame, replicates: int) -> pd.Da
             mark = "" if r["verdict"] == "best" else " (tie)"
             per_rep.append(f"{r['best']}{mark}")
         counts = pd.Series([r.split(" ")[0] for r in per_rep]).value_counts()
-        diffs = group["diff"].astype(float).to_numpy()
-        effects = group["effect_size"].astype(float).to_numpy()
+        # oriented so that a positive lead is better in the metric's own direction
+        sign = np.where(group["higher_is_better"].astype(str).str.lower()
+                        .isin(("true", "1", "1.0")), 1.0, -1.0) \
+            if "higher_is_better" in group else 1.0
+        diffs = sign * group["diff"].astype(float).to_numpy()
+        effects = sign * group["effect_size"].astype(float).to_numpy()
         significant = int((group["verdict"] == "best").sum())
         rows.append({
             "family": fam, "metric": metric, "kind": category.get(metric, ""),

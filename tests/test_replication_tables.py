@@ -38,13 +38,17 @@ def test_leaders_counts_how_often_each_method_leads_and_how_big_the_lead_is():
                                  ("bcos_vit_nano", 1, "ixg", "best", 0.04, 1.2),
                                  ("bcos_vit_nano", 2, "intgrad", "tie", 0.01, 0.1))])
     summary = pd.DataFrame([dict(metric="deletion", category="perturbation")])
-    row = T.leaders(best, summary, 3).iloc[0]
+    row = T.leaders(best.assign(higher_is_better=True), summary, 3).iloc[0]
     assert row["family"] == "B-cos" and row["kind"] == "perturbation"
     assert row["leader per replicate"] == "ixg, ixg, intgrad (tie)"
     assert row["most often first"] == "ixg (2 of 3)"
     assert row["lead significant in"] == "2 of 3"
     assert row["lead (best − runner-up), median [min, max]"] == "0.02 [0.01, 0.04]"
     assert row["d_z, median"] == "0.8"
+    # a lower-is-better metric's lead is the negated difference: positive is better
+    lower = T.leaders(best.assign(higher_is_better=False, diff=-best["diff"],
+                                  effect_size=-best["effect_size"]), summary, 3).iloc[0]
+    assert lower["lead (best − runner-up), median [min, max]"] == "0.02 [0.01, 0.04]"
 
 
 def test_accuracy_difference_is_paired_with_mcnemars_exact_test():

@@ -23,7 +23,7 @@ from xai_bench.run.store import MemoryStore
 from xai_bench.storage import atomic_io
 from xai_bench.storage.results import curves_frame, records_frame
 
-__all__ = ["Collected", "collect", "declarations", "run_info", "write_tables",
+__all__ = ["Collected", "collect", "undefined_as_skipped", "declarations", "run_info", "write_tables",
            "write_figures", "summary_table"]
 
 
@@ -58,7 +58,28 @@ def collect(specs, methods, metrics, cells: dict, store) -> Collected:
                                 "method_params": cell["identity"]["method"].get("params"),
                                 "metric_params": cell["identity"]["metric"].get("params")}
     models = {s.label: cells[info_key(s.label)]["info"] for s in specs}
-    return Collected(records_frame(rows), curves_frame(curves), examples, timings, models)
+    return Collected(undefined_as_skipped(records_frame(rows)), curves_frame(curves), examples,
+                     timings, models)
+
+
+def undefined_as_skipped(records):
+    """Rows a metric scored ``ok`` with a value that is not a finite number (the entropy or
+    Gini index of an all-zero map, a ratio over zero) become ``skipped`` rows with a message:
+    the sample is left out of every statistic and the run still reads back (an ``ok`` row
+    must hold a number). Applied when the cells are collected, so stored cells get it too."""
+    import numpy as np
+    import pandas as pd
+
+    value = pd.to_numeric(records["value"], errors="coerce").to_numpy(dtype=float)
+    bad = (records["status"] == "ok").to_numpy() & ~np.isfinite(value)
+    if bad.any():
+        records = records.copy()
+        records.loc[bad, "message"] = [
+            f"the metric is undefined on this sample (it gave {v}, e.g. for an all-zero or "
+            f"constant map); left out of the statistics" for v in value[bad]]
+        records.loc[bad, "status"] = "skipped"
+        records.loc[bad, "value"] = float("nan")
+    return records
 
 
 def declarations(methods, metrics) -> dict:
