@@ -411,6 +411,21 @@ def run_protocol(args, out: Path, checkpoints: dict):
     return results
 
 
+def claims_among_paper_methods(results):
+    """The claims again with only the paper's methods (the ``default`` group: its methods,
+    ViT-CX and the baselines), the comparison the paper made; None when the run has no other
+    method."""
+    from xai_bench.analysis.statistics import analyse
+
+    paper = set(xai_bench.METHODS.groups()["default"])
+    records = results.records
+    if set(records["method"].astype(str)) <= paper:
+        return None
+    subset = records[records["method"].astype(str).isin(paper)]
+    return analyse(subset, seed=results.info.get("config", {}).get("seed", 0), claims=True,
+                   declarations=results.info.get("declarations"))["claims"]
+
+
 def run_meta(args, out: Path, checkpoints: dict):
     """The meta-evaluation on replicate 0 (its own run directory): the frame of meta.csv."""
     first = {k: v for k, v in checkpoints.items() if k.endswith("@0")}
@@ -442,6 +457,7 @@ def main(argv=None) -> int:
             m["train_time_s"] for m in pair_meta if m.get("trained_now"))
         t = time.perf_counter()
         results = run_protocol(args, out, checkpoints)
+        results.paper_claims = claims_among_paper_methods(results)
         wall["the protocol (every method x metric)"] = time.perf_counter() - t
         if args.meta:
             t = time.perf_counter()

@@ -88,16 +88,25 @@ def _models_section(pair_meta: list, recipe_kind: str, threads: str) -> list:
 
 
 def _claims_section(results, replicates: int, paper_says: dict) -> list:
-    claims = results.tables.get("claims")
-    frame = tables.claims_across(claims, replicates, paper_says)
+    frame = tables.claims_across(results.tables.get("claims"), replicates, paper_says)
     if not len(frame):
         return []
-    return ["## The paper's claims, replicate by replicate", "",
-            "Each claim as xai-bench tests it (docs/statistics.md), in each replicate: the "
-            "outcome and its estimate with the 95 % interval (a best-method claim: the lead "
-            "over the strongest other method; a twin claim: the factor or difference against "
-            "the twin's best method), then in how many replicates it holds and fails, next to "
-            "what the paper reports on ImageNet.", ""] + md_table(frame)
+    lines = ["## The paper's claims, replicate by replicate", "",
+             "Each claim as xai-bench tests it (docs/statistics.md), in each replicate: the "
+             "outcome and its estimate with the 95 % interval (a best-method claim: the lead "
+             "over the strongest other method; a twin claim: the factor or difference against "
+             "the twin's best method), then in how many replicates it holds and fails, next to "
+             "what the paper reports on ImageNet."]
+    paper = getattr(results, "paper_claims", None)
+    if paper is not None and len(paper):
+        lines += ["", "### Among the paper's methods", "",
+                  "The comparison the paper made: its methods, ViT-CX and the baselines "
+                  "(the `default` group).", ""]
+        lines += md_table(tables.claims_across(paper, replicates, paper_says))
+        lines += ["### Among every method of the run", ""]
+    else:
+        lines += [""]
+    return lines + md_table(frame)
 
 
 def _leaders_section(results, replicates: int) -> list:

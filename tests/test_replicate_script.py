@@ -69,7 +69,7 @@ def test_replicate_script_replicates_ablates_resumes_and_writes_a_page_without_p
     script = _script()
     docs = tmp_path / "docs" / "replication.md"
     argv = ["--data", fake_cifar, "--epochs", "1", "--limit-train", "64", "--replicates", "2",
-            "--n-grids", "2", "--n-images", "2", "--methods", "inherent,ixg,random",
+            "--n-grids", "2", "--n-images", "2", "--methods", "inherent,ixg,saliency,random",
             "--metrics", "grid_pointing_game,pixel_perturbation", "--confidence-threshold",
             "0", "--out", str(tmp_path / "out"), "--docs", str(docs), "--ablation",
             "--ablation-data", "cifar10", "--ablation-epochs", "1", "--ablation-limit-train",
@@ -99,6 +99,7 @@ def test_replicate_script_replicates_ablates_resumes_and_writes_a_page_without_p
                     "## Which metrics tell the methods from random",
                     "## Positional prior ablation on cifar10-cpu",
                     "### Each prior against the multiplicative prior",
+                    "### Among the paper's methods", "### Among every method of the run",
                     "## Every result with its interval", "## Wall time"):
         assert heading in text, heading
     assert "bcos-cifar10-cpu" in text and "conventional-cifar10-cpu" in text
@@ -147,3 +148,32 @@ def test_absolute_paths_are_found_and_relative_ones_are_not():
         "data set cifar10:/srv/data/x.tar.gz"]
     assert page.absolute_paths("run in `/home/me/xai`") and page.absolute_paths("C:\\Users")
     assert not page.absolute_paths("![a](replication/a.png) 10 images/s, 1/4, out/protocol")
+
+
+def _table_row(text: str, first_cell: str) -> dict:
+    """The row of the first markdown table in ``text`` whose first cell is ``first_cell``,
+    as {column: cell}."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            start = i
+            while lines[start - 1].startswith("|"):
+                start -= 1
+            header = [c.strip() for c in lines[start].strip().strip("|").split("|")]
+            return dict(zip(header, cells))
+    raise AssertionError(f"no table row for {first_cell}")
+
+
+def test_the_recipes_table_reports_the_accuracy_the_replication_page_reports():
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "replication.md").read_text()
+    definitions = (root / "docs" / "definitions.md").read_text()
+    section = definitions[definitions.index("## 6. Training recipes"):]
+    for name in ("bcos-cifar10-cpu", "conventional-cifar10-cpu"):
+        reported = _table_row(page, name)
+        documented = _table_row(section, f"`{name}`")
+        assert reported["epochs"] == documented["epochs"] == str(get_recipe(name).epochs)
+        assert reported["mean test accuracy"] in documented["test accuracy reached"], name
+        assert reported["replicates"] == "3", name
+        assert float(reported["mean test accuracy"].rstrip("%")) >= 70.0, name
