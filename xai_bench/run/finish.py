@@ -23,8 +23,8 @@ from xai_bench.run.store import MemoryStore
 from xai_bench.storage import atomic_io
 from xai_bench.storage.results import curves_frame, records_frame
 
-__all__ = ["Collected", "collect", "undefined_as_skipped", "declarations", "run_info", "write_tables",
-           "write_figures", "summary_table"]
+__all__ = ["Collected", "collect", "undefined_as_skipped", "declarations", "run_info",
+           "write_tables", "write_figures", "summary_table"]
 
 
 @dataclass
